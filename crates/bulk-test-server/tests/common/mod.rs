@@ -1,0 +1,98 @@
+#![allow(dead_code)]
+use std::time::Duration;
+
+use bulk_test_server::{DataSource, ServerConfig, TestServer};
+use serde_json::Value;
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .redirect(reqwest::redirect::Policy::none())
+        // Identity bodies, so byte-level faults and ranges are observed as sent.
+        .no_gzip()
+        .build()
+        .unwrap()
+}
+
+pub fn config(data: DataSource) -> ServerConfig {
+    ServerConfig { data, polls_before_complete: 1, retry_after_secs: 0, ..ServerConfig::default() }
+}
+
+pub async fn start(data: DataSource) -> TestServer {
+    TestServer::start(config(data)).await.unwrap()
+}
+
+pub fn url(server: &TestServer, rest: &str) -> String {
+    format!("{}/{}", server.base_url(), rest)
+}
+
+/// GET kick-off with the required headers; returns the response.
+pub async fn kickoff_get(c: &reqwest::Client, url: &str) -> reqwest::Response {
+    c.get(url)
+        .header("Accept", "application/fhir+json")
+        .header("Prefer", "respond-async")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Kick-off that must succeed; returns the status URL.
+pub async fn kickoff_ok(c: &reqwest::Client, url: &str) -> String {
+    let r = kickoff_get(c, url).await;
+    let status = r.status();
+    let loc = r.headers().get("content-location").map(|v| v.to_str().unwrap().to_string());
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 202, "kick-off {url} failed: {body}");
+    loc.expect("Content-Location")
+}
+
+/// Polls until the manifest arrives (or fails after many attempts).
+pub async fn manifest(c: &reqwest::Client, status_url: &str) -> Value {
+    for _ in 0..2000 {
+        let r = c.get(status_url).send().await.unwrap();
+        match r.status().as_u16() {
+            202 => {
+                assert!(r.headers().contains_key("x-progress"));
+                assert!(r.headers().contains_key("retry-after"));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            200 => {
+                assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+                return r.json().await.unwrap();
+            }
+            s => panic!("status {s}: {}", r.text().await.unwrap()),
+        }
+    }
+    panic!("manifest never became ready");
+}
+
+pub async fn export(c: &reqwest::Client, url: &str) -> Value {
+    let status = kickoff_ok(c, url).await;
+    manifest(c, &status).await
+}
+
+pub async fn download(c: &reqwest::Client, url: &str) -> String {
+    let r = c.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{url}");
+    assert_eq!(r.headers()["content-type"], "application/fhir+ndjson");
+    r.text().await.unwrap()
+}
+
+pub fn lines(text: &str) -> Vec<Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// All resources of all output files, per type.
+pub async fn all_resources(c: &reqwest::Client, manifest: &Value) -> std::collections::BTreeMap<String, Vec<Value>> {
+    let mut out: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    for o in manifest["output"].as_array().unwrap() {
+        let text = download(c, o["url"].as_str().unwrap()).await;
+        let rs = lines(&text);
+        assert_eq!(rs.len() as u64, o["count"].as_u64().unwrap(), "count of {}", o["url"]);
+        for r in rs {
+            assert_eq!(r["resourceType"], o["type"]);
+            out.entry(o["type"].as_str().unwrap().to_string()).or_default().push(r);
+        }
+    }
+    out
+}

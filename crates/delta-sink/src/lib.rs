@@ -1,0 +1,36 @@
+//! Delta Lake tables for FHIR resources: merge by id, deletes, save modes, cursor
+//! committed with the data.
+//!
+//! One table per resource type at `<root>/<Type>.parquet` (local path or `s3://`).
+//! A write stages its batches as Parquet on local disk, then [`ResourceTable::commit`]
+//! applies them — with deletes, reconciliation and the sync cursor — as one Delta commit.
+//!
+//! ```no_run
+//! # async fn demo(schema: arrow::datatypes::SchemaRef, batch: arrow::array::RecordBatch) -> delta_sink::Result<()> {
+//! use delta_sink::{CommitOptions, Cursor, DeltaSink, SaveMode, StorageOptions};
+//! let sink = DeltaSink::new("./delta", StorageOptions::new())?;
+//! let mut table = sink.table("Patient").await?;
+//! let mut w = table.writer(schema);
+//! w.push(&batch)?;
+//! let tt = chrono::Utc::now();
+//! let cursor = Cursor::new("server-a/Patient", tt, "sync-42");
+//! let outcome = table.commit(w, CommitOptions { mode: SaveMode::Merge, cursor: Some(cursor) }).await?;
+//! println!("{} inserted, {} updated", outcome.inserted, outcome.updated);
+//! # Ok(()) }
+//! ```
+
+mod error;
+pub mod generator;
+mod keys;
+mod location;
+mod stage;
+mod table;
+
+pub use error::{Result, SinkError};
+pub use keys::{IdSet, Recency, compare_version_ids};
+pub use location::{AWS_ENV_VARS, StorageOptions, register_object_stores, root_url, table_url};
+pub use table::{
+    CommitOptions, Cursor, DeltaSink, METADATA_PREFIX, OptimizeOptions, OptimizeReport,
+    ResourceTable, SaveMode, SinkConfig, SyncMetadata, TableStats, TableWriter, VacuumReport,
+    WriteOutcome, WriteStatus,
+};

@@ -1,0 +1,128 @@
+//! Where tables live: `<root>/<Type>.parquet`, on local disk or in S3.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Once;
+
+use url::Url;
+
+use crate::error::SinkError;
+
+/// AWS environment variables forwarded to the S3 object store when present.
+pub const AWS_ENV_VARS: &[&str] = &[
+    "AWS_ENDPOINT_URL",
+    "AWS_ALLOW_HTTP",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "AWS_S3_ALLOW_UNSAFE_RENAME",
+    "AWS_S3_LOCKING_PROVIDER",
+    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+];
+
+/// Storage options for delta-rs' object store (`AWS_REGION`, `AWS_ENDPOINT_URL`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageOptions {
+    options: HashMap<String, String>,
+}
+
+impl StorageOptions {
+    /// No options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The AWS variables of [`AWS_ENV_VARS`] found in the process environment.
+    pub fn from_env() -> Self {
+        let options = AWS_ENV_VARS
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect();
+        Self { options }
+    }
+
+    /// Sets one option (explicit options override the environment).
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options.insert(key.into(), value.into());
+        self
+    }
+
+    /// Merges `other` over `self`.
+    pub fn merged(mut self, other: &StorageOptions) -> Self {
+        self.options.extend(other.options.clone());
+        self
+    }
+
+    /// The options as delta-rs takes them.
+    pub fn as_map(&self) -> &HashMap<String, String> {
+        &self.options
+    }
+}
+
+static REGISTER: Once = Once::new();
+
+/// Registers the S3 object-store and log-store handlers with delta-rs (idempotent).
+pub fn register_object_stores() {
+    REGISTER.call_once(|| deltalake::aws::register_handlers(None));
+}
+
+/// Turns a user-facing location (relative or absolute path, `file://` or `s3://` URL)
+/// into a directory URL ending in `/`.
+pub fn root_url(location: &str) -> Result<Url, SinkError> {
+    let invalid = |reason: String| SinkError::InvalidLocation {
+        location: location.to_string(),
+        reason,
+    };
+    if location.trim().is_empty() {
+        return Err(invalid("empty location".into()));
+    }
+    let mut url = if location.contains("://") {
+        Url::parse(location).map_err(|e| invalid(e.to_string()))?
+    } else {
+        let path = Path::new(location);
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| invalid(format!("cannot resolve relative path: {e}")))?
+                .join(path)
+        };
+        Url::from_directory_path(&abs)
+            .map_err(|()| invalid(format!("not a usable path: {}", abs.display())))?
+    };
+    match url.scheme() {
+        "file" | "s3" | "s3a" | "memory" => {}
+        other => {
+            return Err(invalid(format!(
+                "unsupported scheme `{other}` (use a path or s3://)"
+            )));
+        }
+    }
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    Ok(url)
+}
+
+/// The URL of one resource type's table: `<root>/<Type>.parquet`.
+pub fn table_url(root: &Url, resource_type: &str) -> Result<Url, SinkError> {
+    let valid = !resource_type.is_empty()
+        && resource_type
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        return Err(SinkError::InvalidLocation {
+            location: resource_type.to_string(),
+            reason: "resource type must be ASCII letters, digits, `_` or `-`".into(),
+        });
+    }
+    root.join(&format!("{resource_type}.parquet"))
+        .map_err(|e| SinkError::InvalidLocation {
+            location: root.to_string(),
+            reason: e.to_string(),
+        })
+}

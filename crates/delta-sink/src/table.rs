@@ -1,0 +1,1532 @@
+//! One resource type's Delta table: staged writes merged by id in a single commit.
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{Schema, SchemaRef};
+use chrono::{DateTime, SecondsFormat, Utc};
+use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, Remove, StructType, Transaction};
+use deltalake::operations::get_num_idx_cols_and_stats_columns;
+use deltalake::protocol::DeltaOperation;
+use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore};
+use futures::{StreamExt, TryStreamExt};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+// ParquetObjectReader is deprecated in favour of hand-written readers, but it is the
+// ranged-read object-store reader delta-rs itself uses; it reads only the needed columns.
+#[allow(deprecated)]
+use parquet::arrow::async_reader::ParquetObjectReader;
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde_json::Value;
+use url::Url;
+
+use crate::error::{Result, SinkError};
+use crate::keys::{IdSet, KeyColumns, Recency};
+use crate::location::{StorageOptions, register_object_stores, root_url, table_url};
+use crate::stage::{Stage, Staged, describe_difference};
+
+/// Prefix of the commit metadata keys this crate writes.
+pub const METADATA_PREFIX: &str = "fhirsync.";
+
+/// How a write treats an existing table (the Delta/Spark save modes plus `merge`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SaveMode {
+    /// Upsert by `id`: newer rows replace stored ones, new ids are appended.
+    #[default]
+    Merge,
+    /// Replace the table's contents with the input (history is kept; vacuum reclaims space).
+    Overwrite,
+    /// Add the input's rows without looking at the stored ones.
+    Append,
+    /// Do nothing when the table exists; create it otherwise.
+    Ignore,
+    /// Fail when the table exists; create it otherwise.
+    #[serde(rename = "error")]
+    ErrorIfExists,
+}
+
+impl std::str::FromStr for SaveMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "merge" => Ok(SaveMode::Merge),
+            "overwrite" => Ok(SaveMode::Overwrite),
+            "append" => Ok(SaveMode::Append),
+            "ignore" => Ok(SaveMode::Ignore),
+            "error" | "errorifexists" => Ok(SaveMode::ErrorIfExists),
+            other => Err(format!(
+                "unknown save mode `{other}` (expected merge, overwrite, append, ignore or error)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for SaveMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SaveMode::Merge => "merge",
+            SaveMode::Overwrite => "overwrite",
+            SaveMode::Append => "append",
+            SaveMode::Ignore => "ignore",
+            SaveMode::ErrorIfExists => "error",
+        })
+    }
+}
+
+/// Tuning for writes. Defaults suit production; tests shrink the sizes.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// Target size of written data files in bytes (compressed).
+    pub target_file_size: u64,
+    /// zstd level for table files.
+    pub zstd_level: i32,
+    /// Rows per Parquet row group in table files.
+    pub row_group_rows: usize,
+    /// Directory for staging files (default: the system temp dir).
+    pub staging_dir: Option<PathBuf>,
+    /// Rows per staging file.
+    pub staging_file_rows: usize,
+    /// Batch size when reading staged and table files.
+    pub read_batch_rows: usize,
+    /// When a merge finds at least this many small files (under an eighth of the target
+    /// size), it folds them into its rewrite, so incremental syncs do not pile up small
+    /// files between maintenance runs. 0 disables.
+    pub compact_small_files: usize,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            target_file_size: 128 * 1024 * 1024,
+            zstd_level: 3,
+            row_group_rows: 64 * 1024,
+            staging_dir: None,
+            staging_file_rows: 256 * 1024,
+            read_batch_rows: 8 * 1024,
+            compact_small_files: 16,
+        }
+    }
+}
+
+impl SinkConfig {
+    /// zstd writer properties used for every table file.
+    pub fn writer_properties(&self) -> WriterProperties {
+        WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(self.zstd_level).unwrap_or_default(),
+            ))
+            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
+            .build()
+    }
+}
+
+/// The sync position stored with a commit: a Delta `txn` action (`app_id`, `version`)
+/// plus `fhirsync.*` commit metadata.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    /// Identity of the sync (e.g. a hash of server URL + type + group); the txn app id.
+    pub app_id: String,
+    /// Monotonic version, e.g. the export's transactionTime in epoch milliseconds.
+    pub version: i64,
+    /// The export's `transactionTime`.
+    pub transaction_time: DateTime<Utc>,
+    /// Identifier of the sync run.
+    pub sync_id: String,
+    /// Extra commit metadata; keys are prefixed with `fhirsync.` when missing it.
+    pub extra: Vec<(String, Value)>,
+}
+
+impl Cursor {
+    /// A cursor whose version is `transaction_time` in epoch milliseconds.
+    pub fn new(
+        app_id: impl Into<String>,
+        transaction_time: DateTime<Utc>,
+        sync_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            app_id: app_id.into(),
+            version: transaction_time.timestamp_millis(),
+            transaction_time,
+            sync_id: sync_id.into(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// Options of one commit.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    /// Save mode.
+    pub mode: SaveMode,
+    /// Cursor to commit with the data; with it a re-run of the same export is skipped.
+    pub cursor: Option<Cursor>,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteStatus {
+    /// A new table version was written.
+    Committed,
+    /// The table's txn version for the cursor's app id is already ≥ the cursor's version.
+    AlreadyApplied,
+    /// `SaveMode::Ignore` and the table exists.
+    IgnoredExisting,
+    /// No table, no data and no cursor: nothing to create.
+    NothingToDo,
+}
+
+/// Counts and effects of one commit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WriteOutcome {
+    /// What happened.
+    pub status: WriteStatus,
+    /// Table version after the operation (`None` when no table exists).
+    pub version: Option<u64>,
+    /// Rows whose id was not in the table.
+    pub inserted: u64,
+    /// Stored rows replaced by newer incoming rows.
+    pub updated: u64,
+    /// Incoming rows skipped: stale, or the same version as the stored row.
+    pub unchanged: u64,
+    /// Stored rows removed by the delete list.
+    pub deleted: u64,
+    /// Stored rows removed by reconciliation (id absent from the export).
+    pub reconciled: u64,
+    /// Incoming rows superseded by a newer row with the same id in the same input.
+    pub duplicates: u64,
+    /// Incoming rows without an id (not written).
+    pub rejected: u64,
+    /// Data files added.
+    pub files_added: u64,
+    /// Data files removed (rewritten or replaced).
+    pub files_removed: u64,
+    /// Bytes of data files added.
+    pub bytes_added: u64,
+    /// Existing files rewritten because rows in them were replaced or removed.
+    pub files_rewritten: u64,
+    /// Small untouched files folded into the rewrite (see `SinkConfig::compact_small_files`).
+    pub files_compacted: u64,
+}
+
+impl WriteOutcome {
+    fn empty(status: WriteStatus, version: Option<u64>) -> Self {
+        Self {
+            status,
+            version,
+            inserted: 0,
+            updated: 0,
+            unchanged: 0,
+            deleted: 0,
+            reconciled: 0,
+            duplicates: 0,
+            rejected: 0,
+            files_added: 0,
+            files_removed: 0,
+            bytes_added: 0,
+            files_rewritten: 0,
+            files_compacted: 0,
+        }
+    }
+}
+
+/// The fhirsync metadata of a commit, read back from the table history.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SyncMetadata {
+    /// Table version of that commit.
+    pub table_version: Option<u64>,
+    /// Commit timestamp (epoch ms).
+    pub commit_timestamp: Option<i64>,
+    /// Delta operation name (`MERGE`, `WRITE`, ...).
+    pub operation: Option<String>,
+    /// `fhirsync.transactionTime`.
+    pub transaction_time: Option<DateTime<Utc>>,
+    /// `fhirsync.syncId`.
+    pub sync_id: Option<String>,
+    /// `fhirsync.appId`.
+    pub app_id: Option<String>,
+    /// `fhirsync.version` (the txn version).
+    pub cursor_version: Option<i64>,
+    /// All `fhirsync.*` entries.
+    pub entries: HashMap<String, Value>,
+}
+
+/// Table figures for status displays, from the log alone (no data scan).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TableStats {
+    /// Table URL.
+    pub url: String,
+    /// Current version.
+    pub version: u64,
+    /// Rows, summed from the add actions' statistics (`None` if a file lacks them).
+    pub rows: Option<u64>,
+    /// Active data files.
+    pub files: u64,
+    /// Bytes in active data files.
+    pub size_bytes: u64,
+    /// Latest commit carrying fhirsync metadata.
+    pub last_sync: Option<SyncMetadata>,
+}
+
+/// Options of [`ResourceTable::optimize`].
+#[derive(Debug, Clone, Default)]
+pub struct OptimizeOptions {
+    /// Z-order files by `id` instead of bin-packing.
+    pub zorder_by_id: bool,
+    /// Target file size (default: the sink's).
+    pub target_file_size: Option<u64>,
+}
+
+/// Result of an optimize.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OptimizeReport {
+    /// Files written.
+    pub files_added: u64,
+    /// Files compacted away.
+    pub files_removed: u64,
+    /// Table version afterwards.
+    pub version: u64,
+}
+
+/// Result of a vacuum.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VacuumReport {
+    /// Files deleted (or that would be, on a dry run).
+    pub files_deleted: u64,
+    /// Whether nothing was deleted because it was a dry run.
+    pub dry_run: bool,
+}
+
+/// Entry point: a directory (or S3 prefix) of `<Type>.parquet` Delta tables.
+#[derive(Debug, Clone)]
+pub struct DeltaSink {
+    root: Url,
+    storage: StorageOptions,
+    config: SinkConfig,
+}
+
+impl DeltaSink {
+    /// A sink rooted at `location`: a local path (relative or absolute), `file://` or
+    /// `s3://bucket/prefix`. Storage options are the AWS variables from the environment
+    /// overridden by `storage`.
+    pub fn new(location: &str, storage: StorageOptions) -> Result<Self> {
+        register_object_stores();
+        let root = root_url(location)?;
+        let storage = StorageOptions::from_env().merged(&storage);
+        Ok(Self {
+            root,
+            storage,
+            config: SinkConfig::default(),
+        })
+    }
+
+    /// Replaces the write tuning.
+    pub fn with_config(mut self, config: SinkConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The root URL (ends with `/`).
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// The URL of a resource type's table.
+    pub fn table_url(&self, resource_type: &str) -> Result<Url> {
+        table_url(&self.root, resource_type)
+    }
+
+    /// Opens (loads the latest version of) a resource type's table. The table need not
+    /// exist yet: [`ResourceTable::exists`] tells, and the first commit creates it.
+    pub async fn table(&self, resource_type: &str) -> Result<ResourceTable> {
+        let url = self.table_url(resource_type)?;
+        ResourceTable::open(url, self.storage.clone(), self.config.clone()).await
+    }
+}
+
+/// One Delta table. One writer per table at a time: concurrent commits fail with
+/// [`SinkError::Conflict`].
+pub struct ResourceTable {
+    url: Url,
+    name: String,
+    storage: StorageOptions,
+    config: SinkConfig,
+    table: DeltaTable,
+}
+
+impl std::fmt::Debug for ResourceTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResourceTable")
+            .field("url", &self.name)
+            .field("version", &self.table.version())
+            .finish()
+    }
+}
+
+/// Per-id state of the deduplicated input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Not (yet) found in the table.
+    Insert,
+    /// Replaces a stored row.
+    Update,
+    /// Stored row is newer or the same version.
+    Unchanged,
+    /// Removed by the delete list.
+    Deleted,
+}
+
+struct Incoming {
+    recency: Recency,
+    file: u32,
+    row: u32,
+    fate: Fate,
+}
+
+impl ResourceTable {
+    /// Opens the table at `url` (which need not exist yet).
+    pub async fn open(url: Url, storage: StorageOptions, config: SinkConfig) -> Result<Self> {
+        register_object_stores();
+        let name = url.to_string();
+        let table = load_table(&url, &storage, false)
+            .await
+            .map_err(|e| SinkError::delta(&name, e))?;
+        Ok(Self {
+            url,
+            name,
+            storage,
+            config,
+            table,
+        })
+    }
+
+    /// Whether the table exists (has a committed version).
+    pub fn exists(&self) -> bool {
+        self.table.version().is_some()
+    }
+
+    /// The table URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The current version, if the table exists.
+    pub fn version(&self) -> Option<u64> {
+        self.table.version()
+    }
+
+    /// The underlying delta-rs table (for reads through DataFusion).
+    pub fn delta_table(&self) -> &DeltaTable {
+        &self.table
+    }
+
+    /// The table's schema as Arrow, if it exists.
+    pub fn arrow_schema(&self) -> Result<Option<SchemaRef>> {
+        if !self.exists() {
+            return Ok(None);
+        }
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        Ok(Some(snapshot.snapshot().arrow_schema()))
+    }
+
+    /// Loads the latest version.
+    pub async fn reload(&mut self) -> Result<()> {
+        if !self.exists() {
+            self.table = load_table(&self.url, &self.storage, false)
+                .await
+                .map_err(|e| self.err(e))?;
+            return Ok(());
+        }
+        self.table.update_state().await.map_err(|e| self.err(e))
+    }
+
+    fn err(&self, e: deltalake::DeltaTableError) -> SinkError {
+        SinkError::delta(&self.name, e)
+    }
+
+    fn pq(&self, source: parquet::errors::ParquetError) -> SinkError {
+        SinkError::Parquet {
+            table: self.name.clone(),
+            source,
+        }
+    }
+
+    fn arrow_err(&self, source: arrow::error::ArrowError) -> SinkError {
+        SinkError::Arrow {
+            table: self.name.clone(),
+            source,
+        }
+    }
+
+    fn invalid(&self, detail: String) -> SinkError {
+        SinkError::InvalidData {
+            table: self.name.clone(),
+            detail,
+        }
+    }
+
+    /// The txn version last committed for `app_id` (the cursor), if any.
+    pub async fn committed_version(&self, app_id: &str) -> Result<Option<i64>> {
+        if !self.exists() {
+            return Ok(None);
+        }
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        snapshot
+            .transaction_version(self.table.log_store().as_ref(), app_id)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest commit's fhirsync metadata, looking back past maintenance commits
+    /// (optimize, vacuum) that carry none; at most `lookback` commits are read.
+    pub async fn last_sync_metadata(&self, lookback: usize) -> Result<Option<SyncMetadata>> {
+        if !self.exists() {
+            return Ok(None);
+        }
+        let infos: Vec<_> = self
+            .table
+            .history(Some(lookback.max(1)))
+            .try_collect()
+            .await
+            .map_err(|e| self.err(e))?;
+        let current = self.table.version();
+        // history() yields newest first; it does not carry versions, so derive them.
+        for (i, info) in infos.into_iter().enumerate() {
+            let entries: HashMap<String, Value> = info
+                .info
+                .iter()
+                .filter(|(k, _)| k.starts_with(METADATA_PREFIX))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if entries.is_empty() {
+                continue;
+            }
+            let s = |k: &str| entries.get(k).and_then(Value::as_str).map(str::to_string);
+            let transaction_time = s("fhirsync.transactionTime")
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            let cursor_version = entries.get("fhirsync.version").and_then(Value::as_i64);
+            return Ok(Some(SyncMetadata {
+                table_version: entries
+                    .get("fhirsync.tableVersion")
+                    .and_then(Value::as_u64)
+                    .or_else(|| current.map(|v| v.saturating_sub(i as u64))),
+                commit_timestamp: info.timestamp,
+                operation: info.operation.clone(),
+                transaction_time,
+                sync_id: s("fhirsync.syncId"),
+                app_id: s("fhirsync.appId"),
+                cursor_version,
+                entries,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Version, rows (from file statistics), files and bytes, plus the last sync metadata.
+    pub async fn stats(&self) -> Result<TableStats> {
+        let version = self.table.version().ok_or_else(|| SinkError::NotATable {
+            table: self.name.clone(),
+        })?;
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        let mut rows = Some(0u64);
+        let mut files = 0u64;
+        let mut size = 0u64;
+        for f in snapshot.log_data().iter() {
+            files += 1;
+            size += u64::try_from(f.size()).unwrap_or(0);
+            rows = match (rows, f.num_records()) {
+                (Some(r), Some(n)) => Some(r + n as u64),
+                _ => None,
+            };
+        }
+        Ok(TableStats {
+            url: self.name.clone(),
+            version,
+            rows,
+            files,
+            size_bytes: size,
+            last_sync: self.last_sync_metadata(100).await?,
+        })
+    }
+
+    /// Starts a write whose batches must have `schema` (the Pathling encoding of the
+    /// resource type: `id`, `meta{versionId, lastUpdated}`, ...). Batches are staged on
+    /// local disk; nothing touches the table until [`ResourceTable::commit`].
+    pub fn writer(&self, schema: SchemaRef) -> TableWriter {
+        TableWriter {
+            stage: Stage::new(
+                self.name.clone(),
+                schema.clone(),
+                self.config.staging_dir.clone(),
+                self.config.staging_file_rows,
+            ),
+            schema,
+            deletes: HashMap::new(),
+            reconcile: None,
+        }
+    }
+
+    /// Removes `ids` whose stored `meta.lastUpdated` is not newer than
+    /// `transaction_time`, in one commit (with the cursor, if given).
+    pub async fn delete_ids<I, S>(
+        &mut self,
+        ids: I,
+        transaction_time: DateTime<Utc>,
+        cursor: Option<Cursor>,
+    ) -> Result<WriteOutcome>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let schema = self
+            .arrow_schema()?
+            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        let mut w = self.writer(schema);
+        w.delete(ids, transaction_time);
+        self.commit(
+            w,
+            CommitOptions {
+                mode: SaveMode::Merge,
+                cursor,
+            },
+        )
+        .await
+    }
+
+    /// Removes every stored row whose id is not in `keep` (restricted to ids in
+    /// `candidates` when given, for Group-scoped exports); one commit. Returns the count.
+    pub async fn reconcile(
+        &mut self,
+        keep: IdSet,
+        candidates: Option<IdSet>,
+        cursor: Option<Cursor>,
+    ) -> Result<u64> {
+        if !self.exists() {
+            return Ok(0);
+        }
+        let schema = self
+            .arrow_schema()?
+            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        let mut w = self.writer(schema);
+        w.reconcile(keep, candidates);
+        let out = self
+            .commit(
+                w,
+                CommitOptions {
+                    mode: SaveMode::Merge,
+                    cursor,
+                },
+            )
+            .await?;
+        Ok(out.reconciled)
+    }
+
+    /// Applies a staged write as ONE Delta commit (data, deletes, reconciliation and the
+    /// cursor together), so a crash leaves either the old or the new state.
+    ///
+    /// Merge semantics: rows are deduplicated by `id` (newest wins, see
+    /// [`Recency::supersedes`]); new ids are appended without touching existing files;
+    /// a stored row is replaced only by a newer incoming row, and only the files holding
+    /// replaced or removed rows are rewritten.
+    pub async fn commit(
+        &mut self,
+        writer: TableWriter,
+        options: CommitOptions,
+    ) -> Result<WriteOutcome> {
+        self.reload().await?;
+        let exists = self.exists();
+        let mode = options.mode;
+        match mode {
+            SaveMode::Ignore if exists => {
+                return Ok(WriteOutcome::empty(
+                    WriteStatus::IgnoredExisting,
+                    self.version(),
+                ));
+            }
+            SaveMode::ErrorIfExists if exists => {
+                return Err(SinkError::TableExists {
+                    table: self.name.clone(),
+                });
+            }
+            _ => {}
+        }
+        if let (Some(cursor), true) = (&options.cursor, exists)
+            && let Some(done) = self.committed_version(&cursor.app_id).await?
+            && done >= cursor.version
+        {
+            tracing::info!(table = %self.name, app_id = %cursor.app_id, committed = done,
+                requested = cursor.version, "export already applied; skipping");
+            return Ok(WriteOutcome::empty(
+                WriteStatus::AlreadyApplied,
+                self.version(),
+            ));
+        }
+        let TableWriter {
+            stage,
+            schema,
+            deletes,
+            reconcile,
+        } = writer;
+        let input_rows = stage.rows();
+        if !exists && input_rows == 0 && schema.fields().is_empty() {
+            return Ok(WriteOutcome::empty(WriteStatus::NothingToDo, None));
+        }
+        let kernel_schema: StructType =
+            schema
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e| SinkError::SchemaMismatch {
+                    table: self.name.clone(),
+                    detail: format!("schema cannot be stored in Delta: {e}"),
+                })?;
+        if exists && input_rows > 0 {
+            let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+            let table_schema = snapshot.schema();
+            if table_schema.as_ref() != &kernel_schema {
+                let table_arrow = snapshot.snapshot().arrow_schema();
+                return Err(SinkError::SchemaMismatch {
+                    table: self.name.clone(),
+                    detail: format!(
+                        "input does not match the table: {}",
+                        describe_difference(&table_arrow, &schema)
+                    ),
+                });
+            }
+        }
+        let staged = stage.finish()?;
+        if !exists {
+            self.table = load_table(&self.url, &self.storage, true)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        let mut out = WriteOutcome::empty(WriteStatus::Committed, None);
+
+        // 1. Index the input by id, newest wins.
+        let mut incoming = self.index_staged(&staged, &mut out)?;
+        for (id, inc) in incoming.iter_mut() {
+            if let Some(tt) = deletes.get(id.as_ref())
+                && inc.recency.last_updated.is_none_or(|lu| lu <= *tt)
+            {
+                inc.fate = Fate::Deleted;
+            }
+        }
+
+        // 2. Decide, per stored file, which rows go.
+        let scan_needed = exists
+            && (mode == SaveMode::Merge && !incoming.is_empty()
+                || !deletes.is_empty()
+                || reconcile.is_some());
+        let mut removes: Vec<Remove> = Vec::new();
+        let mut rewrites: Vec<FileRewrite> = Vec::new();
+        if exists && mode == SaveMode::Overwrite {
+            let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+            for f in snapshot.log_data().iter() {
+                removes.push(f.remove_action(true));
+            }
+        } else if scan_needed {
+            self.plan_removals(
+                mode,
+                &mut incoming,
+                &deletes,
+                reconcile.as_ref(),
+                &mut out,
+                &mut removes,
+                &mut rewrites,
+            )
+            .await?;
+        }
+
+        // 3. Write the surviving input rows, then the rewritten files.
+        let store = self.table.object_store();
+        let (num_idx, stats_cols) = {
+            let props = self.table.snapshot().ok().map(|s| s.table_config());
+            get_num_idx_cols_and_stats_columns(props, HashMap::new())
+        };
+        let wcfg = |schema: SchemaRef| {
+            WriterConfig::new(
+                schema,
+                Vec::new(),
+                Some(self.config.writer_properties()),
+                NonZeroU64::new(self.config.target_file_size),
+                Some(self.config.read_batch_rows),
+                num_idx,
+                stats_cols.clone(),
+            )
+        };
+        let mut adds: Vec<Add> = Vec::new();
+        if !incoming.is_empty() {
+            let mut dw = DeltaWriter::new(store.clone(), wcfg(schema.clone()));
+            for (fi, path) in staged.files.iter().enumerate() {
+                let file = staged.open(path).map_err(|e| SinkError::Io {
+                    table: self.name.clone(),
+                    context: format!("opening staged file {}", path.display()),
+                    source: e,
+                })?;
+                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .map_err(|e| self.pq(e))?
+                    .with_batch_size(self.config.read_batch_rows)
+                    .build()
+                    .map_err(|e| self.pq(e))?;
+                let mut offset = 0u32;
+                for batch in reader {
+                    let batch = batch.map_err(|e| self.arrow_err(e))?;
+                    let keys = KeyColumns::from_batch(&batch).map_err(|d| self.invalid(d))?;
+                    let mask: BooleanArray =
+                        (0..batch.num_rows())
+                            .map(|i| {
+                                let row = offset + i as u32;
+                                Some(keys.id(i).and_then(|id| incoming.get(id)).is_some_and(
+                                    |inc| {
+                                        inc.file == fi as u32
+                                            && inc.row == row
+                                            && matches!(inc.fate, Fate::Insert | Fate::Update)
+                                    },
+                                ))
+                            })
+                            .collect();
+                    offset += batch.num_rows() as u32;
+                    let kept = filter_record_batch(&batch, &mask).map_err(|e| self.arrow_err(e))?;
+                    if kept.num_rows() > 0 {
+                        let kept = RecordBatch::try_new(schema.clone(), kept.columns().to_vec())
+                            .map_err(|e| self.arrow_err(e))?;
+                        dw.write(&kept).await.map_err(|e| self.err(e))?;
+                    }
+                }
+            }
+            adds.extend(dw.close().await.map_err(|e| self.err(e))?);
+        }
+        drop(staged);
+        for inc in incoming.values() {
+            match inc.fate {
+                Fate::Insert => out.inserted += 1,
+                Fate::Update => out.updated += 1,
+                Fate::Unchanged | Fate::Deleted => out.unchanged += 1,
+            }
+        }
+        drop(incoming);
+
+        if !rewrites.is_empty() {
+            out.files_rewritten = rewrites.len() as u64 - out.files_compacted;
+            let props = self.config.writer_properties();
+            let target = NonZeroU64::new(self.config.target_file_size);
+            let batch_rows = self.config.read_batch_rows;
+            let stats_cols = stats_cols.clone();
+            let wcfg: WriterConfigFn = Arc::new(move |schema: SchemaRef| {
+                WriterConfig::new(
+                    schema,
+                    Vec::new(),
+                    Some(props.clone()),
+                    target,
+                    Some(batch_rows),
+                    num_idx,
+                    stats_cols.clone(),
+                )
+            });
+            adds.extend(
+                rewrite_files(
+                    &store,
+                    rewrites,
+                    wcfg,
+                    self.config.read_batch_rows,
+                    self.config.target_file_size,
+                    &self.name,
+                )
+                .await?,
+            );
+        }
+
+        out.files_added = adds.len() as u64;
+        out.files_removed = removes.len() as u64;
+        out.bytes_added = adds
+            .iter()
+            .map(|a| u64::try_from(a.size).unwrap_or(0))
+            .sum();
+
+        let changed = !adds.is_empty() || !removes.is_empty();
+        if !changed && options.cursor.is_none() && exists {
+            out.status = WriteStatus::Committed;
+            out.version = self.version();
+            // Nothing to record: avoid an empty commit.
+            return Ok(out);
+        }
+
+        // 4. One commit.
+        let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+        actions.extend(removes.into_iter().map(Action::Remove));
+        let props = self.commit_properties(mode, &options, &out);
+        if !exists {
+            let table = self
+                .table
+                .create()
+                .with_columns(kernel_schema.fields().cloned())
+                .with_save_mode(deltalake::protocol::SaveMode::ErrorIfExists)
+                .with_actions(actions)
+                .with_commit_properties(props)
+                .await
+                .map_err(|e| match e {
+                    deltalake::DeltaTableError::Generic(ref m) if m.contains("already exists") => {
+                        SinkError::Conflict {
+                            table: self.name.clone(),
+                            source: e,
+                        }
+                    }
+                    e => self.err(e),
+                })?;
+            self.table = table;
+        } else {
+            let operation = match mode {
+                SaveMode::Overwrite => DeltaOperation::Write {
+                    mode: deltalake::protocol::SaveMode::Overwrite,
+                    partition_by: None,
+                    predicate: None,
+                },
+                SaveMode::Append if deletes.is_empty() && reconcile.is_none() => {
+                    DeltaOperation::Write {
+                        mode: deltalake::protocol::SaveMode::Append,
+                        partition_by: None,
+                        predicate: None,
+                    }
+                }
+                _ if input_rows == 0 => DeltaOperation::Delete { predicate: None },
+                _ => DeltaOperation::Merge {
+                    predicate: None,
+                    merge_predicate: Some("target.id = source.id".to_string()),
+                    matched_predicates: Vec::new(),
+                    not_matched_predicates: Vec::new(),
+                    not_matched_by_source_predicates: Vec::new(),
+                },
+            };
+            let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+            CommitBuilder::from(props)
+                .with_actions(actions)
+                .build(Some(snapshot), self.table.log_store(), operation)
+                .await
+                .map_err(|e| self.err(e))?;
+            self.reload().await?;
+        }
+        out.version = self.version();
+        tracing::info!(table = %self.name, version = ?out.version, inserted = out.inserted,
+            updated = out.updated, unchanged = out.unchanged, deleted = out.deleted,
+            reconciled = out.reconciled, files_added = out.files_added,
+            files_removed = out.files_removed, "committed");
+        Ok(out)
+    }
+
+    fn commit_properties(
+        &self,
+        mode: SaveMode,
+        options: &CommitOptions,
+        out: &WriteOutcome,
+    ) -> CommitProperties {
+        let mut meta: Vec<(String, Value)> = vec![
+            ("fhirsync.mode".into(), Value::from(mode.to_string())),
+            ("fhirsync.inserted".into(), Value::from(out.inserted)),
+            ("fhirsync.updated".into(), Value::from(out.updated)),
+            ("fhirsync.unchanged".into(), Value::from(out.unchanged)),
+            ("fhirsync.deleted".into(), Value::from(out.deleted)),
+            ("fhirsync.reconciled".into(), Value::from(out.reconciled)),
+            ("fhirsync.duplicates".into(), Value::from(out.duplicates)),
+            ("fhirsync.rejected".into(), Value::from(out.rejected)),
+            (
+                "fhirsync.filesRewritten".into(),
+                Value::from(out.files_rewritten),
+            ),
+        ];
+        let mut props = CommitProperties::default();
+        if let Some(c) = &options.cursor {
+            meta.push(("fhirsync.appId".into(), Value::from(c.app_id.clone())));
+            meta.push(("fhirsync.version".into(), Value::from(c.version)));
+            meta.push((
+                "fhirsync.transactionTime".into(),
+                Value::from(
+                    c.transaction_time
+                        .to_rfc3339_opts(SecondsFormat::Millis, true),
+                ),
+            ));
+            meta.push(("fhirsync.syncId".into(), Value::from(c.sync_id.clone())));
+            for (k, v) in &c.extra {
+                let key = if k.starts_with(METADATA_PREFIX) {
+                    k.clone()
+                } else {
+                    format!("{METADATA_PREFIX}{k}")
+                };
+                meta.push((key, v.clone()));
+            }
+            props = props.with_application_transaction(Transaction::new_with_last_update(
+                c.app_id.clone(),
+                c.version,
+                Some(Utc::now().timestamp_millis()),
+            ));
+        }
+        if let Some(v) = self.version() {
+            meta.push(("fhirsync.tableVersion".into(), Value::from(v + 1)));
+        } else {
+            meta.push(("fhirsync.tableVersion".into(), Value::from(0)));
+        }
+        props.with_metadata(meta)
+    }
+
+    /// Reads the key columns of the staged input and keeps, per id, the newest row.
+    fn index_staged(
+        &self,
+        staged: &Staged,
+        out: &mut WriteOutcome,
+    ) -> Result<HashMap<Box<str>, Incoming>> {
+        let mut index: HashMap<Box<str>, Incoming> = HashMap::new();
+        for (fi, path) in staged.files.iter().enumerate() {
+            let file = staged.open(path).map_err(|e| SinkError::Io {
+                table: self.name.clone(),
+                context: format!("opening staged file {}", path.display()),
+                source: e,
+            })?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| self.pq(e))?;
+            let mask = ProjectionMask::columns(
+                builder.parquet_schema(),
+                ["id", "meta.versionId", "meta.lastUpdated"],
+            );
+            let reader = builder
+                .with_projection(mask)
+                .with_batch_size(64 * 1024)
+                .build()
+                .map_err(|e| self.pq(e))?;
+            let mut offset = 0u32;
+            for batch in reader {
+                let batch = batch.map_err(|e| self.arrow_err(e))?;
+                let keys = KeyColumns::from_batch(&batch).map_err(|d| self.invalid(d))?;
+                for i in 0..keys.len() {
+                    let row = offset + i as u32;
+                    let Some(id) = keys.id(i) else {
+                        out.rejected += 1;
+                        continue;
+                    };
+                    let recency = keys.recency(i);
+                    match index.get_mut(id) {
+                        Some(prev) => {
+                            out.duplicates += 1;
+                            // Later rows win ties: "not older" replaces.
+                            if recency.compare(&prev.recency) != std::cmp::Ordering::Less {
+                                *prev = Incoming {
+                                    recency,
+                                    file: fi as u32,
+                                    row,
+                                    fate: Fate::Insert,
+                                };
+                            }
+                        }
+                        None => {
+                            index.insert(
+                                id.into(),
+                                Incoming {
+                                    recency,
+                                    file: fi as u32,
+                                    row,
+                                    fate: Fate::Insert,
+                                },
+                            );
+                        }
+                    }
+                }
+                offset += keys.len() as u32;
+            }
+        }
+        if out.rejected > 0 {
+            tracing::warn!(table = %self.name, rows = out.rejected, "input rows without id were skipped");
+        }
+        Ok(index)
+    }
+
+    /// Scans the key columns of every stored file and records which rows to drop.
+    #[allow(clippy::too_many_arguments)]
+    async fn plan_removals(
+        &self,
+        mode: SaveMode,
+        incoming: &mut HashMap<Box<str>, Incoming>,
+        deletes: &HashMap<Box<str>, i64>,
+        reconcile: Option<&(IdSet, Option<IdSet>)>,
+        out: &mut WriteOutcome,
+        removes: &mut Vec<Remove>,
+        rewrites: &mut Vec<FileRewrite>,
+    ) -> Result<()> {
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        let store = self.table.object_store();
+        let files: Vec<_> = snapshot.log_data().iter().collect();
+        // Read key columns of several files at once: latency matters on S3.
+        let name = self.name.clone();
+        let batch_rows = 64 * 1024;
+        let small_threshold = self.config.target_file_size / 8;
+        let small_limit = self.config.compact_small_files;
+        let small_total = files
+            .iter()
+            .filter(|f| (f.size() as u64) < small_threshold)
+            .count();
+        let mut small_untouched = Vec::new();
+        let mut stream = futures::stream::iter(files.into_iter().map(|f| {
+            let store = store.clone();
+            let name = name.clone();
+            async move {
+                if f.deletion_vector_descriptor().is_some() {
+                    return Err(SinkError::InvalidData {
+                        table: name,
+                        detail: format!(
+                            "file {} has a deletion vector, which this writer does not support; \
+                             run OPTIMIZE with another engine first",
+                            f.path()
+                        ),
+                    });
+                }
+                let keys =
+                    read_keys(&store, &f.object_store_path(), f.size(), batch_rows, &name).await?;
+                Ok::<_, SinkError>((f, keys))
+            }
+        }))
+        .buffered(4);
+        while let Some(item) = stream.next().await {
+            let (file, batches) = item?;
+            let mut removed: Vec<u32> = Vec::new();
+            let mut row = 0u32;
+            for keys in &batches {
+                for i in 0..keys.len() {
+                    let r = row + i as u32;
+                    let Some(id) = keys.id(i) else { continue };
+                    if let Some(tt) = deletes.get(id)
+                        && keys.last_updated(i).is_none_or(|lu| lu <= *tt)
+                    {
+                        removed.push(r);
+                        out.deleted += 1;
+                        continue;
+                    }
+                    if mode == SaveMode::Merge
+                        && let Some(inc) = incoming.get_mut(id)
+                    {
+                        // A deleted id keeps its stored row unless the delete applied above.
+                        if inc.fate != Fate::Deleted {
+                            if inc.recency.supersedes(&keys.recency(i)) {
+                                removed.push(r);
+                                if inc.fate == Fate::Insert {
+                                    inc.fate = Fate::Update;
+                                }
+                            } else {
+                                // A stored row at least as new wins (if the table held
+                                // duplicates, older copies beaten above are still dropped).
+                                inc.fate = Fate::Unchanged;
+                            }
+                        }
+                        continue;
+                    }
+                    if let Some((keep, candidates)) = reconcile {
+                        let in_scope = candidates.as_ref().is_none_or(|c| c.contains(id));
+                        if in_scope && !keep.contains(id) {
+                            removed.push(r);
+                            out.reconciled += 1;
+                        }
+                    }
+                }
+                row += keys.len() as u32;
+            }
+            if removed.is_empty() {
+                if small_limit > 0 && (file.size() as u64) < small_threshold {
+                    small_untouched.push(file);
+                }
+            } else {
+                removes.push(file.remove_action(true));
+                if (removed.len() as u64) < file.num_records().map(|n| n as u64).unwrap_or(u64::MAX)
+                {
+                    rewrites.push((file.object_store_path(), file.size(), removed));
+                }
+            }
+        }
+        // Only worth it once there is something to compact and a commit happens anyway.
+        let committing = !removes.is_empty() || incoming.values().any(|i| i.fate == Fate::Insert);
+        if small_limit > 0 && small_total >= small_limit && small_untouched.len() > 1 && committing
+        {
+            for file in small_untouched {
+                removes.push(file.remove_action(true));
+                rewrites.push((file.object_store_path(), file.size(), Vec::new()));
+                out.files_compacted += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Compacts small files (bin-packing, or z-order by `id`).
+    pub async fn optimize(&mut self, options: OptimizeOptions) -> Result<OptimizeReport> {
+        self.reload().await?;
+        if !self.exists() {
+            return Err(SinkError::NotATable {
+                table: self.name.clone(),
+            });
+        }
+        let target = options
+            .target_file_size
+            .unwrap_or(self.config.target_file_size);
+        let mut builder = self
+            .table
+            .clone()
+            .optimize()
+            .with_writer_properties(self.config.writer_properties());
+        if let Some(t) = NonZeroU64::new(target) {
+            builder = builder.with_target_size(t);
+        }
+        if options.zorder_by_id {
+            builder =
+                builder.with_type(deltalake::operations::optimize::OptimizeType::ZOrder(vec![
+                    "id".to_string(),
+                ]));
+        }
+        let (table, metrics) = builder.await.map_err(|e| self.err(e))?;
+        self.table = table;
+        Ok(OptimizeReport {
+            files_added: metrics.num_files_added,
+            files_removed: metrics.num_files_removed,
+            version: self.version().unwrap_or_default(),
+        })
+    }
+
+    /// Deletes files no longer referenced and older than `retention`. delta-rs refuses a
+    /// retention shorter than the table's `delta.deletedFileRetentionDuration` (7 days by
+    /// default) unless `enforce_retention` is false.
+    pub async fn vacuum(
+        &mut self,
+        retention: Duration,
+        enforce_retention: bool,
+        dry_run: bool,
+    ) -> Result<VacuumReport> {
+        self.reload().await?;
+        if !self.exists() {
+            return Err(SinkError::NotATable {
+                table: self.name.clone(),
+            });
+        }
+        let retention = chrono::Duration::from_std(retention)
+            .map_err(|e| self.invalid(format!("retention: {e}")))?;
+        let (table, metrics) = self
+            .table
+            .clone()
+            .vacuum()
+            .with_retention_period(retention)
+            .with_enforce_retention_duration(enforce_retention)
+            .with_dry_run(dry_run)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.table = table;
+        Ok(VacuumReport {
+            files_deleted: metrics.files_deleted.len() as u64,
+            dry_run,
+        })
+    }
+
+    /// Writes a checkpoint for the current version (faster loads, log cleanup).
+    pub async fn checkpoint(&mut self) -> Result<u64> {
+        self.reload().await?;
+        let version = self.version().ok_or_else(|| SinkError::NotATable {
+            table: self.name.clone(),
+        })?;
+        deltalake::checkpoints::create_checkpoint(&self.table, None)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(version)
+    }
+
+    /// The storage options this table was opened with.
+    pub fn storage_options(&self) -> &StorageOptions {
+        &self.storage
+    }
+}
+
+type WriterConfigFn = Arc<dyn Fn(SchemaRef) -> WriterConfig + Send + Sync>;
+
+/// A table file to copy without the listed (sorted) row positions.
+type FileRewrite = (deltalake::Path, i64, Vec<u32>);
+
+/// Copies the surviving rows of each file into new files, in parallel (the rewrite is
+/// CPU-bound: decode, filter, encode). Large files are rewritten one to one; small files
+/// are packed together up to the target size.
+async fn rewrite_files(
+    store: &Arc<dyn ObjectStore>,
+    files: Vec<FileRewrite>,
+    wcfg: WriterConfigFn,
+    batch_rows: usize,
+    target_size: u64,
+    table: &str,
+) -> Result<Vec<Add>> {
+    let small = target_size / 8;
+    let mut groups: Vec<Vec<FileRewrite>> = Vec::new();
+    let mut pack: Vec<FileRewrite> = Vec::new();
+    let mut pack_size = 0u64;
+    for f in files {
+        let size = u64::try_from(f.1).unwrap_or(0);
+        if size >= small {
+            groups.push(vec![f]);
+            continue;
+        }
+        if pack_size + size > target_size && !pack.is_empty() {
+            groups.push(std::mem::take(&mut pack));
+            pack_size = 0;
+        }
+        pack_size += size;
+        pack.push(f);
+    }
+    if !pack.is_empty() {
+        groups.push(pack);
+    }
+    let parallel = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let mut tasks = futures::stream::iter(groups.into_iter().map(|group| {
+        let (store, wcfg, table) = (store.clone(), wcfg.clone(), table.to_string());
+        tokio::spawn(rewrite_group(store, group, wcfg, batch_rows, table))
+    }))
+    .buffer_unordered(parallel.max(1));
+    let mut adds = Vec::new();
+    while let Some(joined) = tasks.next().await {
+        let result = joined.map_err(|e| SinkError::Io {
+            table: table.to_string(),
+            context: "file rewrite task".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        adds.extend(result?);
+    }
+    Ok(adds)
+}
+
+async fn rewrite_group(
+    store: Arc<dyn ObjectStore>,
+    group: Vec<FileRewrite>,
+    wcfg: WriterConfigFn,
+    batch_rows: usize,
+    table: String,
+) -> Result<Vec<Add>> {
+    let mut writers: Vec<(SchemaRef, DeltaWriter)> = Vec::new();
+    for (path, size, removed) in group {
+        let copied = copy_rows(
+            &store,
+            &path,
+            size,
+            &removed,
+            &wcfg,
+            batch_rows,
+            &table,
+            &mut writers,
+        )
+        .await;
+        if let Err(e) = copied {
+            for (_, w) in writers {
+                let _ = w.abort().await;
+            }
+            return Err(e);
+        }
+    }
+    let mut adds = Vec::new();
+    for (_, w) in writers {
+        adds.extend(w.close().await.map_err(|e| SinkError::delta(&table, e))?);
+    }
+    Ok(adds)
+}
+
+/// Streams one file's rows, minus `removed`, into the writer for its schema.
+#[allow(clippy::too_many_arguments)]
+async fn copy_rows(
+    store: &Arc<dyn ObjectStore>,
+    path: &deltalake::Path,
+    size: i64,
+    removed: &[u32],
+    wcfg: &WriterConfigFn,
+    batch_rows: usize,
+    table: &str,
+    writers: &mut Vec<(SchemaRef, DeltaWriter)>,
+) -> Result<()> {
+    let pq = |source| SinkError::Parquet {
+        table: table.to_string(),
+        source,
+    };
+    let arrow_err = |source| SinkError::Arrow {
+        table: table.to_string(),
+        source,
+    };
+    #[allow(deprecated)]
+    let reader = ParquetObjectReader::new(store.clone(), path.clone())
+        .with_file_size(u64::try_from(size).unwrap_or(0));
+    let mut stream = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(pq)?
+        .with_batch_size(batch_rows)
+        .build()
+        .map_err(pq)?;
+    let mut row = 0u32;
+    let mut next = 0usize;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(pq)?;
+        let n = batch.num_rows() as u32;
+        let kept = if removed.is_empty() {
+            batch
+        } else {
+            // `removed` is sorted: walk it alongside the rows.
+            let mask: BooleanArray = (0..n)
+                .map(|i| {
+                    let r = row + i;
+                    while next < removed.len() && removed[next] < r {
+                        next += 1;
+                    }
+                    Some(!(next < removed.len() && removed[next] == r))
+                })
+                .collect();
+            filter_record_batch(&batch, &mask).map_err(arrow_err)?
+        };
+        row += n;
+        if kept.num_rows() == 0 {
+            continue;
+        }
+        let schema = Arc::new(Schema::new(kept.schema().fields().clone()));
+        let kept =
+            RecordBatch::try_new(schema.clone(), kept.columns().to_vec()).map_err(arrow_err)?;
+        let idx = match writers.iter().position(|(s, _)| s == &schema) {
+            Some(i) => i,
+            None => {
+                writers.push((
+                    schema.clone(),
+                    DeltaWriter::new(store.clone(), wcfg(schema)),
+                ));
+                writers.len() - 1
+            }
+        };
+        writers[idx]
+            .1
+            .write(&kept)
+            .await
+            .map_err(|e| SinkError::delta(table, e))?;
+    }
+    Ok(())
+}
+
+/// Builds and loads a table handle. A missing local directory means "no table yet"; it
+/// is created only when `create_dir` is set (right before the first commit).
+async fn load_table(
+    url: &Url,
+    storage: &StorageOptions,
+    create_dir: bool,
+) -> std::result::Result<DeltaTable, deltalake::DeltaTableError> {
+    if url.scheme() == "file"
+        && let Ok(path) = url.to_file_path()
+    {
+        if create_dir {
+            std::fs::create_dir_all(&path).map_err(|e| {
+                deltalake::DeltaTableError::Generic(format!(
+                    "cannot create {}: {e}",
+                    path.display()
+                ))
+            })?;
+        } else if !path.exists() {
+            // Not created yet: an empty in-memory handle reports "no version".
+            return Ok(DeltaTable::new_in_memory());
+        }
+    }
+    let mut table = DeltaTableBuilder::from_url(url.clone())?
+        .with_storage_options(storage.as_map().clone())
+        .build()?;
+    match table.load().await {
+        Ok(()) | Err(deltalake::DeltaTableError::NotATable(_)) => Ok(table),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads only `id`, `meta.versionId`, `meta.lastUpdated` of one table file.
+async fn read_keys(
+    store: &Arc<dyn ObjectStore>,
+    path: &deltalake::Path,
+    size: i64,
+    batch_rows: usize,
+    table: &str,
+) -> Result<Vec<KeyColumns>> {
+    let pq = |source| SinkError::Parquet {
+        table: table.to_string(),
+        source,
+    };
+    #[allow(deprecated)]
+    let reader = ParquetObjectReader::new(store.clone(), path.clone())
+        .with_file_size(u64::try_from(size).unwrap_or(0));
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(pq)?;
+    let mask = ProjectionMask::columns(
+        builder.parquet_schema(),
+        ["id", "meta.versionId", "meta.lastUpdated"],
+    );
+    let mut stream = builder
+        .with_projection(mask)
+        .with_batch_size(batch_rows)
+        .build()
+        .map_err(pq)?;
+    let mut out = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(pq)?;
+        out.push(
+            KeyColumns::from_batch(&batch).map_err(|d| SinkError::InvalidData {
+                table: table.to_string(),
+                detail: format!("file {path}: {d}"),
+            })?,
+        );
+    }
+    Ok(out)
+}
+
+/// Staged input for one commit: batches, deletes and an optional reconciliation set.
+pub struct TableWriter {
+    stage: Stage,
+    schema: SchemaRef,
+    deletes: HashMap<Box<str>, i64>,
+    reconcile: Option<(IdSet, Option<IdSet>)>,
+}
+
+impl TableWriter {
+    /// Stages one batch on local disk (blocking file I/O; memory stays at one batch).
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.stage.push(batch)
+    }
+
+    /// Rows staged so far.
+    pub fn staged_rows(&self) -> u64 {
+        self.stage.rows()
+    }
+
+    /// The declared schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Adds ids deleted on the server as of `transaction_time`: a stored (or incoming)
+    /// row is removed only if its `meta.lastUpdated` is not newer (null is not newer).
+    pub fn delete<I, S>(&mut self, ids: I, transaction_time: DateTime<Utc>)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let tt = transaction_time.timestamp_micros();
+        for id in ids {
+            let e = self.deletes.entry(Box::from(id.as_ref())).or_insert(tt);
+            *e = (*e).max(tt);
+        }
+    }
+
+    /// Removes stored rows whose id is not in `keep` (only those in `candidates`, if
+    /// given). `keep` should be every id the server exported for the type.
+    pub fn reconcile(&mut self, mut keep: IdSet, candidates: Option<IdSet>) {
+        keep.seal();
+        let candidates = candidates.map(|mut c| {
+            c.seal();
+            c
+        });
+        self.reconcile = Some((keep, candidates));
+    }
+}

@@ -1,0 +1,135 @@
+//! Typed errors with the context a person needs to act on them: URL, HTTP status, server text.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+/// Why a file could not be downloaded (one entry per failed file).
+#[derive(Debug, Clone)]
+pub struct FileFailure {
+    pub url: Url,
+    pub resource_type: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BulkError {
+    #[error("invalid export request: {0}")]
+    InvalidRequest(String),
+
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+
+    #[error("{what} {url}: HTTP {status}{}", outcome_suffix(.outcome))]
+    Http {
+        what: &'static str,
+        url: Url,
+        status: u16,
+        /// The OperationOutcome's diagnostics/details text, or a short body excerpt.
+        outcome: Option<String>,
+    },
+
+    #[error("{what} {url}: {source}")]
+    Network {
+        what: &'static str,
+        url: Url,
+        #[source]
+        source: reqwest::Error,
+    },
+
+    #[error("{what} {url}: gave up after {attempts} attempts; last error: {last}")]
+    RetriesExhausted {
+        what: &'static str,
+        url: Url,
+        attempts: u32,
+        last: String,
+    },
+
+    #[error(
+        "export job {url} is no longer known to the server (HTTP {status}); start a new export"
+    )]
+    JobGone { url: Url, status: u16 },
+
+    #[error("export failed on the server ({url}, HTTP {status}): {message}")]
+    ExportFailed {
+        url: Url,
+        status: u16,
+        message: String,
+    },
+
+    #[error("kick-off {url} answered HTTP {status} without a Content-Location header")]
+    MissingContentLocation { url: Url, status: u16 },
+
+    #[error("invalid manifest from {url}: {message}")]
+    InvalidManifest { url: Url, message: String },
+
+    #[error("export {url} did not complete within {after:?}")]
+    Timeout { url: Url, after: Duration },
+
+    #[error(
+        "file {url} is gone (HTTP {status}): the export's files have expired or were removed; start a new export"
+    )]
+    FileGone { url: Url, status: u16 },
+
+    #[error("redirect from {url} is invalid: {message}")]
+    Redirect { url: Url, message: String },
+
+    #[error("access token: {0}")]
+    Auth(String),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("export state {path}: {message}")]
+    State { path: PathBuf, message: String },
+
+    #[error("{} of {total} files failed to download; first: {} ({})", .failures.len(), first_url(.failures), first_message(.failures))]
+    DownloadsFailed {
+        total: usize,
+        failures: Vec<FileFailure>,
+    },
+}
+
+impl BulkError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        BulkError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when running the same export again (or resuming it) may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            BulkError::Network { .. }
+                | BulkError::RetriesExhausted { .. }
+                | BulkError::Timeout { .. }
+        )
+    }
+}
+
+fn outcome_suffix(outcome: &Option<String>) -> String {
+    match outcome {
+        Some(text) if !text.is_empty() => format!(": {text}"),
+        _ => String::new(),
+    }
+}
+
+fn first_url(failures: &[FileFailure]) -> String {
+    failures
+        .first()
+        .map(|f| f.url.to_string())
+        .unwrap_or_default()
+}
+
+fn first_message(failures: &[FileFailure]) -> String {
+    failures
+        .first()
+        .map(|f| f.message.clone())
+        .unwrap_or_default()
+}

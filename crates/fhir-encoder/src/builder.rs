@@ -1,0 +1,382 @@
+//! Column builders mirroring an encoding plan, and the per-type [`BatchBuilder`].
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Decimal128Builder, Int32Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, ListArray, MapArray, RecordBatch, StructArray};
+use arrow_buffer::{NullBufferBuilder, OffsetBuffer, ScalarBuffer};
+use arrow_schema::{ArrowError, DataType, Field, Fields};
+
+use crate::encode::{RowEncoder, RowOutcome};
+use crate::error::{EncodeError, LineRef, Reject, Warning};
+use crate::schema::ResourcePlan;
+
+/// When a batch is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Maximum rows per batch.
+    pub max_rows: usize,
+    /// Maximum NDJSON bytes per batch (the Arrow size is of the same order).
+    pub max_bytes: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_rows: 8192,
+            max_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// A column under construction.
+pub(crate) enum ColBuilder {
+    Utf8(StringBuilder),
+    Bool(BooleanBuilder),
+    Int32(Int32Builder),
+    Decimal(Decimal128Builder, u8, i8),
+    Timestamp(TimestampMicrosecondBuilder),
+    Binary(BinaryBuilder),
+    Struct(StructCols),
+    List(Box<ListCols>),
+    Map(Box<MapCols>),
+}
+
+pub(crate) struct StructCols {
+    pub fields: Fields,
+    pub cols: Vec<ColBuilder>,
+    pub nulls: NullBufferBuilder,
+    pub len: usize,
+}
+
+pub(crate) struct ListCols {
+    pub field: Arc<Field>,
+    pub offsets: Vec<i32>,
+    pub nulls: NullBufferBuilder,
+    pub child: ColBuilder,
+}
+
+pub(crate) struct MapCols {
+    pub entries: Arc<Field>,
+    pub offsets: Vec<i32>,
+    pub nulls: NullBufferBuilder,
+    pub keys: Int32Builder,
+    pub values: ListCols,
+}
+
+impl StructCols {
+    pub fn new(fields: &Fields) -> StructCols {
+        StructCols {
+            fields: fields.clone(),
+            cols: fields
+                .iter()
+                .map(|f| ColBuilder::new(f.data_type()))
+                .collect(),
+            nulls: NullBufferBuilder::new(0),
+            len: 0,
+        }
+    }
+
+    /// Marks one row (the columns have each been appended to once).
+    #[inline]
+    pub fn row(&mut self, valid: bool) {
+        self.nulls.append(valid);
+        self.len += 1;
+    }
+
+    pub fn finish(&mut self) -> Result<StructArray, ArrowError> {
+        let arrays = self
+            .cols
+            .iter_mut()
+            .map(ColBuilder::finish)
+            .collect::<Result<Vec<_>, _>>()?;
+        let nulls = self.nulls.finish();
+        let len = std::mem::take(&mut self.len);
+        if arrays.is_empty() {
+            return Ok(StructArray::new_empty_fields(len, nulls));
+        }
+        StructArray::try_new(self.fields.clone(), arrays, nulls)
+    }
+}
+
+impl ListCols {
+    fn new(field: &Arc<Field>) -> ListCols {
+        ListCols {
+            field: field.clone(),
+            offsets: vec![0],
+            nulls: NullBufferBuilder::new(0),
+            child: ColBuilder::new(field.data_type()),
+        }
+    }
+
+    /// Closes the current list; its items were appended to the child.
+    #[inline]
+    pub fn close(&mut self, child_len: usize, valid: bool) {
+        self.offsets.push(child_len as i32);
+        self.nulls.append(valid);
+    }
+
+    #[inline]
+    pub fn last_offset(&self) -> usize {
+        self.offsets.last().copied().unwrap_or(0) as usize
+    }
+
+    fn finish(&mut self) -> Result<ListArray, ArrowError> {
+        let values = self.child.finish()?;
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+        ListArray::try_new(self.field.clone(), offsets, values, self.nulls.finish())
+    }
+}
+
+impl ColBuilder {
+    pub fn new(dt: &DataType) -> ColBuilder {
+        match dt {
+            DataType::Boolean => ColBuilder::Bool(BooleanBuilder::new()),
+            DataType::Int32 => ColBuilder::Int32(Int32Builder::new()),
+            DataType::Decimal128(p, s) => ColBuilder::Decimal(Decimal128Builder::new(), *p, *s),
+            DataType::Timestamp(_, _) => ColBuilder::Timestamp(TimestampMicrosecondBuilder::new()),
+            DataType::Binary => ColBuilder::Binary(BinaryBuilder::new()),
+            DataType::Struct(fields) => ColBuilder::Struct(StructCols::new(fields)),
+            DataType::List(f) => ColBuilder::List(Box::new(ListCols::new(f))),
+            DataType::Map(entries, _) => {
+                let values = match entries.data_type() {
+                    DataType::Struct(kv) if kv.len() == 2 => kv[1].clone(),
+                    _ => entries.clone(),
+                };
+                let item = match values.data_type() {
+                    DataType::List(item) => item.clone(),
+                    _ => Arc::new(Field::new("element", DataType::Null, true)),
+                };
+                ColBuilder::Map(Box::new(MapCols {
+                    entries: entries.clone(),
+                    offsets: vec![0],
+                    nulls: NullBufferBuilder::new(0),
+                    keys: Int32Builder::new(),
+                    values: ListCols::new(&item),
+                }))
+            }
+            _ => ColBuilder::Utf8(StringBuilder::new()),
+        }
+    }
+
+    #[inline]
+    pub fn push_str(&mut self, v: &str) {
+        match self {
+            ColBuilder::Utf8(b) => b.append_value(v),
+            other => other.null(),
+        }
+    }
+
+    #[inline]
+    pub fn push_bool(&mut self, v: bool) {
+        match self {
+            ColBuilder::Bool(b) => b.append_value(v),
+            other => other.null(),
+        }
+    }
+
+    #[inline]
+    pub fn push_i32(&mut self, v: i32) {
+        match self {
+            ColBuilder::Int32(b) => b.append_value(v),
+            other => other.null(),
+        }
+    }
+
+    #[inline]
+    pub fn push_i128(&mut self, v: i128) {
+        match self {
+            ColBuilder::Decimal(b, ..) => b.append_value(v),
+            other => other.null(),
+        }
+    }
+
+    #[inline]
+    pub fn push_i64(&mut self, v: i64) {
+        match self {
+            ColBuilder::Timestamp(b) => b.append_value(v),
+            other => other.null(),
+        }
+    }
+
+    #[inline]
+    pub fn push_bytes(&mut self, v: &[u8]) {
+        match self {
+            ColBuilder::Binary(b) => b.append_value(v),
+            other => other.null(),
+        }
+    }
+
+    /// Number of values appended so far.
+    pub fn len(&self) -> usize {
+        use arrow_array::builder::ArrayBuilder;
+        match self {
+            ColBuilder::Utf8(b) => b.len(),
+            ColBuilder::Bool(b) => b.len(),
+            ColBuilder::Int32(b) => b.len(),
+            ColBuilder::Decimal(b, ..) => b.len(),
+            ColBuilder::Timestamp(b) => b.len(),
+            ColBuilder::Binary(b) => b.len(),
+            ColBuilder::Struct(s) => s.len,
+            ColBuilder::List(l) => l.offsets.len() - 1,
+            ColBuilder::Map(m) => m.offsets.len() - 1,
+        }
+    }
+
+    /// Appends a null (recursively for groups, whose children need a slot too).
+    pub fn null(&mut self) {
+        match self {
+            ColBuilder::Utf8(b) => b.append_null(),
+            ColBuilder::Bool(b) => b.append_null(),
+            ColBuilder::Int32(b) => b.append_null(),
+            ColBuilder::Decimal(b, ..) => b.append_null(),
+            ColBuilder::Timestamp(b) => b.append_null(),
+            ColBuilder::Binary(b) => b.append_null(),
+            ColBuilder::Struct(s) => {
+                s.cols.iter_mut().for_each(ColBuilder::null);
+                s.row(false);
+            }
+            ColBuilder::List(l) => {
+                let n = l.last_offset();
+                l.close(n, false);
+            }
+            ColBuilder::Map(m) => {
+                let n = m.offsets.last().copied().unwrap_or(0);
+                m.offsets.push(n);
+                m.nulls.append(false);
+            }
+        }
+    }
+
+    pub fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
+        Ok(match self {
+            ColBuilder::Utf8(b) => Arc::new(b.finish()),
+            ColBuilder::Bool(b) => Arc::new(b.finish()),
+            ColBuilder::Int32(b) => Arc::new(b.finish()),
+            ColBuilder::Decimal(b, p, s) => Arc::new(b.finish().with_precision_and_scale(*p, *s)?),
+            ColBuilder::Timestamp(b) => Arc::new(b.finish().with_timezone("UTC")),
+            ColBuilder::Binary(b) => Arc::new(b.finish()),
+            ColBuilder::Struct(s) => Arc::new(s.finish()?),
+            ColBuilder::List(l) => Arc::new(l.finish()?),
+            ColBuilder::Map(m) => {
+                let keys: ArrayRef = Arc::new(m.keys.finish());
+                let values: ArrayRef = Arc::new(m.values.finish()?);
+                let fields = match m.entries.data_type() {
+                    DataType::Struct(f) => f.clone(),
+                    _ => {
+                        return Err(ArrowError::SchemaError(
+                            "map entries are not a struct".into(),
+                        ));
+                    }
+                };
+                let entries = StructArray::try_new(fields, vec![keys, values], None)?;
+                let offsets = std::mem::replace(&mut m.offsets, vec![0]);
+                Arc::new(MapArray::try_new(
+                    m.entries.clone(),
+                    OffsetBuffer::new(ScalarBuffer::from(offsets)),
+                    entries,
+                    m.nulls.finish(),
+                    false,
+                )?)
+            }
+        })
+    }
+}
+
+/// Builds record batches of one resource type from NDJSON lines.
+///
+/// Each pushed line is parsed completely before anything is appended, so a rejected line
+/// leaves the batch untouched. The builder is reusable: [`finish`](Self::finish) returns the
+/// batch so far and starts a new one.
+pub struct BatchBuilder {
+    plan: Arc<ResourcePlan>,
+    limits: BatchLimits,
+    root: StructCols,
+    rows: usize,
+    bytes: usize,
+    enc: RowEncoder,
+}
+
+impl BatchBuilder {
+    pub(crate) fn new(plan: Arc<ResourcePlan>, limits: BatchLimits) -> BatchBuilder {
+        let root = StructCols::new(&plan.root.fields);
+        BatchBuilder {
+            plan,
+            limits,
+            root,
+            rows: 0,
+            bytes: 0,
+            enc: RowEncoder::default(),
+        }
+    }
+
+    pub fn resource_type(&self) -> &str {
+        &self.plan.resource_type
+    }
+
+    pub fn schema(&self) -> arrow_schema::SchemaRef {
+        self.plan.schema.clone()
+    }
+
+    /// Encodes one NDJSON line (a resource of this builder's type). Returns the warnings about
+    /// elements that were stored as null or ignored, or the reason the line was rejected.
+    pub fn push_line(&mut self, line: &[u8], source: &LineRef) -> Result<Vec<Warning>, Reject> {
+        match self.enc.encode(&self.plan, &mut self.root, line) {
+            RowOutcome::Row { mut warnings } => {
+                self.rows += 1;
+                self.bytes += line.len();
+                for w in &mut warnings {
+                    w.file = source.file.to_string();
+                    w.line = source.line;
+                }
+                Ok(warnings)
+            }
+            RowOutcome::Reject(r) => Err(r.into_reject(source)),
+        }
+    }
+
+    /// Whether the batch reached its row or byte limit.
+    pub fn is_full(&self) -> bool {
+        self.rows >= self.limits.max_rows || self.bytes >= self.limits.max_bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// NDJSON bytes in the current batch.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Returns the rows pushed since the last call as a batch (possibly empty).
+    pub fn finish(&mut self) -> Result<RecordBatch, EncodeError> {
+        let rows = std::mem::take(&mut self.rows);
+        self.bytes = 0;
+        let s = self.root.finish()?;
+        let (_, columns, _) = s.into_parts();
+        let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(RecordBatch::try_new_with_options(
+            self.plan.schema.clone(),
+            columns,
+            &opts,
+        )?)
+    }
+
+    /// Encodes the line already parsed by `enc` (the mixed-type reader parses once to route).
+    pub(crate) fn push_parsed(&mut self, enc: &mut RowEncoder, line_len: usize) -> RowOutcome {
+        let outcome = enc.encode_parsed(&self.plan, &mut self.root);
+        if let RowOutcome::Row { .. } = outcome {
+            self.rows += 1;
+            self.bytes += line_len;
+        }
+        outcome
+    }
+}

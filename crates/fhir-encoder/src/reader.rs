@@ -1,0 +1,245 @@
+//! Streaming NDJSON of mixed resource types into per-type record batches.
+use std::collections::{BTreeMap, VecDeque};
+use std::io::BufRead;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+
+use crate::Encoder;
+use crate::builder::{BatchBuilder, BatchLimits};
+use crate::encode::{RawReject, RowEncoder, RowOutcome};
+use crate::error::{EncodeError, LineRef, Reject, Warning};
+
+/// Reads NDJSON lines (any mix of resource types) and yields `(resource_type, batch)` as soon
+/// as a type's batch is full, then the remaining partial batches at the end of the input.
+///
+/// Memory stays bounded: the NDJSON bytes buffered across all types never exceed
+/// `limits.max_bytes` (the largest pending batch is emitted first). Rejected lines and
+/// warnings are collected; drain them with [`take_rejects`](Self::take_rejects) and
+/// [`take_warnings`](Self::take_warnings) between batches on long inputs.
+pub struct NdjsonBatches<R> {
+    encoder: Encoder,
+    reader: R,
+    file: Arc<str>,
+    line_no: u64,
+    limits: BatchLimits,
+    builders: BTreeMap<String, BatchBuilder>,
+    enc: RowEncoder,
+    buf: Vec<u8>,
+    pending_bytes: usize,
+    ready: VecDeque<(String, RecordBatch)>,
+    rejects: Vec<Reject>,
+    warnings: Vec<Warning>,
+    rows: u64,
+    finished: bool,
+}
+
+impl<R: BufRead> NdjsonBatches<R> {
+    /// `file` names the input in rejects and warnings.
+    pub fn new(
+        encoder: Encoder,
+        reader: R,
+        file: impl Into<Arc<str>>,
+        limits: BatchLimits,
+    ) -> Self {
+        NdjsonBatches {
+            encoder,
+            reader,
+            file: file.into(),
+            line_no: 0,
+            limits,
+            builders: BTreeMap::new(),
+            enc: RowEncoder::default(),
+            buf: Vec::new(),
+            pending_bytes: 0,
+            ready: VecDeque::new(),
+            rejects: Vec::new(),
+            warnings: Vec::new(),
+            rows: 0,
+            finished: false,
+        }
+    }
+
+    /// Rejected lines so far (since the last call).
+    pub fn take_rejects(&mut self) -> Vec<Reject> {
+        std::mem::take(&mut self.rejects)
+    }
+
+    /// Warnings so far (since the last call).
+    pub fn take_warnings(&mut self) -> Vec<Warning> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// Lines read so far.
+    pub fn lines_read(&self) -> u64 {
+        self.line_no
+    }
+
+    /// Resources encoded so far.
+    pub fn rows_encoded(&self) -> u64 {
+        self.rows
+    }
+
+    fn reject(&mut self, r: RawReject) {
+        self.rejects.push(r.into_reject(&LineRef {
+            file: self.file.clone(),
+            line: self.line_no,
+        }));
+    }
+
+    /// Reads and encodes one line; `Ok(false)` at the end of the input.
+    fn step(&mut self) -> Result<bool, EncodeError> {
+        self.buf.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|source| EncodeError::Io {
+                file: self.file.to_string(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.line_no += 1;
+        let line = trim(&self.buf);
+        if line.is_empty() {
+            return Ok(true);
+        }
+        if let Err(r) = self.enc.parse(line) {
+            self.reject(r);
+            return Ok(true);
+        }
+        let h = self.enc.header();
+        let Some(rt) = h.resource_type else {
+            self.reject(RawReject {
+                resource_type: None,
+                id: h.id,
+                reason: "no resourceType".into(),
+            });
+            return Ok(true);
+        };
+        if !self.builders.contains_key(&rt) {
+            match self.encoder.batch_builder(&rt, self.limits) {
+                Ok(b) => {
+                    self.builders.insert(rt.clone(), b);
+                }
+                Err(e) => {
+                    let reason = match e {
+                        EncodeError::UnsupportedResourceType(t) => {
+                            format!("{t} resources are not supported by the Pathling encoding")
+                        }
+                        EncodeError::UnknownResourceType(t) => {
+                            format!("unknown resourceType {t:?}")
+                        }
+                        other => other.to_string(),
+                    };
+                    self.reject(RawReject {
+                        resource_type: Some(rt),
+                        id: h.id,
+                        reason,
+                    });
+                    return Ok(true);
+                }
+            }
+        }
+        let len = line.len();
+        let Some(builder) = self.builders.get_mut(&rt) else {
+            return Ok(true);
+        };
+        match builder.push_parsed(&mut self.enc, len) {
+            RowOutcome::Row { warnings } => {
+                self.rows += 1;
+                self.pending_bytes += len;
+                let file = self.file.to_string();
+                self.warnings.extend(warnings.into_iter().map(|mut w| {
+                    w.file.clone_from(&file);
+                    w.line = self.line_no;
+                    w
+                }));
+                if builder.is_full() {
+                    self.flush(&rt)?;
+                }
+                while self.pending_bytes >= self.limits.max_bytes {
+                    let Some(largest) = self
+                        .builders
+                        .iter()
+                        .max_by_key(|(_, b)| b.bytes())
+                        .map(|(t, _)| t.clone())
+                    else {
+                        break;
+                    };
+                    self.flush(&largest)?;
+                }
+            }
+            RowOutcome::Reject(r) => self.reject(r),
+        }
+        Ok(true)
+    }
+
+    fn flush(&mut self, rt: &str) -> Result<(), EncodeError> {
+        if let Some(b) = self.builders.get_mut(rt) {
+            if b.is_empty() {
+                return Ok(());
+            }
+            self.pending_bytes = self.pending_bytes.saturating_sub(b.bytes());
+            let batch = b.finish()?;
+            self.ready.push_back((rt.to_string(), batch));
+        }
+        Ok(())
+    }
+}
+
+fn trim(mut b: &[u8]) -> &[u8] {
+    while let [rest @ .., last] = b {
+        if last.is_ascii_whitespace() {
+            b = rest;
+        } else {
+            break;
+        }
+    }
+    while let [first, rest @ ..] = b {
+        if first.is_ascii_whitespace() {
+            b = rest;
+        } else {
+            break;
+        }
+    }
+    b
+}
+
+impl<R: BufRead> Iterator for NdjsonBatches<R> {
+    type Item = Result<(String, RecordBatch), EncodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(b) = self.ready.pop_front() {
+                return Some(Ok(b));
+            }
+            if self.finished {
+                return None;
+            }
+            match self.step() {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.finished = true;
+                    let types: Vec<String> = self.builders.keys().cloned().collect();
+                    for t in types {
+                        if let Err(e) = self.flush(&t) {
+                            return Some(Err(e));
+                        }
+                    }
+                }
+                Err(e) => {
+                    // An unreadable input ends the stream after what was encoded so far.
+                    self.finished = true;
+                    let types: Vec<String> = self.builders.keys().cloned().collect();
+                    for t in types {
+                        let _ = self.flush(&t);
+                    }
+                    // Batches already complete are still delivered after the error.
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}

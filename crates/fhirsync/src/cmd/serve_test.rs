@@ -1,0 +1,150 @@
+//! `fhirsync serve-test`: the built-in Bulk Data test server, for trying fhirsync (or any Bulk
+//! Data client) without a real FHIR server.
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use bulk_test_server::smart::{RegisteredClient, SmartServerConfig};
+use bulk_test_server::{DataSource, ServerConfig, TestServer};
+use fhirsync::logging::LogMode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Port to listen on (0 = any free port).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+
+    /// Serve this many deterministic synthetic patients (about 10-15 KB of NDJSON each)
+    /// instead of the bundled 100-patient Synthea export.
+    #[arg(long, conflicts_with = "data_dir")]
+    synthetic_patients: Option<usize>,
+
+    /// Seed of the synthetic data.
+    #[arg(long, default_value_t = 1, requires = "synthetic_patients")]
+    seed: u64,
+
+    /// Serve the `.ndjson` / `.ndjson.gz` files of this directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+
+    /// FHIR base path.
+    #[arg(long, default_value = "/fhir")]
+    base_path: String,
+
+    /// Maximum resources per output file.
+    #[arg(long, default_value_t = 10_000)]
+    resources_per_file: usize,
+
+    /// Status polls answered with 202 before the manifest is ready.
+    #[arg(long, default_value_t = 1)]
+    polls: u32,
+
+    /// `Retry-After` seconds on in-progress status responses.
+    #[arg(long, default_value_t = 1)]
+    retry_after: u64,
+
+    /// Set `requiresAccessToken` in manifests (and require tokens on file downloads when SMART
+    /// auth is on).
+    #[arg(long)]
+    requires_access_token: bool,
+
+    /// Require SMART Backend Services tokens for this client id.
+    #[arg(long, requires = "smart_auth")]
+    smart_client_id: Option<String>,
+
+    /// Public JWKS file of the client (`private_key_jwt`).
+    #[arg(long, group = "smart_auth")]
+    smart_jwks: Option<PathBuf>,
+
+    /// Client secret (`client_secret_basic` / `client_secret_post`).
+    #[arg(long, group = "smart_auth", env = "FHIRSYNC_TEST_CLIENT_SECRET", hide_env_values = true)]
+    smart_client_secret: Option<String>,
+
+    /// Access token lifetime in seconds.
+    #[arg(long, default_value_t = 300)]
+    token_lifetime: u64,
+}
+
+fn config(args: &Args) -> anyhow::Result<ServerConfig> {
+    let data = match (&args.synthetic_patients, &args.data_dir) {
+        (Some(patients), _) => DataSource::Synthetic { patients: *patients, seed: args.seed },
+        (None, Some(dir)) => {
+            anyhow::ensure!(dir.is_dir(), "--data-dir {} is not a directory", dir.display());
+            DataSource::Dir(dir.clone())
+        }
+        (None, None) => DataSource::Synthea,
+    };
+    let smart = match &args.smart_client_id {
+        None => {
+            anyhow::ensure!(
+                args.smart_jwks.is_none() && args.smart_client_secret.is_none(),
+                "--smart-jwks and --smart-client-secret need --smart-client-id"
+            );
+            None
+        }
+        Some(client_id) => {
+            let jwks = match &args.smart_jwks {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read the JWKS file {}", path.display()))?;
+                    let v: serde_json::Value = serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not JSON", path.display()))?;
+                    anyhow::ensure!(
+                        v.get("keys").is_some_and(|k| k.is_array()),
+                        "{} is not a JWKS (no \"keys\" array)",
+                        path.display()
+                    );
+                    Some(v)
+                }
+                None => None,
+            };
+            Some(SmartServerConfig {
+                token_lifetime: Duration::from_secs(args.token_lifetime.max(1)),
+                clients: vec![RegisteredClient {
+                    client_id: client_id.clone(),
+                    jwks,
+                    client_secret: args.smart_client_secret.clone(),
+                }],
+            })
+        }
+    };
+    anyhow::ensure!(args.resources_per_file > 0, "--resources-per-file must be at least 1");
+    Ok(ServerConfig {
+        data,
+        bind: SocketAddr::new(args.bind, args.port),
+        base_path: args.base_path.clone(),
+        requires_access_token: args.requires_access_token,
+        smart,
+        resources_per_file: args.resources_per_file,
+        polls_before_complete: args.polls,
+        retry_after_secs: args.retry_after,
+        ..ServerConfig::default()
+    })
+}
+
+pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
+    let config = config(&args)?;
+    let server = TestServer::start(config).await.context("cannot start the test server")?;
+    let counts = server.store().counts();
+    let total: u64 = counts.values().sum();
+    tracing::info!(
+        base_url = %server.base_url(),
+        resources = total,
+        types = counts.len(),
+        "test server listening; stop with Ctrl-C"
+    );
+    if server.smart().is_some() {
+        tracing::info!(token_url = %server.token_url(), "SMART Backend Services auth is required");
+    }
+    // The base URL alone on stdout, so scripts can capture it.
+    println!("{}", server.base_url());
+    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}

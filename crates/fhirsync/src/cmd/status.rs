@@ -1,0 +1,76 @@
+use anyhow::Context;
+use delta_sink::{DeltaSink, StorageOptions};
+use fhirsync::logging::LogMode;
+use fhirsync::state::SyncState;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where the Delta tables live: a directory or `s3://bucket/prefix`.
+    #[arg(long, value_name = "PATH", env = "DELTA_PATH")]
+    pub delta_path: String,
+
+    /// Sync state file [default: <delta-path>/_fhirsync/state.json]
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<std::path::PathBuf>,
+
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
+    let state = match fhirsync::config::default_state_file(&args.delta_path, args.state_file.as_deref()) {
+        Some(path) => Some((path.clone(), SyncState::load(&path)?)),
+        None => None,
+    };
+    let sink = DeltaSink::new(&args.delta_path, StorageOptions::from_env())?;
+    let tables = fhirsync::tables::list_tables(&sink, &args.delta_path, None).await?;
+    let mut stats = Vec::new();
+    for (name, table) in &tables {
+        stats.push((name.clone(), table.stats().await.with_context(|| format!("reading the {name} table"))?));
+    }
+    if args.json {
+        let tables: serde_json::Map<String, serde_json::Value> =
+            stats.iter().map(|(n, s)| Ok((n.clone(), serde_json::to_value(s)?))).collect::<anyhow::Result<_>>()?;
+        let out = serde_json::json!({
+            "delta_path": args.delta_path,
+            "state_file": state.as_ref().map(|(p, _)| p.display().to_string()),
+            "state": state.as_ref().map(|(_, s)| s),
+            "tables": tables,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    if let Some((path, s)) = &state {
+        println!("state file:        {}", path.display());
+        println!("cursor (last_sync_time): {}", s.last_sync_time.as_deref().unwrap_or("-"));
+        println!(
+            "last success:      {}",
+            s.last_success_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
+        );
+        if let Some(e) = &s.last_error {
+            println!("last error:        {e}");
+        }
+    }
+    println!("{:<24} {:>8} {:>12} {:>7} {:>12}  {}", "table", "version", "rows", "files", "size (MB)", "last cursor");
+    for (name, s) in &stats {
+        let cursor = s
+            .last_sync
+            .as_ref()
+            .and_then(|m| m.transaction_time)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<24} {:>8} {:>12} {:>7} {:>12.2}  {cursor}",
+            name,
+            s.version,
+            s.rows.map(|r| r.to_string()).unwrap_or_else(|| "?".into()),
+            s.files,
+            s.size_bytes as f64 / 1e6
+        );
+    }
+    if stats.is_empty() {
+        println!("(no tables under {})", args.delta_path);
+    }
+    Ok(())
+}

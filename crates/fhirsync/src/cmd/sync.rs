@@ -1,0 +1,90 @@
+use anyhow::Context;
+use fhirsync::config::{ConfigFile, ProcessEnv, SyncArgs};
+use fhirsync::daemon::RunKind;
+use fhirsync::logging::LogMode;
+use fhirsync::sync::{self, SyncReport};
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub sync: SyncArgs,
+
+    /// Print the report as one JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
+    let env = ProcessEnv;
+    let file = match args.sync.config_path(&env) {
+        Some(path) => Some(ConfigFile::load(&path)?),
+        None => None,
+    };
+    let opts = args.sync.resolve(&env, file.as_ref().map(|f| &f.options))?;
+    let cancel = CancellationToken::new();
+    cancel_on_signal(cancel.clone());
+    let client = sync::client_config(&opts, mode).await?;
+    let kind = if opts.full_refresh { RunKind::FullRefresh } else { RunKind::Incremental };
+    let report = sync::run_sync(&opts, kind, client, cancel).await.context("sync failed")?;
+    print_report(&report, args.json)
+}
+
+/// Ctrl-C / SIGTERM cancel the sync; it stops at the next safe point and the next run resumes.
+pub fn cancel_on_signal(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::warn!("interrupted: stopping at the next safe point");
+        cancel.cancel();
+    });
+}
+
+pub fn print_report(report: &SyncReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  {}",
+        "table", "resources", "inserted", "updated", "unchanged", "deleted", "rejected", "version"
+    );
+    for (t, r) in &report.tables {
+        let version = r.version.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        let note = match r.status {
+            Some(delta_sink::WriteStatus::AlreadyApplied) => " (already applied)",
+            Some(delta_sink::WriteStatus::IgnoredExisting) => " (exists, ignored)",
+            _ => "",
+        };
+        println!(
+            "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  {version}{note}",
+            t,
+            r.resources,
+            r.inserted,
+            r.updated,
+            r.unchanged,
+            r.deleted + r.reconciled,
+            r.rejected
+        );
+    }
+    println!(
+        "cursor (transactionTime): {}   since: {}   downloaded: {:.1} MB   duration: {:.1} s",
+        report.transaction_time.as_deref().unwrap_or("-"),
+        report.since.as_deref().unwrap_or("(full export)"),
+        report.bytes_downloaded as f64 / 1e6,
+        report.duration.as_secs_f64()
+    );
+    if let Some(path) = &report.rejects_file {
+        println!("{} rejected resources listed in {}", report.rejects, path.display());
+    }
+    Ok(())
+}

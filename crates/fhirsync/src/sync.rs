@@ -1,0 +1,808 @@
+//! One sync: a Bulk Data export (or a local NDJSON directory), encoded and committed into one
+//! Delta table per resource type, with the export's `transactionTime` committed in the same
+//! Delta commit as the data.
+//!
+//! Crash safety rests on three facts:
+//! - every table commit carries a Delta `txn` (app id = the sync's identity, version = the
+//!   export's `transactionTime` in epoch ms), so re-applying an export to a table that already
+//!   has it is skipped;
+//! - the next `_since` is the oldest cursor committed across the requested tables (the state
+//!   file is written only after all of them committed), so the cursor is never ahead of data;
+//! - the export's job (status URL, manifest, finished files) is persisted by the bulk client in
+//!   the work directory, so an interrupted export is resumed while the server still has it.
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use arrow::array::RecordBatch;
+use chrono::{DateTime, SecondsFormat, Utc};
+use delta_sink::{CommitOptions, Cursor, DeltaSink, IdSet, ResourceTable, StorageOptions, TableWriter, WriteOutcome, WriteStatus};
+use fhir_bulk::{BulkClient, BulkError, ClientConfig, ExportOptions, ExportRequest, ExportSummary, JobState};
+use fhir_encoder::{Encoder, EncoderOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{SaveMode, SyncOptions};
+use crate::daemon::{RunKind, SyncOutcome, TypeCounts};
+use crate::encode::{self, EncodeReject};
+use crate::state::{SyncLock, SyncState};
+
+/// What one table got from one sync.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct TableReport {
+    pub status: Option<WriteStatus>,
+    pub version: Option<u64>,
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+    pub reconciled: u64,
+    pub rejected: u64,
+    pub resources: u64,
+}
+
+/// The whole result of a sync or import, for summaries and the daemon.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SyncReport {
+    pub sync_id: String,
+    pub transaction_time: Option<String>,
+    /// `_since` used for the export (`None`: a full export).
+    pub since: Option<String>,
+    pub tables: BTreeMap<String, TableReport>,
+    pub bytes_downloaded: u64,
+    pub resources: u64,
+    pub rejects: u64,
+    pub rejects_file: Option<PathBuf>,
+    pub resumed_files: usize,
+    pub duration: Duration,
+}
+
+impl SyncReport {
+    pub fn to_outcome(&self) -> SyncOutcome {
+        SyncOutcome {
+            transaction_time: self.transaction_time.clone(),
+            per_type: self
+                .tables
+                .iter()
+                .map(|(t, r)| {
+                    let counts = TypeCounts {
+                        inserted: r.inserted,
+                        updated: r.updated,
+                        unchanged: r.unchanged,
+                        deleted: r.deleted + r.reconciled,
+                        rejected: r.rejected,
+                    };
+                    (t.clone(), counts)
+                })
+                .collect(),
+            bytes_downloaded: self.bytes_downloaded,
+            duration: self.duration,
+            http_retries: BTreeMap::new(),
+            token_refreshes: 0,
+        }
+    }
+}
+
+/// Where a sync keeps its lock, state and the files of the export in progress.
+#[derive(Clone, Debug)]
+pub struct WorkDir {
+    pub state_file: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl WorkDir {
+    pub fn for_options(opts: &SyncOptions) -> anyhow::Result<Self> {
+        let state_file = opts.state_file_path().ok_or_else(|| {
+            anyhow!(
+                "delta path {} is an object store URL: give --state-file (a local path) so the \
+                 lock, state and in-progress export have a home",
+                opts.delta_path
+            )
+        })?;
+        let dir = state_file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(Self { state_file, dir })
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.dir.join("fhirsync.lock")
+    }
+
+    pub fn export_dir(&self) -> PathBuf {
+        self.dir.join("export")
+    }
+
+    pub fn rejects_dir(&self) -> PathBuf {
+        self.dir.join("rejects")
+    }
+}
+
+/// The sync's identity: the Delta `txn` app id under which cursors are committed. Stable for a
+/// given endpoint and group, so every run of the same sync recognises its own commits.
+pub fn sync_identity(endpoint: &url::Url, group_id: Option<&str>) -> String {
+    let base = endpoint.as_str().trim_end_matches('/');
+    match group_id {
+        Some(g) => format!("fhirsync:{base}#Group/{g}"),
+        None => format!("fhirsync:{base}"),
+    }
+}
+
+pub fn sink_for(opts: &SyncOptions) -> anyhow::Result<DeltaSink> {
+    let mut storage = StorageOptions::from_env();
+    for (k, v) in &opts.storage_options {
+        storage = storage.with(k.clone(), v.clone());
+    }
+    DeltaSink::new(&opts.delta_path, storage).with_context(|| format!("delta path {}", opts.delta_path))
+}
+
+pub fn encoder_for(opts: &SyncOptions) -> Encoder {
+    let mut options = EncoderOptions::default();
+    options.max_nesting_level = opts.max_nesting_level;
+    options.enable_extensions = opts.extensions;
+    Encoder::new(options)
+}
+
+/// The cursor the next incremental export starts from: the oldest `transactionTime` committed
+/// under `app_id` across the requested tables; the state file's (e.g. written by the replaced
+/// script) when no table has one yet; `None` (a full export) when a requested table has none.
+pub async fn resume_cursor(
+    sink: &DeltaSink,
+    app_id: &str,
+    types: &[String],
+    state: &SyncState,
+) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let mut oldest: Option<DateTime<Utc>> = None;
+    let mut missing = Vec::new();
+    for t in types {
+        let table = sink.table(t).await.with_context(|| format!("opening the {t} table"))?;
+        let committed = if table.exists() { table_cursor(&table, app_id).await? } else { None };
+        match committed {
+            Some(tt) => oldest = Some(oldest.map_or(tt, |o| o.min(tt))),
+            None => missing.push(t.clone()),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(oldest);
+    }
+    if oldest.is_none()
+        && let Some(last) = &state.last_sync_time
+    {
+        let tt = DateTime::parse_from_rfc3339(last)
+            .with_context(|| format!("state file last_sync_time {last:?} is not an RFC 3339 instant"))?;
+        tracing::info!(since = %last, "no table carries a cursor yet: continuing from the state file");
+        return Ok(Some(tt.with_timezone(&Utc)));
+    }
+    if oldest.is_some() {
+        tracing::info!(types = ?missing, "tables without a committed cursor: running a full export");
+    }
+    Ok(None)
+}
+
+async fn table_cursor(table: &ResourceTable, app_id: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let Some(version) = table.committed_version(app_id).await? else { return Ok(None) };
+    // The txn version is the transactionTime in epoch ms; the metadata has the exact instant.
+    if let Some(meta) = table.last_sync_metadata(50).await?
+        && meta.app_id.as_deref() == Some(app_id)
+        && meta.cursor_version == Some(version)
+        && let Some(tt) = meta.transaction_time
+    {
+        return Ok(Some(tt));
+    }
+    Ok(DateTime::<Utc>::from_timestamp_millis(version))
+}
+
+/// Runs one sync as configured: lock, export (resuming an interrupted one), encode, commit,
+/// state file. Returns when every table has committed, or with the first error.
+pub async fn run_sync(opts: &SyncOptions, kind: RunKind, client_config: ClientConfig, cancel: CancellationToken) -> anyhow::Result<SyncReport> {
+    let started = Instant::now();
+    let work = WorkDir::for_options(opts)?;
+    let _lock = SyncLock::try_acquire(&work.lock_path())?;
+    let mut state = SyncState::load(&work.state_file)?;
+    let result = sync_locked(opts, kind, client_config, cancel, &work, &state, started).await;
+    match &result {
+        Ok(report) => {
+            state.last_sync_time = report.transaction_time.clone();
+            state.last_success_at = Some(Utc::now());
+            state.fhir_endpoint = Some(opts.fhir_endpoint.to_string());
+            state.sync_id = Some(report.sync_id.clone());
+            state.tables = report.tables.iter().filter_map(|(t, r)| r.version.map(|v| (t.clone(), v))).collect();
+            state.last_error = None;
+            state.last_error_at = None;
+        }
+        Err(e) => {
+            state.last_error = Some(format!("{e:#}"));
+            state.last_error_at = Some(Utc::now());
+        }
+    }
+    if let Err(e) = state.store(&work.state_file) {
+        // The tables carry the cursor; a lost state write costs nothing but this warning.
+        tracing::warn!(error = %e, "could not write the state file");
+        if result.is_ok() {
+            return Err(e.into());
+        }
+    }
+    result
+}
+
+async fn sync_locked(
+    opts: &SyncOptions,
+    kind: RunKind,
+    client_config: ClientConfig,
+    cancel: CancellationToken,
+    work: &WorkDir,
+    state: &SyncState,
+    started: Instant,
+) -> anyhow::Result<SyncReport> {
+    let sink = sink_for(opts)?;
+    let app_id = sync_identity(&opts.fhir_endpoint, opts.group_id.as_deref());
+    let full = kind == RunKind::FullRefresh || opts.full_refresh;
+    let since = match (opts.since, full) {
+        (Some(s), _) => Some(s.with_timezone(&Utc)),
+        (None, true) => None,
+        (None, false) => resume_cursor(&sink, &app_id, &opts.resource_types, state).await?,
+    };
+
+    let mut request = match (&opts.group_id, opts.patients.is_empty()) {
+        (Some(g), _) => ExportRequest::group(g.clone()),
+        (None, false) => ExportRequest::patient(),
+        (None, true) => ExportRequest::system(),
+    };
+    request.types = opts.resource_types.clone();
+    request.since = since.map(|s| s.fixed_offset());
+    request.until = opts.until;
+    request.type_filters = opts.type_filters.clone();
+    request.elements = opts.elements.clone();
+    request.patients = opts.patients.clone();
+
+    let export_dir = work.export_dir();
+    let client = BulkClient::new(client_config).context("configuring the Bulk Data client")?;
+    let summary = tokio::select! {
+        r = run_export(&client, &request, &export_dir, opts.timeout) => r?,
+        _ = cancel.cancelled() => bail!("sync cancelled during the export; the next run resumes it"),
+    };
+    let transaction_time = summary.manifest.transaction_time.with_timezone(&Utc);
+    let reconcile = full
+        && opts.save_mode == SaveMode::Merge
+        && opts.type_filters.is_empty()
+        && (opts.group_id.is_none() || opts.reconcile)
+        && opts.patients.is_empty();
+    if full && opts.group_id.is_some() && opts.reconcile {
+        tracing::info!("group reconciliation removes only rows of the group's export types that the group export no longer returns");
+    }
+
+    let files: Vec<InputFile> = summary
+        .outputs()
+        .map(|f| InputFile {
+            path: f.path.clone(),
+            label: f.name.clone(),
+            expected_type: Some(f.resource_type.clone()),
+            download_rejects: f.rejected_lines,
+            download_rejects_path: f.rejects_path.clone(),
+        })
+        .collect();
+    let deletions: Vec<(String, String)> = summary.deletions().map(|d| (d.resource_type.clone(), d.id.clone())).collect();
+
+    let apply = ApplyInput {
+        app_id: app_id.clone(),
+        transaction_time,
+        mode: opts.save_mode,
+        types: Some(opts.resource_types.iter().cloned().collect()),
+        reconcile,
+        max_rejects: opts.max_rejects,
+        rejects_dir: rejects_dir(opts, work),
+    };
+    let mut report = tokio::select! {
+        r = apply_files(&sink, encoder_for(opts), files, deletions, apply) => r?,
+        _ = cancel.cancelled() => bail!("sync cancelled while writing tables; the next run finishes it"),
+    };
+    report.since = since.map(|s| s.to_rfc3339_opts(SecondsFormat::Millis, true));
+    report.bytes_downloaded = summary.bytes;
+    report.resumed_files = summary.resumed_files;
+    report.duration = started.elapsed();
+
+    // Every table has the data: the server may now drop the job and we our copy of the files.
+    if let Err(e) = client.cancel(&summary.job).await {
+        tracing::debug!(error = %e, "could not delete the finished export job on the server");
+    }
+    if let Err(e) = std::fs::remove_dir_all(&export_dir) {
+        tracing::warn!(dir = %export_dir.display(), error = %e, "could not remove the downloaded files");
+    }
+    Ok(report)
+}
+
+fn rejects_dir(opts: &SyncOptions, work: &WorkDir) -> PathBuf {
+    if opts.is_remote() {
+        work.rejects_dir()
+    } else {
+        Path::new(opts.delta_path.strip_prefix("file://").unwrap_or(&opts.delta_path)).join("_rejects")
+    }
+}
+
+/// The export into `dir`, resuming the one recorded there when it is the same request; when the
+/// server no longer has that job, a new export is started.
+async fn run_export(client: &BulkClient, request: &ExportRequest, dir: &Path, timeout: Option<Duration>) -> anyhow::Result<ExportSummary> {
+    let previous = JobState::load(dir).await.ok().flatten();
+    let resume = previous.as_ref().is_some_and(|s| &s.job.request == request);
+    if previous.is_some() && !resume {
+        tracing::info!("discarding an interrupted export made with other parameters");
+    }
+    // The job is deleted on the server only after the tables committed (see sync_locked).
+    let mut options = ExportOptions { resume, delete_job_on_success: false, delete_job_on_failure: false };
+    let run = async {
+        match client.export_to_dir(request, dir, &options).await {
+            Err(BulkError::JobGone { url, status }) if options.resume => {
+                tracing::warn!(%url, status, "the server no longer has the interrupted export: starting a new one");
+                options.resume = false;
+                client.export_to_dir(request, dir, &options).await
+            }
+            other => other,
+        }
+    };
+    let summary = match timeout {
+        Some(t) => tokio::time::timeout(t, run).await.map_err(|_| anyhow!("the export did not finish within {}", humantime::format_duration(t)))?,
+        None => run.await,
+    }
+    .context("bulk export")?;
+    Ok(summary)
+}
+
+/// A local NDJSON file to apply.
+#[derive(Clone, Debug)]
+pub struct InputFile {
+    pub path: PathBuf,
+    /// Name used in reject records.
+    pub label: String,
+    /// The type the manifest announced; other types in the file are rejected.
+    pub expected_type: Option<String>,
+    pub download_rejects: u64,
+    pub download_rejects_path: Option<PathBuf>,
+}
+
+/// How to apply a set of files to the tables.
+#[derive(Clone, Debug)]
+pub struct ApplyInput {
+    pub app_id: String,
+    pub transaction_time: DateTime<Utc>,
+    pub mode: SaveMode,
+    /// Types to write (others are counted and skipped); `None` takes every type found.
+    pub types: Option<BTreeSet<String>>,
+    /// Remove rows whose id the export no longer has (full exports only).
+    pub reconcile: bool,
+    pub max_rejects: Option<u64>,
+    pub rejects_dir: PathBuf,
+}
+
+/// One resource type's table while an export is being applied.
+struct TypeSlot {
+    table: Option<ResourceTable>,
+    writer: Option<TableWriter>,
+    already_applied: bool,
+    exported_ids: Option<IdSet>,
+    resources: u64,
+    rejected: u64,
+}
+
+struct Shared {
+    sink: DeltaSink,
+    encoder: Encoder,
+    input: ApplyInput,
+    runtime: tokio::runtime::Handle,
+    slots: Mutex<BTreeMap<String, Arc<Mutex<TypeSlot>>>>,
+    rejects: Mutex<RejectLog>,
+    skipped_types: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Shared {
+    /// The slot of `resource_type`, opening its table on first use (from a blocking thread).
+    fn slot(&self, resource_type: &str) -> anyhow::Result<Option<Arc<Mutex<TypeSlot>>>> {
+        if let Some(types) = &self.input.types
+            && !types.contains(resource_type)
+        {
+            return Ok(None);
+        }
+        let mut slots = self.slots.lock().map_err(|_| anyhow!("a writer thread panicked"))?;
+        if let Some(slot) = slots.get(resource_type) {
+            return Ok(Some(slot.clone()));
+        }
+        let schema = self.encoder.schema(resource_type).with_context(|| format!("resource type {resource_type}"))?;
+        let table = self
+            .runtime
+            .block_on(self.sink.table(resource_type))
+            .with_context(|| format!("opening the {resource_type} table"))?;
+        let already_applied = self.input.mode == SaveMode::Merge
+            && self
+                .runtime
+                .block_on(table.committed_version(&self.input.app_id))?
+                .is_some_and(|v| v >= self.input.transaction_time.timestamp_millis());
+        let writer = table.writer(schema);
+        let slot = Arc::new(Mutex::new(TypeSlot {
+            table: Some(table),
+            writer: Some(writer),
+            already_applied,
+            exported_ids: self.input.reconcile.then(IdSet::new),
+            resources: 0,
+            rejected: 0,
+        }));
+        slots.insert(resource_type.to_string(), slot.clone());
+        Ok(Some(slot))
+    }
+
+    fn push(&self, resource_type: &str, batch: &RecordBatch) -> anyhow::Result<()> {
+        let Some(slot) = self.slot(resource_type)? else {
+            *self.skipped_types.lock().map_err(|_| anyhow!("poisoned"))?.entry(resource_type.to_string()).or_default() += batch.num_rows() as u64;
+            return Ok(());
+        };
+        let mut slot = slot.lock().map_err(|_| anyhow!("a writer thread panicked"))?;
+        slot.resources += batch.num_rows() as u64;
+        if slot.already_applied {
+            return Ok(());
+        }
+        if let Some(ids) = slot.exported_ids.as_mut()
+            && let Some(col) = batch.column_by_name("id")
+        {
+            ids.extend_from_array(col.as_ref());
+        }
+        let writer = slot.writer.as_mut().ok_or_else(|| anyhow!("writer already committed"))?;
+        writer.push(batch).with_context(|| format!("staging {resource_type} rows"))?;
+        Ok(())
+    }
+
+    fn reject(&self, r: EncodeReject) -> anyhow::Result<()> {
+        if let Some(t) = r.resource_type.as_deref()
+            && let Ok(Some(slot)) = self.slot(t)
+            && let Ok(mut slot) = slot.lock()
+        {
+            slot.rejected += 1;
+        }
+        self.rejects.lock().map_err(|_| anyhow!("poisoned"))?.write(&r)
+    }
+}
+
+/// Encodes `files` (two at a time, on blocking threads) into the tables' writers, then commits
+/// every table with its deletions and the cursor.
+pub async fn apply_files(
+    sink: &DeltaSink,
+    encoder: Encoder,
+    files: Vec<InputFile>,
+    deletions: Vec<(String, String)>,
+    input: ApplyInput,
+) -> anyhow::Result<SyncReport> {
+    let started = Instant::now();
+    let rejects = RejectLog::new(input.rejects_dir.clone(), &input);
+    let shared = Arc::new(Shared {
+        sink: sink.clone(),
+        encoder,
+        input: input.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        slots: Mutex::new(BTreeMap::new()),
+        rejects: Mutex::new(rejects),
+        skipped_types: Mutex::new(BTreeMap::new()),
+    });
+    // Tables of every requested type take part, so each gets the cursor even with no rows.
+    if let Some(types) = &input.types {
+        for t in types {
+            let shared = shared.clone();
+            let t = t.clone();
+            tokio::task::spawn_blocking(move || shared.slot(&t)).await??;
+        }
+    }
+
+    let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let permits = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut tasks = tokio::task::JoinSet::new();
+    for file in files {
+        let permit = permits.clone().acquire_owned().await?;
+        let shared = shared.clone();
+        tasks.spawn_blocking(move || {
+            let _permit = permit;
+            encode_one(&shared, &file).with_context(|| format!("encoding {}", file.path.display()))
+        });
+    }
+    let mut resources = 0u64;
+    while let Some(joined) = tasks.join_next().await {
+        resources += joined.map_err(|e| anyhow!("an encoding thread failed: {e}"))??;
+    }
+
+    let total_rejects = shared.rejects.lock().map_err(|_| anyhow!("poisoned"))?.count;
+    let rejects_file = shared.rejects.lock().map_err(|_| anyhow!("poisoned"))?.finish()?;
+    if let Some(max) = input.max_rejects
+        && total_rejects > max
+    {
+        bail!(
+            "{total_rejects} resources were rejected, more than --max-rejects {max}; nothing was committed{}",
+            rejects_file.as_ref().map(|p| format!(" (see {})", p.display())).unwrap_or_default()
+        );
+    }
+    for (t, n) in shared.skipped_types.lock().map_err(|_| anyhow!("poisoned"))?.iter() {
+        tracing::warn!(resource_type = %t, resources = n, "resources of a type that was not requested were skipped");
+    }
+
+    let mut by_type: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (t, id) in deletions {
+        by_type.entry(t).or_default().push(id);
+    }
+    for t in by_type.keys() {
+        let shared = shared.clone();
+        let t = t.clone();
+        tokio::task::spawn_blocking(move || shared.slot(&t)).await??;
+    }
+
+    let slots: Vec<(String, Arc<Mutex<TypeSlot>>)> =
+        shared.slots.lock().map_err(|_| anyhow!("poisoned"))?.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut report = SyncReport {
+        sync_id: input.app_id.clone(),
+        transaction_time: Some(input.transaction_time.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        resources,
+        rejects: total_rejects,
+        rejects_file,
+        ..Default::default()
+    };
+    for (resource_type, slot) in slots {
+        let (table, writer, already, ids, res, rej) = {
+            let mut s = slot.lock().map_err(|_| anyhow!("poisoned"))?;
+            (s.table.take(), s.writer.take(), s.already_applied, s.exported_ids.take(), s.resources, s.rejected)
+        };
+        let mut entry = TableReport { resources: res, rejected: rej, ..Default::default() };
+        let (Some(mut table), Some(mut writer)) = (table, writer) else { continue };
+        if already {
+            tracing::info!(resource_type = %resource_type, "this export is already in the table: skipped");
+            entry.status = Some(WriteStatus::AlreadyApplied);
+            entry.version = table.version();
+            report.tables.insert(resource_type, entry);
+            continue;
+        }
+        if input.mode == SaveMode::Merge {
+            if let Some(ids) = by_type.remove(&resource_type) {
+                writer.delete(ids, input.transaction_time);
+            }
+            if let Some(mut ids) = ids {
+                ids.seal();
+                writer.reconcile(ids, None);
+            }
+        }
+        let cursor = Cursor::new(input.app_id.clone(), input.transaction_time, input.app_id.clone());
+        let options = CommitOptions { mode: sink_mode(input.mode), cursor: Some(cursor) };
+        let outcome: WriteOutcome =
+            table.commit(writer, options).await.with_context(|| format!("committing the {resource_type} table"))?;
+        entry.status = Some(outcome.status);
+        entry.version = outcome.version;
+        entry.inserted = outcome.inserted;
+        entry.updated = outcome.updated;
+        entry.unchanged = outcome.unchanged + outcome.duplicates;
+        entry.deleted = outcome.deleted;
+        entry.reconciled = outcome.reconciled;
+        tracing::info!(
+            resource_type = %resource_type,
+            version = ?outcome.version,
+            inserted = outcome.inserted,
+            updated = outcome.updated,
+            unchanged = entry.unchanged,
+            deleted = outcome.deleted,
+            reconciled = outcome.reconciled,
+            "table committed"
+        );
+        report.tables.insert(resource_type, entry);
+    }
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+fn sink_mode(mode: SaveMode) -> delta_sink::SaveMode {
+    match mode {
+        SaveMode::Merge => delta_sink::SaveMode::Merge,
+        SaveMode::Overwrite => delta_sink::SaveMode::Overwrite,
+        SaveMode::Append => delta_sink::SaveMode::Append,
+        SaveMode::Ignore => delta_sink::SaveMode::Ignore,
+        SaveMode::Error => delta_sink::SaveMode::ErrorIfExists,
+    }
+}
+
+/// Encodes one file into the writers; returns the resources read.
+fn encode_one(shared: &Shared, file: &InputFile) -> anyhow::Result<u64> {
+    let reader = open_ndjson(&file.path)?;
+    let mut resources = 0u64;
+    encode::encode_ndjson(
+        &shared.encoder,
+        reader,
+        &file.label,
+        file.expected_type.as_deref(),
+        &mut |resource_type: &str, batch: RecordBatch| {
+            resources += batch.num_rows() as u64;
+            shared.push(resource_type, &batch)
+        },
+        &mut |r: EncodeReject| shared.reject(r),
+    )?;
+    if let Some(path) = &file.download_rejects_path
+        && file.download_rejects > 0
+    {
+        for r in encode::read_download_rejects(path, file.expected_type.as_deref())? {
+            shared.reject(r)?;
+        }
+    }
+    Ok(resources)
+}
+
+/// Opens an NDJSON file, gunzipping `.gz` files.
+pub fn open_ndjson(path: &Path) -> anyhow::Result<Box<dyn BufRead + Send>> {
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    Ok(if gz {
+        Box::new(BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(f)))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 20, f))
+    })
+}
+
+/// Rejected resources, one JSON object per line, in a file created on the first reject.
+struct RejectLog {
+    dir: PathBuf,
+    name: String,
+    sync_id: String,
+    transaction_time: String,
+    out: Option<std::io::BufWriter<File>>,
+    count: u64,
+}
+
+impl RejectLog {
+    fn new(dir: PathBuf, input: &ApplyInput) -> Self {
+        let stamp = input.transaction_time.format("%Y%m%dT%H%M%S%.3fZ");
+        Self {
+            dir,
+            name: format!("rejects-{stamp}.ndjson"),
+            sync_id: input.app_id.clone(),
+            transaction_time: input.transaction_time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            out: None,
+            count: 0,
+        }
+    }
+
+    fn write(&mut self, r: &EncodeReject) -> anyhow::Result<()> {
+        if self.out.is_none() {
+            std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+            let path = self.dir.join(&self.name);
+            // Truncate: a re-run of the same export rewrites the same list.
+            let f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+            self.out = Some(std::io::BufWriter::new(f));
+        }
+        let record = serde_json::json!({
+            "sync_id": self.sync_id,
+            "transaction_time": self.transaction_time,
+            "resource_type": r.resource_type,
+            "id": r.id,
+            "file": r.file,
+            "line": r.line,
+            "reason": r.reason,
+        });
+        if let Some(out) = self.out.as_mut() {
+            serde_json::to_writer(&mut *out, &record)?;
+            out.write_all(b"\n")?;
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> anyhow::Result<Option<PathBuf>> {
+        match self.out.take() {
+            Some(mut out) => {
+                out.flush()?;
+                Ok(Some(self.dir.join(&self.name)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+
+/// The Bulk Data client's settings for a sync.
+pub async fn client_config(opts: &SyncOptions, _mode: crate::logging::LogMode) -> anyhow::Result<ClientConfig> {
+    let mut config = ClientConfig::new(opts.fhir_endpoint.clone());
+    config.max_concurrent_downloads = opts.max_concurrent_downloads.max(1);
+    if let Some(t) = opts.timeout {
+        config.poll.timeout = t;
+    }
+    Ok(config)
+}
+
+/// `fhirsync import`: a local directory of NDJSON files applied like an export.
+#[derive(Clone, Debug)]
+pub struct ImportRequest {
+    pub input: PathBuf,
+    pub delta_path: String,
+    pub save_mode: SaveMode,
+    pub resource_types: Option<Vec<String>>,
+    pub max_rejects: Option<u64>,
+    pub max_nesting_level: usize,
+    pub extensions: bool,
+}
+
+/// The identity under which imports commit their cursor.
+pub const IMPORT_APP_ID: &str = "fhirsync:import";
+
+pub async fn run_import(request: &ImportRequest) -> anyhow::Result<SyncReport> {
+    let started = Instant::now();
+    let dir = &request.input;
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if path.is_file() && (name.ends_with(".ndjson") || name.ends_with(".ndjson.gz") || name.ends_with(".jsonl")) {
+            files.push(InputFile { path, label: name, expected_type: None, download_rejects: 0, download_rejects_path: None });
+        }
+    }
+    files.sort_by(|a, b| a.label.cmp(&b.label));
+    if files.is_empty() {
+        bail!("{} holds no .ndjson or .ndjson.gz files", dir.display());
+    }
+
+    // A previous `fhirsync export` left its manifest: its transactionTime is the cursor.
+    let manifest_path = dir.join(fhir_bulk::MANIFEST_FILE);
+    let transaction_time = match std::fs::read(&manifest_path) {
+        Ok(bytes) => {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", manifest_path.display()))?;
+            let tt = v
+                .get("transactionTime")
+                .and_then(|t| t.as_str())
+                .ok_or_else(|| anyhow!("{} has no transactionTime", manifest_path.display()))?;
+            DateTime::parse_from_rfc3339(tt)
+                .with_context(|| format!("{}: transactionTime {tt:?}", manifest_path.display()))?
+                .with_timezone(&Utc)
+        }
+        Err(_) => Utc::now(),
+    };
+
+    let mut deletions = Vec::new();
+    let deleted_dir = dir.join("deleted");
+    if deleted_dir.is_dir() {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&deleted_dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for path in paths.into_iter().filter(|p| p.is_file()) {
+            let reader = open_ndjson(&path)?;
+            for (n, line) in reader.lines().enumerate() {
+                let line = line.with_context(|| format!("reading {}", path.display()))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let bundle: serde_json::Value = serde_json::from_str(&line)
+                    .with_context(|| format!("{} line {}: not a JSON Bundle", path.display(), n + 1))?;
+                let (found, problems) = fhir_bulk::deletions(&bundle);
+                for p in problems {
+                    tracing::warn!(file = %path.display(), line = n + 1, problem = %p, "ignored a deletion entry");
+                }
+                deletions.extend(found.into_iter().map(|d| (d.resource_type, d.id)));
+            }
+        }
+    }
+
+    let sink = DeltaSink::new(&request.delta_path, StorageOptions::from_env())
+        .with_context(|| format!("delta path {}", request.delta_path))?;
+    let mut options = EncoderOptions::default();
+    options.max_nesting_level = request.max_nesting_level;
+    options.enable_extensions = request.extensions;
+    let local = !crate::config::is_remote_path(&request.delta_path);
+    let rejects_dir = if local {
+        Path::new(request.delta_path.strip_prefix("file://").unwrap_or(&request.delta_path)).join("_rejects")
+    } else {
+        PathBuf::from("_rejects")
+    };
+    let input = ApplyInput {
+        app_id: IMPORT_APP_ID.to_string(),
+        transaction_time,
+        mode: request.save_mode,
+        types: request.resource_types.as_ref().map(|t| t.iter().cloned().collect()),
+        reconcile: false,
+        max_rejects: request.max_rejects,
+        rejects_dir,
+    };
+    let mut report = apply_files(&sink, Encoder::new(options), files, deletions, input).await?;
+    report.duration = started.elapsed();
+    Ok(report)
+}

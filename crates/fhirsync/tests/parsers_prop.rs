@@ -1,0 +1,49 @@
+//! Property tests for the value parsers: no input panics, valid inputs mean what they say.
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
+use fhirsync::config::{parse_duration, parse_instant};
+use fhirsync::schedule::Schedule;
+use proptest::prelude::*;
+
+proptest! {
+    #[test]
+    fn parsers_never_panic(s in "\\PC{0,40}") {
+        let _ = parse_duration(&s);
+        let _ = parse_instant(&s);
+        let _ = Schedule::parse(&s);
+    }
+
+    #[test]
+    fn cron_like_garbage_never_panics(fields in proptest::collection::vec("[0-9*/,LW#-]{1,6}", 0..8)) {
+        let _ = Schedule::parse(&fields.join(" "));
+    }
+
+    #[test]
+    fn durations_round_trip(secs in 0u64..10_000_000) {
+        prop_assert_eq!(parse_duration(&secs.to_string()), Ok(Duration::from_secs(secs)));
+        let text = humantime::format_duration(Duration::from_secs(secs)).to_string();
+        prop_assert_eq!(parse_duration(&text), Ok(Duration::from_secs(secs)));
+    }
+
+    #[test]
+    fn next_run_is_later_and_matches_the_fields(
+        minute in 0u32..60,
+        hour in 0u32..24,
+        start in 0i64..2_000_000_000,
+        tz_index in 0usize..4,
+    ) {
+        let tz = [chrono_tz::UTC, chrono_tz::Europe::Berlin, chrono_tz::America::New_York, chrono_tz::Australia::Lord_Howe][tz_index];
+        let s = Schedule::parse(&format!("{minute} {hour} * * *")).unwrap();
+        let after = DateTime::<Utc>::from_timestamp(start, 0).unwrap();
+        let next = s.next_after(after, tz).unwrap();
+        prop_assert!(next > after);
+        // At most a day and a bit later (a DST gap can push it past 24 h).
+        prop_assert!(next - after <= chrono::Duration::hours(26));
+        let local = next.with_timezone(&tz);
+        // Either the wall-clock time matches, or it was in a DST gap and runs right after it.
+        let exact = local.hour() == hour && local.minute() == minute;
+        let in_gap = tz.with_ymd_and_hms(local.year(), local.month(), local.day(), hour, minute, 0).single().is_none();
+        prop_assert!(exact || in_gap, "{} -> {}", after, local);
+    }
+}

@@ -9,8 +9,16 @@ use bulk_test_server::{DataSource, ServerConfig, TestServer};
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -18,7 +26,11 @@ fn peak_rss_mb() -> f64 {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let patients: usize = args.first().map(|s| s.parse()).transpose()?.unwrap_or(10_000);
+    let patients: usize = args
+        .first()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(10_000);
     let seed: u64 = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1);
     let gzip = args.get(2).is_some_and(|s| s == "gzip");
 
@@ -73,9 +85,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("startup:             {:.3} s", startup.as_secs_f64());
     println!("kick-off to manifest:{:.3} s", planned.as_secs_f64());
     println!("download:            {secs:.2} s");
-    println!("bytes on the wire:   {wire} ({:.1} MB/s{})", wire as f64 / secs / 1e6, if gzip { ", gzip" } else { "" });
+    println!(
+        "bytes on the wire:   {wire} ({:.1} MB/s{})",
+        wire as f64 / secs / 1e6,
+        if gzip { ", gzip" } else { "" }
+    );
     if !gzip {
-        println!("NDJSON per patient:  {:.0} bytes", bytes as f64 / patients.max(1) as f64);
+        println!(
+            "NDJSON per patient:  {:.0} bytes",
+            bytes as f64 / patients.max(1) as f64
+        );
         println!("resources per second:{:.0}", resources as f64 / secs);
     }
     println!("peak RSS:            {:.0} MB", peak_rss_mb());

@@ -45,8 +45,16 @@ impl Write for ChunkWriter {
     }
 }
 
-fn produce(spec: &FileSpec, range: Option<(u64, u64)>, gzip: bool, tx: mpsc::Sender<Bytes>) -> std::io::Result<()> {
-    let out = ChunkWriter { tx, buf: Vec::with_capacity(CHUNK) };
+fn produce(
+    spec: &FileSpec,
+    range: Option<(u64, u64)>,
+    gzip: bool,
+    tx: mpsc::Sender<Bytes>,
+) -> std::io::Result<()> {
+    let out = ChunkWriter {
+        tx,
+        buf: Vec::with_capacity(CHUNK),
+    };
     if gzip {
         let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
         let mut failed = None;
@@ -98,14 +106,25 @@ struct Shaper {
 }
 
 /// The body of one file download.
-pub(crate) fn stream(spec: Arc<FileSpec>, range: Option<(u64, u64)>, gzip: bool, fault: Option<Fault>) -> impl Stream<Item = BodyChunk> + Send + 'static {
+pub(crate) fn stream(
+    spec: Arc<FileSpec>,
+    range: Option<(u64, u64)>,
+    gzip: bool,
+    fault: Option<Fault>,
+) -> impl Stream<Item = BodyChunk> + Send + 'static {
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     tokio::task::spawn_blocking(move || {
         if let Err(e) = produce(&spec, range, gzip, tx) {
             tracing::debug!(error = %e, "file download stopped");
         }
     });
-    let shaper = Shaper { rx, fault, sent: 0, pending: None, finished: false };
+    let shaper = Shaper {
+        rx,
+        fault,
+        sent: 0,
+        pending: None,
+        finished: false,
+    };
     futures::stream::unfold(shaper, |mut s| async move {
         if s.finished {
             return None;
@@ -126,12 +145,19 @@ pub(crate) fn stream(spec: Arc<FileSpec>, range: Option<(u64, u64)>, gzip: bool,
                 }
                 s.finished = true;
                 let head = chunk.slice(..left as usize);
-                let truncate_cleanly = matches!(s.fault, Some(Fault::Truncate { chunked: false, .. }));
+                let truncate_cleanly =
+                    matches!(s.fault, Some(Fault::Truncate { chunked: false, .. }));
                 if head.is_empty() {
                     if truncate_cleanly {
                         return None;
                     }
-                    return Some((Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset (injected fault)")), s));
+                    return Some((
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "connection reset (injected fault)",
+                        )),
+                        s,
+                    ));
                 }
                 if !truncate_cleanly {
                     // Send the head, then fail on the next poll.
@@ -144,7 +170,11 @@ pub(crate) fn stream(spec: Arc<FileSpec>, range: Option<(u64, u64)>, gzip: bool,
             }
             Some(Fault::Slow { bytes_per_sec }) => {
                 let piece = (bytes_per_sec / 10).max(1) as usize;
-                let (now, later) = if chunk.len() > piece { (chunk.slice(..piece), Some(chunk.slice(piece..))) } else { (chunk, None) };
+                let (now, later) = if chunk.len() > piece {
+                    (chunk.slice(..piece), Some(chunk.slice(piece..)))
+                } else {
+                    (chunk, None)
+                };
                 s.pending = later;
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 s.sent += now.len() as u64;

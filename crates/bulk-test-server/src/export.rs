@@ -17,7 +17,10 @@ pub(crate) struct BadRequest {
 }
 
 fn bad(code: &'static str, message: impl Into<String>) -> BadRequest {
-    BadRequest { code, message: message.into() }
+    BadRequest {
+        code,
+        message: message.into(),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,7 +69,9 @@ pub(crate) struct ExportRequest {
 }
 
 pub(crate) fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// A FHIR date/dateTime/instant as the half-open interval it denotes (`2020` = the whole year).
@@ -74,7 +79,11 @@ fn parse_interval(s: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     if let Some(t) = parse_instant(s) {
         return Some((t, t + Duration::milliseconds(1)));
     }
-    let day = |y: i32, m: u32, d: u32| NaiveDate::from_ymd_opt(y, m, d).and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc());
+    let day = |y: i32, m: u32, d: u32| {
+        NaiveDate::from_ymd_opt(y, m, d)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc())
+    };
     let parts: Vec<&str> = s.split('-').collect();
     match parts.as_slice() {
         [y] if y.len() == 4 => {
@@ -83,7 +92,11 @@ fn parse_interval(s: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         }
         [y, m] if y.len() == 4 && m.len() == 2 => {
             let (y, m): (i32, u32) = (y.parse().ok()?, m.parse().ok()?);
-            let next = if m == 12 { day(y + 1, 1, 1)? } else { day(y, m + 1, 1)? };
+            let next = if m == 12 {
+                day(y + 1, 1, 1)?
+            } else {
+                day(y, m + 1, 1)?
+            };
             Some((day(y, m, 1)?, next))
         }
         [y, m, d] if y.len() == 4 && m.len() == 2 && d.len() == 2 => {
@@ -96,41 +109,187 @@ fn parse_interval(s: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
 
 /// All R4 resource type names.
 pub(crate) const R4_TYPES: &[&str] = &[
-    "Account", "ActivityDefinition", "AdverseEvent", "AllergyIntolerance", "Appointment", "AppointmentResponse", "AuditEvent", "Basic", "Binary",
-    "BiologicallyDerivedProduct", "BodyStructure", "Bundle", "CapabilityStatement", "CarePlan", "CareTeam", "CatalogEntry", "ChargeItem",
-    "ChargeItemDefinition", "Claim", "ClaimResponse", "ClinicalImpression", "CodeSystem", "Communication", "CommunicationRequest",
-    "CompartmentDefinition", "Composition", "ConceptMap", "Condition", "Consent", "Contract", "Coverage", "CoverageEligibilityRequest",
-    "CoverageEligibilityResponse", "DetectedIssue", "Device", "DeviceDefinition", "DeviceMetric", "DeviceRequest", "DeviceUseStatement",
-    "DiagnosticReport", "DocumentManifest", "DocumentReference", "EffectEvidenceSynthesis", "Encounter", "Endpoint", "EnrollmentRequest",
-    "EnrollmentResponse", "EpisodeOfCare", "EventDefinition", "Evidence", "EvidenceVariable", "ExampleScenario", "ExplanationOfBenefit",
-    "FamilyMemberHistory", "Flag", "Goal", "GraphDefinition", "Group", "GuidanceResponse", "HealthcareService", "ImagingStudy", "Immunization",
-    "ImmunizationEvaluation", "ImmunizationRecommendation", "ImplementationGuide", "InsurancePlan", "Invoice", "Library", "Linkage", "List",
-    "Location", "Measure", "MeasureReport", "Media", "Medication", "MedicationAdministration", "MedicationDispense", "MedicationKnowledge",
-    "MedicationRequest", "MedicationStatement", "MedicinalProduct", "MedicinalProductAuthorization", "MedicinalProductContraindication",
-    "MedicinalProductIndication", "MedicinalProductIngredient", "MedicinalProductInteraction", "MedicinalProductManufactured",
-    "MedicinalProductPackaged", "MedicinalProductPharmaceutical", "MedicinalProductUndesirableEffect", "MessageDefinition", "MessageHeader",
-    "MolecularSequence", "NamingSystem", "NutritionOrder", "Observation", "ObservationDefinition", "OperationDefinition", "OperationOutcome",
-    "Organization", "OrganizationAffiliation", "Parameters", "Patient", "PaymentNotice", "PaymentReconciliation", "Person", "PlanDefinition",
-    "Practitioner", "PractitionerRole", "Procedure", "Provenance", "Questionnaire", "QuestionnaireResponse", "RelatedPerson", "RequestGroup",
-    "ResearchDefinition", "ResearchElementDefinition", "ResearchStudy", "ResearchSubject", "RiskAssessment", "RiskEvidenceSynthesis", "Schedule",
-    "SearchParameter", "ServiceRequest", "Slot", "Specimen", "SpecimenDefinition", "StructureDefinition", "StructureMap", "Subscription",
-    "Substance", "SubstanceNucleicAcid", "SubstancePolymer", "SubstanceProtein", "SubstanceReferenceInformation", "SubstanceSourceMaterial",
-    "SubstanceSpecification", "SupplyDelivery", "SupplyRequest", "Task", "TerminologyCapabilities", "TestReport", "TestScript", "ValueSet",
-    "VerificationResult", "VisionPrescription",
+    "Account",
+    "ActivityDefinition",
+    "AdverseEvent",
+    "AllergyIntolerance",
+    "Appointment",
+    "AppointmentResponse",
+    "AuditEvent",
+    "Basic",
+    "Binary",
+    "BiologicallyDerivedProduct",
+    "BodyStructure",
+    "Bundle",
+    "CapabilityStatement",
+    "CarePlan",
+    "CareTeam",
+    "CatalogEntry",
+    "ChargeItem",
+    "ChargeItemDefinition",
+    "Claim",
+    "ClaimResponse",
+    "ClinicalImpression",
+    "CodeSystem",
+    "Communication",
+    "CommunicationRequest",
+    "CompartmentDefinition",
+    "Composition",
+    "ConceptMap",
+    "Condition",
+    "Consent",
+    "Contract",
+    "Coverage",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
+    "DetectedIssue",
+    "Device",
+    "DeviceDefinition",
+    "DeviceMetric",
+    "DeviceRequest",
+    "DeviceUseStatement",
+    "DiagnosticReport",
+    "DocumentManifest",
+    "DocumentReference",
+    "EffectEvidenceSynthesis",
+    "Encounter",
+    "Endpoint",
+    "EnrollmentRequest",
+    "EnrollmentResponse",
+    "EpisodeOfCare",
+    "EventDefinition",
+    "Evidence",
+    "EvidenceVariable",
+    "ExampleScenario",
+    "ExplanationOfBenefit",
+    "FamilyMemberHistory",
+    "Flag",
+    "Goal",
+    "GraphDefinition",
+    "Group",
+    "GuidanceResponse",
+    "HealthcareService",
+    "ImagingStudy",
+    "Immunization",
+    "ImmunizationEvaluation",
+    "ImmunizationRecommendation",
+    "ImplementationGuide",
+    "InsurancePlan",
+    "Invoice",
+    "Library",
+    "Linkage",
+    "List",
+    "Location",
+    "Measure",
+    "MeasureReport",
+    "Media",
+    "Medication",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "MedicationKnowledge",
+    "MedicationRequest",
+    "MedicationStatement",
+    "MedicinalProduct",
+    "MedicinalProductAuthorization",
+    "MedicinalProductContraindication",
+    "MedicinalProductIndication",
+    "MedicinalProductIngredient",
+    "MedicinalProductInteraction",
+    "MedicinalProductManufactured",
+    "MedicinalProductPackaged",
+    "MedicinalProductPharmaceutical",
+    "MedicinalProductUndesirableEffect",
+    "MessageDefinition",
+    "MessageHeader",
+    "MolecularSequence",
+    "NamingSystem",
+    "NutritionOrder",
+    "Observation",
+    "ObservationDefinition",
+    "OperationDefinition",
+    "OperationOutcome",
+    "Organization",
+    "OrganizationAffiliation",
+    "Parameters",
+    "Patient",
+    "PaymentNotice",
+    "PaymentReconciliation",
+    "Person",
+    "PlanDefinition",
+    "Practitioner",
+    "PractitionerRole",
+    "Procedure",
+    "Provenance",
+    "Questionnaire",
+    "QuestionnaireResponse",
+    "RelatedPerson",
+    "RequestGroup",
+    "ResearchDefinition",
+    "ResearchElementDefinition",
+    "ResearchStudy",
+    "ResearchSubject",
+    "RiskAssessment",
+    "RiskEvidenceSynthesis",
+    "Schedule",
+    "SearchParameter",
+    "ServiceRequest",
+    "Slot",
+    "Specimen",
+    "SpecimenDefinition",
+    "StructureDefinition",
+    "StructureMap",
+    "Subscription",
+    "Substance",
+    "SubstanceNucleicAcid",
+    "SubstancePolymer",
+    "SubstanceProtein",
+    "SubstanceReferenceInformation",
+    "SubstanceSourceMaterial",
+    "SubstanceSpecification",
+    "SupplyDelivery",
+    "SupplyRequest",
+    "Task",
+    "TerminologyCapabilities",
+    "TestReport",
+    "TestScript",
+    "ValueSet",
+    "VerificationResult",
+    "VisionPrescription",
 ];
 
 /// Parameters that are not resource data and cannot be exported.
 const NOT_EXPORTABLE: &[&str] = &["Bundle", "OperationOutcome", "Parameters", "Binary"];
 
-const SUPPORTED_FILTER_PARAMS: &[&str] =
-    &["_id", "_lastUpdated", "status", "code", "category", "gender", "clinical-status", "intent", "patient", "subject", "class"];
+const SUPPORTED_FILTER_PARAMS: &[&str] = &[
+    "_id",
+    "_lastUpdated",
+    "status",
+    "code",
+    "category",
+    "gender",
+    "clinical-status",
+    "intent",
+    "patient",
+    "subject",
+    "class",
+];
 
-fn parse_filter(raw: &str, lenient: bool, warnings: &mut Vec<String>) -> Result<(String, Filter), BadRequest> {
-    let (ty, query) = raw
-        .split_once('?')
-        .ok_or_else(|| bad("invalid", format!("_typeFilter {raw:?} must look like Type?param=value")))?;
+fn parse_filter(
+    raw: &str,
+    lenient: bool,
+    warnings: &mut Vec<String>,
+) -> Result<(String, Filter), BadRequest> {
+    let (ty, query) = raw.split_once('?').ok_or_else(|| {
+        bad(
+            "invalid",
+            format!("_typeFilter {raw:?} must look like Type?param=value"),
+        )
+    })?;
     if !R4_TYPES.contains(&ty) {
-        return Err(bad("invalid", format!("_typeFilter {raw:?} names an unknown resource type {ty:?}")));
+        return Err(bad(
+            "invalid",
+            format!("_typeFilter {raw:?} names an unknown resource type {ty:?}"),
+        ));
     }
     let mut params = Vec::new();
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -144,7 +303,9 @@ fn parse_filter(raw: &str, lenient: bool, warnings: &mut Vec<String>) -> Result<
             Some(_) => false,
         };
         if !SUPPORTED_FILTER_PARAMS.contains(&name.as_str()) || !modifier_ok {
-            let msg = format!("_typeFilter {raw:?}: search parameter {k:?} is not supported by this server");
+            let msg = format!(
+                "_typeFilter {raw:?}: search parameter {k:?} is not supported by this server"
+            );
             if lenient {
                 warnings.push(format!("{msg}; it was ignored"));
                 continue;
@@ -155,11 +316,18 @@ fn parse_filter(raw: &str, lenient: bool, warnings: &mut Vec<String>) -> Result<
             for v in v.split(',') {
                 let (_, date) = split_prefix(v);
                 if parse_interval(date).is_none() {
-                    return Err(bad("invalid", format!("_typeFilter {raw:?}: {v:?} is not a valid date")));
+                    return Err(bad(
+                        "invalid",
+                        format!("_typeFilter {raw:?}: {v:?} is not a valid date"),
+                    ));
                 }
             }
         }
-        params.push(FilterParam { name, modifier, values: v.split(',').map(str::to_string).collect() });
+        params.push(FilterParam {
+            name,
+            modifier,
+            values: v.split(',').map(str::to_string).collect(),
+        });
     }
     Ok((ty.to_string(), Filter { params }))
 }
@@ -204,9 +372,14 @@ fn token_matches(v: &Value, token: &str) -> bool {
 }
 
 fn reference_matches(v: Option<&Value>, target: &str) -> bool {
-    let Some(r) = v.and_then(|r| r.get("reference")).and_then(Value::as_str) else { return false };
+    let Some(r) = v.and_then(|r| r.get("reference")).and_then(Value::as_str) else {
+        return false;
+    };
     let target = target.strip_prefix("Patient/").unwrap_or(target);
-    crate::store::ref_id(r).map(|(_, id)| id == target).unwrap_or(false) || r == target
+    crate::store::ref_id(r)
+        .map(|(_, id)| id == target)
+        .unwrap_or(false)
+        || r == target
 }
 
 impl FilterParam {
@@ -219,7 +392,9 @@ impl FilterParam {
                 // Comma-separated values are ORed.
                 any(&|v| {
                     let (prefix, date) = split_prefix(v);
-                    let Some((lo, hi)) = parse_interval(date) else { return false };
+                    let Some((lo, hi)) = parse_interval(date) else {
+                        return false;
+                    };
                     match prefix {
                         "gt" | "sa" => last_updated >= hi,
                         "ge" => last_updated >= lo,
@@ -242,13 +417,20 @@ impl FilterParam {
                 any(&|v| token_matches(target, v))
             }
             "patient" | "subject" => any(&|v| {
-                ["subject", "patient", "beneficiary"].iter().any(|k| reference_matches(res.get(*k), v))
+                ["subject", "patient", "beneficiary"]
+                    .iter()
+                    .any(|k| reference_matches(res.get(*k), v))
                     || (res.get("resourceType").and_then(Value::as_str) == Some("Patient")
-                        && res.get("id").and_then(Value::as_str) == Some(v.strip_prefix("Patient/").unwrap_or(v)))
+                        && res.get("id").and_then(Value::as_str)
+                            == Some(v.strip_prefix("Patient/").unwrap_or(v)))
             }),
             _ => true,
         };
-        if self.modifier.as_deref() == Some("not") { !result } else { result }
+        if self.modifier.as_deref() == Some("not") {
+            !result
+        } else {
+            result
+        }
     }
 }
 
@@ -261,16 +443,27 @@ impl Filter {
 impl Elements {
     fn parse(list: &[String], warnings: &mut Vec<String>) -> Result<Elements, BadRequest> {
         let mut e = Elements::default();
-        for item in list.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        for item in list
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             match item.split_once('.') {
                 Some((ty, el)) => {
                     if !R4_TYPES.contains(&ty) {
-                        return Err(bad("invalid", format!("_elements entry {item:?} names an unknown resource type")));
+                        return Err(bad(
+                            "invalid",
+                            format!("_elements entry {item:?} names an unknown resource type"),
+                        ));
                     }
                     if el.contains('.') {
                         warnings.push(format!("_elements entry {item:?}: nested elements are not supported; kept {ty}.{}", el.split('.').next().unwrap_or(el)));
                     }
-                    e.by_type.entry(ty.to_string()).or_default().insert(el.split('.').next().unwrap_or(el).to_string());
+                    e.by_type
+                        .entry(ty.to_string())
+                        .or_default()
+                        .insert(el.split('.').next().unwrap_or(el).to_string());
                 }
                 None => {
                     e.all.insert(item.to_string());
@@ -311,7 +504,12 @@ impl Elements {
 }
 
 /// Kick-off input: parameter name and value, from the query string or a `Parameters` body.
-pub(crate) fn parse_request(level: Level, params: &[(String, String)], lenient: bool, post: bool) -> Result<ExportRequest, BadRequest> {
+pub(crate) fn parse_request(
+    level: Level,
+    params: &[(String, String)],
+    lenient: bool,
+    post: bool,
+) -> Result<ExportRequest, BadRequest> {
     let mut req = ExportRequest {
         level,
         types: None,
@@ -328,15 +526,32 @@ pub(crate) fn parse_request(level: Level, params: &[(String, String)], lenient: 
     for (name, value) in params {
         match name.as_str() {
             "_outputFormat" => {
-                if !matches!(value.as_str(), "application/fhir+ndjson" | "application/ndjson" | "ndjson") {
-                    return Err(bad("not-supported", format!("_outputFormat {value:?} is not supported; use application/fhir+ndjson")));
+                if !matches!(
+                    value.as_str(),
+                    "application/fhir+ndjson" | "application/ndjson" | "ndjson"
+                ) {
+                    return Err(bad(
+                        "not-supported",
+                        format!(
+                            "_outputFormat {value:?} is not supported; use application/fhir+ndjson"
+                        ),
+                    ));
                 }
             }
             "_since" | "_until" => {
                 let t = parse_instant(value).ok_or_else(|| {
-                    bad("invalid", format!("{name} {value:?} is not a FHIR instant (e.g. 2024-01-31T12:00:00.000Z)"))
+                    bad(
+                        "invalid",
+                        format!(
+                            "{name} {value:?} is not a FHIR instant (e.g. 2024-01-31T12:00:00.000Z)"
+                        ),
+                    )
                 })?;
-                if name == "_since" { req.since = Some(t) } else { req.until = Some(t) }
+                if name == "_since" {
+                    req.since = Some(t)
+                } else {
+                    req.until = Some(t)
+                }
             }
             "_type" => {
                 for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
@@ -345,7 +560,10 @@ pub(crate) fn parse_request(level: Level, params: &[(String, String)], lenient: 
                             req.unknown_types.push(t.to_string());
                             continue;
                         }
-                        return Err(bad("not-supported", format!("_type {t:?} is not a resource type this server can export")));
+                        return Err(bad(
+                            "not-supported",
+                            format!("_type {t:?} is not a resource type this server can export"),
+                        ));
                     }
                     let types = req.types.get_or_insert_with(Vec::new);
                     if !types.iter().any(|x| x == t) {
@@ -366,20 +584,35 @@ pub(crate) fn parse_request(level: Level, params: &[(String, String)], lenient: 
             }
             "patient" => {
                 if !post {
-                    return Err(bad("not-supported", "the patient parameter is only supported in a POST kick-off"));
+                    return Err(bad(
+                        "not-supported",
+                        "the patient parameter is only supported in a POST kick-off",
+                    ));
                 }
                 if req.level == Level::System {
-                    return Err(bad("not-supported", "the patient parameter is only supported at the Patient and Group level"));
+                    return Err(bad(
+                        "not-supported",
+                        "the patient parameter is only supported at the Patient and Group level",
+                    ));
                 }
                 let id = value.strip_prefix("Patient/").unwrap_or(value);
                 if id.contains('/') || id.is_empty() {
-                    return Err(bad("invalid", format!("patient reference {value:?} must look like Patient/id")));
+                    return Err(bad(
+                        "invalid",
+                        format!("patient reference {value:?} must look like Patient/id"),
+                    ));
                 }
-                req.patients.get_or_insert_with(Vec::new).push(id.to_string());
+                req.patients
+                    .get_or_insert_with(Vec::new)
+                    .push(id.to_string());
             }
             "includeAssociatedData" => {
                 for v in value.split(',') {
-                    if !matches!(v, "LatestProvenanceResources" | "RelevantProvenanceResources") && !v.starts_with('_') {
+                    if !matches!(
+                        v,
+                        "LatestProvenanceResources" | "RelevantProvenanceResources"
+                    ) && !v.starts_with('_')
+                    {
                         let msg = format!("includeAssociatedData value {v:?} is not supported");
                         if lenient {
                             req.warnings.push(format!("{msg}; it was ignored"));
@@ -392,10 +625,18 @@ pub(crate) fn parse_request(level: Level, params: &[(String, String)], lenient: 
             "allowPartialManifests" => match value.as_str() {
                 "true" => req.allow_partial = true,
                 "false" => req.allow_partial = false,
-                _ => return Err(bad("invalid", format!("allowPartialManifests must be true or false, not {value:?}"))),
+                _ => {
+                    return Err(bad(
+                        "invalid",
+                        format!("allowPartialManifests must be true or false, not {value:?}"),
+                    ));
+                }
             },
             "organizeOutputBy" => {
-                return Err(bad("not-supported", "organizeOutputBy is not supported by this server"));
+                return Err(bad(
+                    "not-supported",
+                    "organizeOutputBy is not supported by this server",
+                ));
             }
             other => {
                 let msg = format!("unknown kick-off parameter {other:?}");
@@ -424,7 +665,9 @@ pub(crate) fn parse_request(level: Level, params: &[(String, String)], lenient: 
 fn split_type_filters(value: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for piece in value.split(',') {
-        let starts_filter = piece.split_once('?').is_some_and(|(t, _)| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphabetic()));
+        let starts_filter = piece
+            .split_once('?')
+            .is_some_and(|(t, _)| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphabetic()));
         match out.last_mut() {
             Some(last) if !starts_filter => {
                 last.push(',');
@@ -557,7 +800,12 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    pub fn new(id: String, request_url: String, transaction_time: DateTime<Utc>, allow_partial: bool) -> Job {
+    pub fn new(
+        id: String,
+        request_url: String,
+        transaction_time: DateTime<Utc>,
+        allow_partial: bool,
+    ) -> Job {
         Job {
             id,
             request_url,
@@ -598,12 +846,23 @@ fn outcome_line(severity: &str, code: &str, text: &str) -> Arc<str> {
 
 /// Decides which resources go into which files. Runs on a blocking thread.
 pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
-    let PlanInput { store, overlay, req, transaction_time: tx, resources_per_file, duplicates } = input;
+    let PlanInput {
+        store,
+        overlay,
+        req,
+        transaction_time: tx,
+        resources_per_file,
+        duplicates,
+    } = input;
     let base = &store.base;
     let per_file = resources_per_file.max(1) as u64;
     let mut errors: Vec<Arc<str>> = Vec::new();
     for t in &req.unknown_types {
-        errors.push(outcome_line("error", "not-supported", &format!("Resource type {t} cannot be exported by this server")));
+        errors.push(outcome_line(
+            "error",
+            "not-supported",
+            &format!("Resource type {t} cannot be exported by this server"),
+        ));
     }
     for w in &req.warnings {
         errors.push(outcome_line("warning", "not-supported", w));
@@ -628,13 +887,23 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
     };
     if let Some(ps) = &req.patients {
         for p in ps {
-            let known = base.is_patient(p) || matches!(overlay.get(&("Patient".to_string(), p.clone())), Some(Mutation::Upsert { .. }));
+            let known = base.is_patient(p)
+                || matches!(
+                    overlay.get(&("Patient".to_string(), p.clone())),
+                    Some(Mutation::Upsert { .. })
+                );
             if !known {
-                errors.push(outcome_line("error", "not-found", &format!("Patient/{p} was not found")));
+                errors.push(outcome_line(
+                    "error",
+                    "not-found",
+                    &format!("Patient/{p} was not found"),
+                ));
             }
         }
     }
-    let patient_set: Option<BTreeSet<&str>> = patients.as_ref().map(|v| v.iter().map(String::as_str).collect());
+    let patient_set: Option<BTreeSet<&str>> = patients
+        .as_ref()
+        .map(|v| v.iter().map(String::as_str).collect());
     let compartment_only = req.level != Level::System;
 
     let mut types: BTreeSet<String> = base.types().into_iter().collect();
@@ -654,17 +923,23 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
         if job.cancelled.load(Ordering::Relaxed) {
             return Err("cancelled".into());
         }
-        job.progress.store(n as u64 * 1000 / total_types, Ordering::Relaxed);
+        job.progress
+            .store(n as u64 * 1000 / total_types, Ordering::Relaxed);
         let filters = req.type_filters.get(ty);
         // Candidate base indices.
         let mut ranges: Vec<Range<u64>> = match &patient_set {
             None if compartment_only => base.compartment_ranges(ty),
             None => {
                 let n = base.len(ty);
-                if n == 0 { Vec::new() } else { std::iter::once(0..n).collect() }
+                if n == 0 {
+                    Vec::new()
+                } else {
+                    std::iter::once(0..n).collect()
+                }
             }
             Some(ps) => {
-                let mut rs: Vec<Range<u64>> = ps.iter().flat_map(|p| base.patient_ranges(ty, p)).collect();
+                let mut rs: Vec<Range<u64>> =
+                    ps.iter().flat_map(|p| base.patient_ranges(ty, p)).collect();
                 rs.sort_by_key(|r| r.start);
                 rs
             }
@@ -715,10 +990,24 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
             ranges = kept;
         }
         let mut segs: Vec<Seg> = ranges.into_iter().map(Seg::Base).collect();
-        let mut count: u64 = segs.iter().map(|s| match s { Seg::Base(r) => r.end - r.start, Seg::Line(_) => 1 }).sum();
-        for ((_, id), m) in overlay.range((ty.clone(), String::new())..).take_while(|((t, _), _)| t == ty) {
+        let mut count: u64 = segs
+            .iter()
+            .map(|s| match s {
+                Seg::Base(r) => r.end - r.start,
+                Seg::Line(_) => 1,
+            })
+            .sum();
+        for ((_, id), m) in overlay
+            .range((ty.clone(), String::new())..)
+            .take_while(|((t, _), _)| t == ty)
+        {
             match m {
-                Mutation::Upsert { line, value, last_updated, patient } => {
+                Mutation::Upsert {
+                    line,
+                    value,
+                    last_updated,
+                    patient,
+                } => {
                     if !in_window(*last_updated) {
                         continue;
                     }
@@ -726,7 +1015,10 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
                         None => !compartment_only || patient.is_some(),
                         Some(ps) => patient.as_deref().is_some_and(|p| ps.contains(p)),
                     };
-                    if in_scope && filters.is_none_or(|fs| fs.iter().any(|f| f.matches(value, *last_updated))) {
+                    if in_scope
+                        && filters
+                            .is_none_or(|fs| fs.iter().any(|f| f.matches(value, *last_updated)))
+                    {
                         segs.push(Seg::Line(line.clone()));
                         count += 1;
                     }
@@ -756,21 +1048,31 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
 
     let mut files = Vec::new();
     let elements = req.elements.clone();
-    let push = |files: &mut Vec<Arc<FileSpec>>, ty: &str, kind: FileKind, segs: Vec<Seg>, count: u64| {
-        let number = files.len();
-        let output_index = (kind == FileKind::Output).then(|| files.iter().filter(|f: &&Arc<FileSpec>| f.kind == FileKind::Output).count());
-        files.push(Arc::new(FileSpec {
-            number,
-            resource_type: ty.to_string(),
-            kind,
-            output_index,
-            count,
-            segs,
-            store: store.clone(),
-            elements: if kind == FileKind::Output { elements.clone() } else { None },
-            len: OnceLock::new(),
-        }));
-    };
+    let push =
+        |files: &mut Vec<Arc<FileSpec>>, ty: &str, kind: FileKind, segs: Vec<Seg>, count: u64| {
+            let number = files.len();
+            let output_index = (kind == FileKind::Output).then(|| {
+                files
+                    .iter()
+                    .filter(|f: &&Arc<FileSpec>| f.kind == FileKind::Output)
+                    .count()
+            });
+            files.push(Arc::new(FileSpec {
+                number,
+                resource_type: ty.to_string(),
+                kind,
+                output_index,
+                count,
+                segs,
+                store: store.clone(),
+                elements: if kind == FileKind::Output {
+                    elements.clone()
+                } else {
+                    None
+                },
+                len: OnceLock::new(),
+            }));
+        };
     for (ty, segs, _) in outputs {
         let mut first: Vec<Arc<str>> = Vec::new();
         let mut chunk: Vec<Seg> = Vec::new();
@@ -784,7 +1086,13 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
                     chunk.push(Seg::Line(l));
                     in_chunk += 1;
                     if in_chunk == per_file {
-                        push(&mut files, &ty, FileKind::Output, std::mem::take(&mut chunk), in_chunk);
+                        push(
+                            &mut files,
+                            &ty,
+                            FileKind::Output,
+                            std::mem::take(&mut chunk),
+                            in_chunk,
+                        );
                         in_chunk = 0;
                     }
                 }
@@ -792,7 +1100,10 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
                     while !r.is_empty() {
                         let take = (per_file - in_chunk).min(r.end - r.start);
                         if let Some(d) = duplicates {
-                            for i in r.start..(r.start + take).min(r.start + d.saturating_sub(first.len()) as u64) {
+                            for i in r.start
+                                ..(r.start + take)
+                                    .min(r.start + d.saturating_sub(first.len()) as u64)
+                            {
                                 first.push(base.line(&ty, i));
                             }
                         }
@@ -800,7 +1111,13 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
                         in_chunk += take;
                         r.start += take;
                         if in_chunk == per_file {
-                            push(&mut files, &ty, FileKind::Output, std::mem::take(&mut chunk), in_chunk);
+                            push(
+                                &mut files,
+                                &ty,
+                                FileKind::Output,
+                                std::mem::take(&mut chunk),
+                                in_chunk,
+                            );
                             in_chunk = 0;
                         }
                     }
@@ -819,11 +1136,23 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
     }
     if !deleted_lines.is_empty() {
         let n = deleted_lines.len() as u64;
-        push(&mut files, "Bundle", FileKind::Deleted, deleted_lines.into_iter().map(Seg::Line).collect(), n);
+        push(
+            &mut files,
+            "Bundle",
+            FileKind::Deleted,
+            deleted_lines.into_iter().map(Seg::Line).collect(),
+            n,
+        );
     }
     if !errors.is_empty() {
         let n = errors.len() as u64;
-        push(&mut files, "OperationOutcome", FileKind::Error, errors.into_iter().map(Seg::Line).collect(), n);
+        push(
+            &mut files,
+            "OperationOutcome",
+            FileKind::Error,
+            errors.into_iter().map(Seg::Line).collect(),
+            n,
+        );
     }
     job.progress.store(1000, Ordering::Relaxed);
     Ok(Plan { files })
@@ -831,8 +1160,15 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
 
 /// The same resource, one day older and with an earlier version.
 fn stale_copy(line: &str) -> Arc<str> {
-    let Ok(mut v) = serde_json::from_str::<Value>(line) else { return Arc::from(line) };
-    let lu = v.get("meta").and_then(|m| m.get("lastUpdated")).and_then(Value::as_str).and_then(parse_instant).unwrap_or_else(Utc::now);
+    let Ok(mut v) = serde_json::from_str::<Value>(line) else {
+        return Arc::from(line);
+    };
+    let lu = v
+        .get("meta")
+        .and_then(|m| m.get("lastUpdated"))
+        .and_then(Value::as_str)
+        .and_then(parse_instant)
+        .unwrap_or_else(Utc::now);
     let version = v
         .get("meta")
         .and_then(|m| m.get("versionId"))
@@ -879,7 +1215,10 @@ mod tests {
 
     #[test]
     fn subtract_splits_ranges() {
-        assert_eq!(subtract(std::iter::once(0..10).collect(), &[0, 3, 4, 9]), vec![1..3, 5..9]);
+        assert_eq!(
+            subtract(std::iter::once(0..10).collect(), &[0, 3, 4, 9]),
+            vec![1..3, 5..9]
+        );
         assert_eq!(subtract(vec![0..2, 5..7], &[1, 5, 6]), vec![0..1]);
     }
 
@@ -887,7 +1226,10 @@ mod tests {
     fn type_filters_split_only_between_queries() {
         assert_eq!(
             split_type_filters("Observation?status=final,amended,Patient?gender=female"),
-            vec!["Observation?status=final,amended".to_string(), "Patient?gender=female".to_string()]
+            vec![
+                "Observation?status=final,amended".to_string(),
+                "Patient?gender=female".to_string()
+            ]
         );
     }
 
@@ -908,7 +1250,16 @@ mod props {
 
     fn pairs() -> impl Strategy<Value = Vec<(String, String)>> {
         let name = prop::sample::select(vec![
-            "_type", "_since", "_until", "_elements", "_typeFilter", "_outputFormat", "patient", "includeAssociatedData", "allowPartialManifests", "x",
+            "_type",
+            "_since",
+            "_until",
+            "_elements",
+            "_typeFilter",
+            "_outputFormat",
+            "patient",
+            "includeAssociatedData",
+            "allowPartialManifests",
+            "x",
         ]);
         prop::collection::vec((name.prop_map(str::to_string), "\\PC{0,40}"), 0..6)
     }

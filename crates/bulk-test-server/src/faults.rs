@@ -69,15 +69,27 @@ pub struct FaultRule {
 impl FaultRule {
     /// A rule that fires once.
     pub fn once(target: FaultTarget, fault: Fault) -> Self {
-        Self { target, fault, times: Some(1) }
+        Self {
+            target,
+            fault,
+            times: Some(1),
+        }
     }
     /// A rule that fires `n` times.
     pub fn times(target: FaultTarget, fault: Fault, n: u32) -> Self {
-        Self { target, fault, times: Some(n) }
+        Self {
+            target,
+            fault,
+            times: Some(n),
+        }
     }
     /// A rule that fires on every matching request until cleared.
     pub fn always(target: FaultTarget, fault: Fault) -> Self {
-        Self { target, fault, times: None }
+        Self {
+            target,
+            fault,
+            times: None,
+        }
     }
 }
 
@@ -138,7 +150,9 @@ impl FaultHandle {
 
     /// The duplicate-ids fault is consumed when a job is planned, not as a response.
     pub(crate) fn take_duplicate_ids(&self) -> Option<usize> {
-        match self.take(|r| r.target == FaultTarget::KickOff && matches!(r.fault, Fault::DuplicateIds { .. })) {
+        match self.take(|r| {
+            r.target == FaultTarget::KickOff && matches!(r.fault, Fault::DuplicateIds { .. })
+        }) {
             Some(Fault::DuplicateIds { count }) => Some(count),
             _ => None,
         }
@@ -146,7 +160,8 @@ impl FaultHandle {
 
     /// `FailJob` is consumed when a job is planned.
     pub(crate) fn take_fail_job(&self) -> bool {
-        self.take(|r| r.target == FaultTarget::KickOff && r.fault == Fault::FailJob).is_some()
+        self.take(|r| r.target == FaultTarget::KickOff && r.fault == Fault::FailJob)
+            .is_some()
     }
 
     pub(crate) fn take_for_file(&self, file: &FileInfo<'_>) -> Option<Fault> {

@@ -35,8 +35,8 @@ mod body;
 mod export;
 mod faults;
 mod server;
-mod synthetic;
 mod store;
+mod synthetic;
 
 pub use faults::{Fault, FaultHandle, FaultRule, FaultTarget, RetryAfter};
 pub use store::{StoreError, StoreHandle};
@@ -185,11 +185,17 @@ impl TestServer {
         if file_path.is_empty() {
             return Err(ServerError::Config("file_path must not be empty".into()));
         }
-        if !base_path.is_empty() && (file_path == base_path || file_path.starts_with(&format!("{base_path}/"))) {
-            return Err(ServerError::Config(format!("file_path {file_path:?} must lie outside the base path {base_path:?}")));
+        if !base_path.is_empty()
+            && (file_path == base_path || file_path.starts_with(&format!("{base_path}/")))
+        {
+            return Err(ServerError::Config(format!(
+                "file_path {file_path:?} must lie outside the base path {base_path:?}"
+            )));
         }
         if config.max_concurrent_jobs == 0 {
-            return Err(ServerError::Config("max_concurrent_jobs must be at least 1".into()));
+            return Err(ServerError::Config(
+                "max_concurrent_jobs must be at least 1".into(),
+            ));
         }
         let load_time = chrono::Utc::now();
         let source = config.data.clone();
@@ -199,28 +205,44 @@ impl TestServer {
         let store = StoreHandle::new(base);
 
         let bind = |addr: SocketAddr| async move {
-            tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })
         };
         let main = bind(config.bind).await?;
-        let main_addr = main.local_addr().map_err(|source| ServerError::Bind { addr: config.bind, source })?;
+        let main_addr = main.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.bind,
+            source,
+        })?;
         let second = match config.files {
             FileServing::OtherOrigin => {
                 let addr = SocketAddr::new(config.bind.ip(), 0);
                 let l = bind(addr).await?;
-                let a = l.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+                let a = l
+                    .local_addr()
+                    .map_err(|source| ServerError::Bind { addr, source })?;
                 Some((l, a))
             }
             FileServing::SameOrigin => None,
         };
         let origin_of = |addr: SocketAddr| {
-            let ip = if addr.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
+            let ip = if addr.ip().is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                addr.ip()
+            };
             format!("http://{}", SocketAddr::new(ip, addr.port()))
         };
         let base_origin = origin_of(main_addr);
-        let file_origin = second.as_ref().map(|(_, a)| origin_of(*a)).unwrap_or_else(|| base_origin.clone());
-        let base_url = url::Url::parse(&format!("{base_origin}{base_path}"))
-            .map_err(|e| ServerError::Config(format!("base path {base_path:?} does not make a URL: {e}")))?;
-        let file_origin_url = url::Url::parse(&file_origin).map_err(|e| ServerError::Config(e.to_string()))?;
+        let file_origin = second
+            .as_ref()
+            .map(|(_, a)| origin_of(*a))
+            .unwrap_or_else(|| base_origin.clone());
+        let base_url = url::Url::parse(&format!("{base_origin}{base_path}")).map_err(|e| {
+            ServerError::Config(format!("base path {base_path:?} does not make a URL: {e}"))
+        })?;
+        let file_origin_url =
+            url::Url::parse(&file_origin).map_err(|e| ServerError::Config(e.to_string()))?;
 
         let smart = config.smart.clone().map(smart::SmartAuth::new);
         let faults = FaultHandle::default();
@@ -261,7 +283,10 @@ impl TestServer {
                         }
                     }
                 };
-                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
                     tracing::error!(error = %e, "test server listener failed");
                 }
             }));
@@ -323,7 +348,10 @@ impl TestServer {
         }
         for mut t in self.tasks.drain(..) {
             // Open downloads keep graceful shutdown waiting; do not wait for them for long.
-            if tokio::time::timeout(std::time::Duration::from_secs(5), &mut t).await.is_err() {
+            if tokio::time::timeout(std::time::Duration::from_secs(5), &mut t)
+                .await
+                .is_err()
+            {
                 t.abort();
             }
         }
@@ -341,5 +369,9 @@ impl Drop for TestServer {
 /// `/fhir/` -> `/fhir`, `fhir` -> `/fhir`, `/` -> ``.
 fn normalize_path(p: &str) -> String {
     let t = p.trim().trim_matches('/');
-    if t.is_empty() { String::new() } else { format!("/{t}") }
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!("/{t}")
+    }
 }

@@ -44,9 +44,15 @@ impl State {
     }
     fn file_url(&self, job: &str, n: usize) -> String {
         if self.cfg.redirect_files {
-            format!("{}/redirect{}/{job}/{n}.ndjson", self.base_origin, self.cfg.file_path)
+            format!(
+                "{}/redirect{}/{job}/{n}.ndjson",
+                self.base_origin, self.cfg.file_path
+            )
         } else {
-            format!("{}{}/{job}/{n}.ndjson", self.file_origin, self.cfg.file_path)
+            format!(
+                "{}{}/{job}/{n}.ndjson",
+                self.file_origin, self.cfg.file_path
+            )
         }
     }
     fn real_file_url(&self, job: &str, n: &str) -> String {
@@ -63,7 +69,12 @@ pub(crate) fn outcome(status: StatusCode, severity: &str, code: &str, text: &str
         "resourceType": "OperationOutcome",
         "issue": [{ "severity": severity, "code": code, "diagnostics": text }]
     });
-    (status, [(header::CONTENT_TYPE, FHIR_JSON)], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, FHIR_JSON)],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn bad_request(e: BadRequest) -> Response {
@@ -73,7 +84,9 @@ fn bad_request(e: BadRequest) -> Response {
 fn retry_after_value(ra: RetryAfter) -> String {
     match ra {
         RetryAfter::Seconds(s) => s.to_string(),
-        RetryAfter::HttpDate(s) => httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(s)),
+        RetryAfter::HttpDate(s) => {
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(s))
+        }
         RetryAfter::EpochTimestamp(s) => (Utc::now().timestamp() + s as i64).to_string(),
     }
 }
@@ -82,7 +95,12 @@ fn retry_after_value(ra: RetryAfter) -> String {
 fn fault_response(fault: &Fault) -> Option<Response> {
     Some(match fault {
         Fault::TooManyRequests(ra) => {
-            let mut r = outcome(StatusCode::TOO_MANY_REQUESTS, "error", "throttled", "Too many requests; retry later");
+            let mut r = outcome(
+                StatusCode::TOO_MANY_REQUESTS,
+                "error",
+                "throttled",
+                "Too many requests; retry later",
+            );
             if let Ok(v) = HeaderValue::from_str(&retry_after_value(*ra)) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
@@ -124,11 +142,21 @@ fn percent_decode(s: &str) -> String {
 /// Entry point for every request on either listener: dispatches and records it.
 pub(crate) async fn dispatch(state: Arc<State>, origin: Origin, req: Request) -> Response {
     let method = req.method().to_string();
-    let path_and_query = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_else(|| req.uri().path().to_string());
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
     let authorization = req.headers().contains_key(header::AUTHORIZATION);
     let response = route(&state, origin, req).await;
     if let Ok(mut log) = state.requests.lock() {
-        log.push(RequestRecord { method, origin, path_and_query, authorization, status: response.status().as_u16() });
+        log.push(RequestRecord {
+            method,
+            origin,
+            path_and_query,
+            authorization,
+            status: response.status().as_u16(),
+        });
     }
     response
 }
@@ -137,12 +165,19 @@ async fn route(state: &Arc<State>, origin: Origin, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let files_here = origin == Origin::Files || state.cfg.files == FileServing::SameOrigin;
     if files_here
-        && let Some(rest) = path.strip_prefix(&state.cfg.file_path).and_then(|r| r.strip_prefix('/'))
+        && let Some(rest) = path
+            .strip_prefix(&state.cfg.file_path)
+            .and_then(|r| r.strip_prefix('/'))
     {
         return file(state, rest, req).await;
     }
     if origin == Origin::Files {
-        return outcome(StatusCode::NOT_FOUND, "error", "not-found", &format!("No such file: {path}"));
+        return outcome(
+            StatusCode::NOT_FOUND,
+            "error",
+            "not-found",
+            &format!("No such file: {path}"),
+        );
     }
     if state.cfg.redirect_files
         && let Some(rest) = path.strip_prefix(&format!("/redirect{}/", state.cfg.file_path))
@@ -150,11 +185,26 @@ async fn route(state: &Arc<State>, origin: Origin, req: Request) -> Response {
         return redirect(state, rest, req.headers());
     }
     let base = state.cfg.base_path.as_str();
-    let Some(rest) = path.strip_prefix(base).and_then(|r| if base.is_empty() { Some(r) } else { r.strip_prefix('/') }) else {
-        return outcome(StatusCode::NOT_FOUND, "error", "not-found", &format!("Unknown path {path}"));
+    let Some(rest) = path.strip_prefix(base).and_then(|r| {
+        if base.is_empty() {
+            Some(r)
+        } else {
+            r.strip_prefix('/')
+        }
+    }) else {
+        return outcome(
+            StatusCode::NOT_FOUND,
+            "error",
+            "not-found",
+            &format!("Unknown path {path}"),
+        );
     };
     let rest = rest.trim_start_matches('/');
-    let segs: Vec<String> = rest.split('/').filter(|s| !s.is_empty()).map(decode).collect();
+    let segs: Vec<String> = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(decode)
+        .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     match segs.as_slice() {
         ["$export"] => kickoff(state, Level::System, req).await,
@@ -175,19 +225,39 @@ async fn route(state: &Arc<State>, origin: Origin, req: Request) -> Response {
                 s.smart_configuration(&state.token_url()).to_string(),
             )
                 .into_response(),
-            None => outcome(StatusCode::NOT_FOUND, "error", "not-found", "This server does not use SMART authorization"),
+            None => outcome(
+                StatusCode::NOT_FOUND,
+                "error",
+                "not-found",
+                "This server does not use SMART authorization",
+            ),
         },
         ["auth", "token"] => token(state, req).await,
-        _ => outcome(StatusCode::NOT_FOUND, "error", "not-found", &format!("Unknown path {path}")),
+        _ => outcome(
+            StatusCode::NOT_FOUND,
+            "error",
+            "not-found",
+            &format!("Unknown path {path}"),
+        ),
     }
 }
 
 async fn token(state: &Arc<State>, req: Request) -> Response {
     let Some(smart) = state.smart.clone() else {
-        return outcome(StatusCode::NOT_FOUND, "error", "not-found", "This server does not use SMART authorization");
+        return outcome(
+            StatusCode::NOT_FOUND,
+            "error",
+            "not-found",
+            "This server does not use SMART authorization",
+        );
     };
     if req.method() != Method::POST {
-        return outcome(StatusCode::METHOD_NOT_ALLOWED, "error", "not-supported", "Use POST on the token endpoint");
+        return outcome(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "error",
+            "not-supported",
+            "Use POST on the token endpoint",
+        );
     }
     if let Some(f) = state.faults.take_for(&FaultTarget::Token)
         && let Some(r) = fault_response(&f)
@@ -197,7 +267,14 @@ async fn token(state: &Arc<State>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(e) => return outcome(StatusCode::BAD_REQUEST, "error", "invalid", &format!("Cannot read the request body: {e}")),
+        Err(e) => {
+            return outcome(
+                StatusCode::BAD_REQUEST,
+                "error",
+                "invalid",
+                &format!("Cannot read the request body: {e}"),
+            );
+        }
     };
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
     smart.token(&state.token_url(), &parts.headers, &form)
@@ -230,10 +307,18 @@ fn capability(state: &Arc<State>) -> Response {
             "operation": [{ "name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export" }]
         }]
     });
-    (StatusCode::OK, [(header::CONTENT_TYPE, FHIR_JSON)], body.to_string()).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, FHIR_JSON)],
+        body.to_string(),
+    )
+        .into_response()
 }
 
-fn header_values<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> impl Iterator<Item = String> + 'a {
+fn header_values<'a>(
+    headers: &'a HeaderMap,
+    name: header::HeaderName,
+) -> impl Iterator<Item = String> + 'a {
     headers
         .get_all(name)
         .iter()
@@ -244,27 +329,47 @@ fn header_values<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> impl I
 
 /// Parameters of a POST kick-off's `Parameters` body as (name, value) pairs.
 fn parameters_body(body: &[u8]) -> Result<Vec<(String, String)>, BadRequest> {
-    let err = |m: String| BadRequest { code: "invalid", message: m };
+    let err = |m: String| BadRequest {
+        code: "invalid",
+        message: m,
+    };
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(Vec::new());
     }
-    let v: Value = serde_json::from_slice(body).map_err(|e| err(format!("The request body is not valid JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| err(format!("The request body is not valid JSON: {e}")))?;
     if v.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
-        return Err(err("The request body must be a FHIR Parameters resource".into()));
+        return Err(err(
+            "The request body must be a FHIR Parameters resource".into()
+        ));
     }
     let mut out = Vec::new();
-    for p in v.get("parameter").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+    for p in v
+        .get("parameter")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         let name = p
             .get("name")
             .and_then(Value::as_str)
             .ok_or_else(|| err("Every Parameters.parameter needs a name".into()))?;
-        let obj = p.as_object().ok_or_else(|| err("Parameters.parameter must be objects".into()))?;
-        let value = obj.iter().find(|(k, _)| k.starts_with("value")).map(|(k, v)| (k.as_str(), v));
+        let obj = p
+            .as_object()
+            .ok_or_else(|| err("Parameters.parameter must be objects".into()))?;
+        let value = obj
+            .iter()
+            .find(|(k, _)| k.starts_with("value"))
+            .map(|(k, v)| (k.as_str(), v));
         let value = match value {
             Some(("valueReference", r)) => r
                 .get("reference")
                 .and_then(Value::as_str)
-                .ok_or_else(|| err(format!("Parameter {name:?}: valueReference without reference")))?
+                .ok_or_else(|| {
+                    err(format!(
+                        "Parameter {name:?}: valueReference without reference"
+                    ))
+                })?
                 .to_string(),
             Some((_, Value::String(s))) => s.clone(),
             Some((_, Value::Bool(b))) => b.to_string(),
@@ -280,7 +385,14 @@ async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> Response {
     let post = match *req.method() {
         Method::GET => false,
         Method::POST => true,
-        _ => return outcome(StatusCode::METHOD_NOT_ALLOWED, "error", "not-supported", "Use GET or POST to start an export"),
+        _ => {
+            return outcome(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "error",
+                "not-supported",
+                "Use GET or POST to start an export",
+            );
+        }
     };
     if let Some(smart) = &state.smart
         && let Err(r) = smart.check_bearer(req.headers())
@@ -294,25 +406,49 @@ async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> Response {
     }
     let headers = req.headers().clone();
     if !header_values(&headers, header::ACCEPT).any(|v| v.starts_with(FHIR_JSON)) {
-        return outcome(StatusCode::BAD_REQUEST, "error", "invalid", "The Accept header must be application/fhir+json");
+        return outcome(
+            StatusCode::BAD_REQUEST,
+            "error",
+            "invalid",
+            "The Accept header must be application/fhir+json",
+        );
     }
-    let prefer: Vec<String> = header_values(&headers, header::HeaderName::from_static("prefer")).collect();
+    let prefer: Vec<String> =
+        header_values(&headers, header::HeaderName::from_static("prefer")).collect();
     if !prefer.iter().any(|p| p == "respond-async") {
-        return outcome(StatusCode::BAD_REQUEST, "error", "invalid", "The Prefer header must include respond-async");
+        return outcome(
+            StatusCode::BAD_REQUEST,
+            "error",
+            "invalid",
+            "The Prefer header must include respond-async",
+        );
     }
     let lenient = prefer.iter().any(|p| p == "handling=lenient");
-    let request_url = format!("{}{}", state.base_origin, req.uri().path_and_query().map(|p| p.as_str()).unwrap_or(""));
+    let request_url = format!(
+        "{}{}",
+        state.base_origin,
+        req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("")
+    );
     let params: Vec<(String, String)> = if post {
         let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
             Ok(b) => b,
-            Err(e) => return outcome(StatusCode::BAD_REQUEST, "error", "invalid", &format!("Cannot read the request body: {e}")),
+            Err(e) => {
+                return outcome(
+                    StatusCode::BAD_REQUEST,
+                    "error",
+                    "invalid",
+                    &format!("Cannot read the request body: {e}"),
+                );
+            }
         };
         match parameters_body(&body) {
             Ok(p) => p,
             Err(e) => return bad_request(e),
         }
     } else {
-        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect()
+        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect()
     };
     let request = match export::parse_request(level.clone(), &params, lenient, post) {
         Ok(r) => r,
@@ -326,12 +462,22 @@ async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> Response {
             None => state.store.inner.base.group_members(gid).is_some(),
         };
         if !exists {
-            return outcome(StatusCode::NOT_FOUND, "error", "not-found", &format!("Group/{gid} not found"));
+            return outcome(
+                StatusCode::NOT_FOUND,
+                "error",
+                "not-found",
+                &format!("Group/{gid} not found"),
+            );
         }
     }
     let job = {
         let Ok(mut jobs) = state.jobs.lock() else {
-            return outcome(StatusCode::INTERNAL_SERVER_ERROR, "fatal", "exception", "job table unavailable");
+            return outcome(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "fatal",
+                "exception",
+                "job table unavailable",
+            );
         };
         let active = jobs.values().filter(|j| j.in_progress()).count();
         if active >= state.cfg.max_concurrent_jobs {
@@ -361,15 +507,30 @@ async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> Response {
         duplicates: state.faults.take_duplicate_ids(),
     };
     // Planning may generate every resource (for `_typeFilter` on synthetic data): off the runtime.
-    let (store, overlay, tx, rpf, dup) = (input.store, input.overlay, input.transaction_time, input.resources_per_file, input.duplicates);
+    let (store, overlay, tx, rpf, dup) = (
+        input.store,
+        input.overlay,
+        input.transaction_time,
+        input.resources_per_file,
+        input.duplicates,
+    );
     let planned_job = job.clone();
     let fail = state.faults.take_fail_job();
     tokio::task::spawn_blocking(move || {
         if fail {
-            let _ = planned_job.plan.set(Err("the export failed on the server (injected fault)".into()));
+            let _ = planned_job.plan.set(Err(
+                "the export failed on the server (injected fault)".into()
+            ));
             return;
         }
-        let input = PlanInput { store, overlay, req: &request, transaction_time: tx, resources_per_file: rpf, duplicates: dup };
+        let input = PlanInput {
+            store,
+            overlay,
+            req: &request,
+            transaction_time: tx,
+            resources_per_file: rpf,
+            duplicates: dup,
+        };
         let result = export::plan(input, &planned_job).map(|p| {
             for f in &p.files {
                 f.quick_length();
@@ -381,7 +542,12 @@ async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> Response {
         }
         let _ = planned_job.plan.set(result);
     });
-    let mut r = outcome(StatusCode::ACCEPTED, "information", "informational", "Export started");
+    let mut r = outcome(
+        StatusCode::ACCEPTED,
+        "information",
+        "informational",
+        "Export started",
+    );
     if let Ok(v) = HeaderValue::from_str(&state.status_url(&job.id)) {
         r.headers_mut().insert(header::CONTENT_LOCATION, v);
     }
@@ -408,7 +574,12 @@ async fn status(state: &Arc<State>, id: &str, req: Request) -> Response {
     }
     let method = req.method().clone();
     if method != Method::GET && method != Method::DELETE {
-        return outcome(StatusCode::METHOD_NOT_ALLOWED, "error", "not-supported", "Use GET to poll or DELETE to cancel");
+        return outcome(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "error",
+            "not-supported",
+            "Use GET to poll or DELETE to cancel",
+        );
     }
     if let Some(f) = state.faults.take_for(&FaultTarget::Status) {
         if f == Fault::DelayManifest && method == Method::GET && state.job(id).is_some() {
@@ -419,14 +590,24 @@ async fn status(state: &Arc<State>, id: &str, req: Request) -> Response {
         }
     }
     let Some(job) = state.job(id) else {
-        return outcome(StatusCode::NOT_FOUND, "error", "not-found", &format!("No export job {id} (never started, or deleted)"));
+        return outcome(
+            StatusCode::NOT_FOUND,
+            "error",
+            "not-found",
+            &format!("No export job {id} (never started, or deleted)"),
+        );
     };
     if method == Method::DELETE {
         job.cancelled.store(true, Ordering::Relaxed);
         if let Ok(mut jobs) = state.jobs.lock() {
             jobs.remove(id);
         }
-        return outcome(StatusCode::ACCEPTED, "information", "informational", "Export job deleted");
+        return outcome(
+            StatusCode::ACCEPTED,
+            "information",
+            "informational",
+            "Export job deleted",
+        );
     }
     let Some(plan) = job.plan.get() else {
         let pm = job.progress.load(Ordering::Relaxed);
@@ -436,12 +617,24 @@ async fn status(state: &Arc<State>, id: &str, req: Request) -> Response {
         Ok(p) => p.clone(),
         Err(e) => {
             job.manifest_served.store(true, Ordering::Relaxed);
-            return outcome(StatusCode::INTERNAL_SERVER_ERROR, "fatal", "exception", &format!("Export failed: {e}"));
+            return outcome(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "fatal",
+                "exception",
+                &format!("Export failed: {e}"),
+            );
         }
     };
     let polls = job.polls.fetch_add(1, Ordering::Relaxed);
     if polls < state.cfg.polls_before_complete {
-        return in_progress(state, &format!("in progress (poll {} of {})", polls + 1, state.cfg.polls_before_complete));
+        return in_progress(
+            state,
+            &format!(
+                "in progress (poll {} of {})",
+                polls + 1,
+                state.cfg.polls_before_complete
+            ),
+        );
     }
     let page: usize = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .find(|(k, _)| k == "page")
@@ -450,17 +643,22 @@ async fn status(state: &Arc<State>, id: &str, req: Request) -> Response {
         .max(1);
     job.manifest_served.store(true, Ordering::Relaxed);
     let manifest = manifest(state, &job, &plan, page);
-    let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], manifest.to_string()).into_response();
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600))) {
+    let mut r = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        manifest.to_string(),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+    )) {
         r.headers_mut().insert(header::EXPIRES, v);
     }
     r
 }
 
 fn manifest(state: &State, job: &Job, plan: &Plan, page: usize) -> Value {
-    let entry = |f: &Arc<FileSpec>| {
-        json!({ "type": f.resource_type, "url": state.file_url(&job.id, f.number), "count": f.count })
-    };
+    let entry = |f: &Arc<FileSpec>| json!({ "type": f.resource_type, "url": state.file_url(&job.id, f.number), "count": f.count });
     let outputs: Vec<&Arc<FileSpec>> = plan.of_kind(FileKind::Output).collect();
     let (slice, next) = if job.allow_partial {
         let size = state.cfg.manifest_page_size.max(1);
@@ -478,7 +676,11 @@ fn manifest(state: &State, job: &Job, plan: &Plan, page: usize) -> Value {
         "output": slice.iter().map(|f| entry(f)).collect::<Vec<_>>(),
         "error": if last_page { plan.of_kind(FileKind::Error).map(entry).collect::<Vec<_>>() } else { Vec::new() },
     });
-    let deleted: Vec<Value> = if last_page { plan.of_kind(FileKind::Deleted).map(entry).collect() } else { Vec::new() };
+    let deleted: Vec<Value> = if last_page {
+        plan.of_kind(FileKind::Deleted).map(entry).collect()
+    } else {
+        Vec::new()
+    };
     if !deleted.is_empty() {
         m["deleted"] = Value::Array(deleted);
     }
@@ -508,12 +710,16 @@ fn redirect(state: &Arc<State>, rest: &str, headers: &HeaderMap) -> Response {
 /// `Range: bytes=a-b | a- | -n` against a body of `len` bytes: `Ok(None)` = no usable range
 /// header (serve all), `Err(())` = unsatisfiable.
 fn parse_range(h: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some(spec) = h.trim().strip_prefix("bytes=") else { return Ok(None) };
+    let Some(spec) = h.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
     if spec.contains(',') {
         // Multipart ranges are not needed by download clients; serve the whole body.
         return Ok(None);
     }
-    let Some((a, b)) = spec.split_once('-') else { return Ok(None) };
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
     let (a, b) = (a.trim(), b.trim());
     let range = match (a.is_empty(), b.is_empty()) {
         (true, false) => {
@@ -525,7 +731,11 @@ fn parse_range(h: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
         }
         (false, _) => {
             let start: u64 = a.parse().map_err(|_| ())?;
-            let end: u64 = if b.is_empty() { len.saturating_sub(1) } else { b.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1)) };
+            let end: u64 = if b.is_empty() {
+                len.saturating_sub(1)
+            } else {
+                b.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1))
+            };
             (start, end)
         }
         (true, true) => return Ok(None),
@@ -548,7 +758,12 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 async fn file(state: &Arc<State>, rest: &str, req: Request) -> Response {
     let head = req.method() == Method::HEAD;
     if req.method() != Method::GET && !head {
-        return outcome(StatusCode::METHOD_NOT_ALLOWED, "error", "not-supported", "Use GET to download files");
+        return outcome(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "error",
+            "not-supported",
+            "Use GET to download files",
+        );
     }
     if state.cfg.requires_access_token
         && let Some(smart) = &state.smart
@@ -556,29 +771,64 @@ async fn file(state: &Arc<State>, rest: &str, req: Request) -> Response {
     {
         return r;
     }
-    let not_found = || outcome(StatusCode::NOT_FOUND, "error", "not-found", "No such file (unknown or deleted export)");
-    let Some((job_id, name)) = rest.split_once('/') else { return not_found() };
-    let Some(n) = name.strip_suffix(".ndjson").and_then(|n| n.parse::<usize>().ok()) else { return not_found() };
-    let Some(job) = state.job(job_id) else { return not_found() };
-    let Some(Ok(plan)) = job.plan.get() else { return not_found() };
-    let Some(spec) = plan.files.get(n).cloned() else { return not_found() };
+    let not_found = || {
+        outcome(
+            StatusCode::NOT_FOUND,
+            "error",
+            "not-found",
+            "No such file (unknown or deleted export)",
+        )
+    };
+    let Some((job_id, name)) = rest.split_once('/') else {
+        return not_found();
+    };
+    let Some(n) = name
+        .strip_suffix(".ndjson")
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return not_found();
+    };
+    let Some(job) = state.job(job_id) else {
+        return not_found();
+    };
+    let Some(Ok(plan)) = job.plan.get() else {
+        return not_found();
+    };
+    let Some(spec) = plan.files.get(n).cloned() else {
+        return not_found();
+    };
 
-    let fault = state.faults.take_for_file(&FileInfo { index: spec.output_index, resource_type: &spec.resource_type });
+    let fault = state.faults.take_for_file(&FileInfo {
+        index: spec.output_index,
+        resource_type: &spec.resource_type,
+    });
     if let Some(f) = &fault
         && let Some(r) = fault_response(f)
     {
         return r;
     }
     let headers = req.headers();
-    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let needs_len = range_header.is_some() || head || matches!(fault, Some(Fault::Truncate { chunked: false, .. }));
+    let range_header = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let needs_len = range_header.is_some()
+        || head
+        || matches!(fault, Some(Fault::Truncate { chunked: false, .. }));
     let len = match spec.len.get() {
         Some(l) => Some(*l),
         None if needs_len => {
             let s = spec.clone();
             match tokio::task::spawn_blocking(move || s.length()).await {
                 Ok(l) => Some(l),
-                Err(e) => return outcome(StatusCode::INTERNAL_SERVER_ERROR, "fatal", "exception", &format!("Cannot size the file: {e}")),
+                Err(e) => {
+                    return outcome(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "fatal",
+                        "exception",
+                        &format!("Cannot size the file: {e}"),
+                    );
+                }
             }
         }
         None => None,
@@ -588,7 +838,12 @@ async fn file(state: &Arc<State>, rest: &str, req: Request) -> Response {
         match parse_range(h, len) {
             Ok(r) => range = r,
             Err(()) => {
-                let mut r = outcome(StatusCode::RANGE_NOT_SATISFIABLE, "error", "invalid", &format!("Range {h:?} is outside the file ({len} bytes)"));
+                let mut r = outcome(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "error",
+                    "invalid",
+                    &format!("Range {h:?} is outside the file ({len} bytes)"),
+                );
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                     r.headers_mut().insert(header::CONTENT_RANGE, v);
                 }
@@ -599,7 +854,11 @@ async fn file(state: &Arc<State>, rest: &str, req: Request) -> Response {
     // Ranges address the identity body, so a range request is never compressed.
     let gzip = range.is_none() && range_header.is_none() && accepts_gzip(headers);
     let mut builder = Response::builder()
-        .status(if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK })
+        .status(if range.is_some() {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        })
         .header(header::CONTENT_TYPE, NDJSON)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, format!("\"{job_id}-{n}\""))
@@ -622,7 +881,9 @@ async fn file(state: &Arc<State>, rest: &str, req: Request) -> Response {
         builder = builder.header(header::CONTENT_LENGTH, l);
     }
     if head {
-        return builder.body(Body::empty()).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        return builder
+            .body(Body::empty())
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
     }
     let stream = crate::body::stream(spec, range, gzip, fault);
     builder

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
-use crate::synthetic::Synthetic;
 use crate::ServerError;
+use crate::synthetic::Synthetic;
 
 /// Errors from [`StoreHandle`] mutations.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,9 @@ pub(crate) fn instant(t: DateTime<Utc>) -> String {
 pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// A strictly increasing clock (milliseconds), so an upsert made right after a kick-off is
@@ -76,7 +78,10 @@ fn patient_candidate(v: &Value) -> Option<String> {
         return v.get("id").and_then(Value::as_str).map(str::to_string);
     }
     for f in PATIENT_REF_FIELDS {
-        if let Some(r) = v.get(*f).and_then(|s| s.get("reference")).and_then(Value::as_str)
+        if let Some(r) = v
+            .get(*f)
+            .and_then(|s| s.get("reference"))
+            .and_then(Value::as_str)
             && let Some((_, id)) = ref_id(r)
         {
             return Some(id.to_string());
@@ -147,12 +152,20 @@ impl MemoryData {
                     }
                 };
                 let (Some(rt), Some(id)) = (head.resource_type, head.id) else {
-                    bad.push(format!("{name}:{}: resource without resourceType or id", lineno + 1));
+                    bad.push(format!(
+                        "{name}:{}: resource without resourceType or id",
+                        lineno + 1
+                    ));
                     continue;
                 };
                 let (lu, text_line) = match &head.meta {
-                    Some(MetaHead { last_updated: Some(lu), version_id: Some(_) }) => {
-                        let t = DateTime::parse_from_rfc3339(lu).map(|t| t.with_timezone(&Utc)).unwrap_or(load_time);
+                    Some(MetaHead {
+                        last_updated: Some(lu),
+                        version_id: Some(_),
+                    }) => {
+                        let t = DateTime::parse_from_rfc3339(lu)
+                            .map(|t| t.with_timezone(&Utc))
+                            .unwrap_or(load_time);
                         (t, Arc::<str>::from(line))
                     }
                     _ => {
@@ -163,7 +176,12 @@ impl MemoryData {
                             .and_then(|m| m.last_updated.as_deref())
                             .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
                             .map(|t| t.with_timezone(&Utc));
-                        set_meta(&mut v, "1", &t.map(instant).unwrap_or_else(|| lu_text.clone()), false);
+                        set_meta(
+                            &mut v,
+                            "1",
+                            &t.map(instant).unwrap_or_else(|| lu_text.clone()),
+                            false,
+                        );
                         (t.unwrap_or(load_time), Arc::<str>::from(v.to_string()))
                     }
                 };
@@ -210,11 +228,24 @@ impl Head {
     fn deserialize_from(v: &Value) -> Option<Head> {
         let obj = v.as_object()?;
         let s = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
-        let meta = obj.get("meta").and_then(Value::as_object).map(|m| MetaHead {
-            last_updated: m.get("lastUpdated").and_then(Value::as_str).map(str::to_string),
-            version_id: m.get("versionId").and_then(Value::as_str).map(str::to_string),
-        });
-        Some(Head { resource_type: s("resourceType"), id: s("id"), meta })
+        let meta = obj
+            .get("meta")
+            .and_then(Value::as_object)
+            .map(|m| MetaHead {
+                last_updated: m
+                    .get("lastUpdated")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                version_id: m
+                    .get("versionId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            });
+        Some(Head {
+            resource_type: s("resourceType"),
+            id: s("id"),
+            meta,
+        })
     }
 }
 
@@ -235,7 +266,9 @@ pub(crate) fn group_members(group: &Value) -> Vec<String> {
 /// Sets `meta.versionId` and `meta.lastUpdated` (keeping other meta elements).
 pub(crate) fn set_meta(v: &mut Value, version: &str, last_updated: &str, overwrite: bool) {
     let Some(obj) = v.as_object_mut() else { return };
-    let meta = obj.entry("meta").or_insert_with(|| Value::Object(Default::default()));
+    let meta = obj
+        .entry("meta")
+        .or_insert_with(|| Value::Object(Default::default()));
     if !meta.is_object() {
         *meta = Value::Object(Default::default());
     }
@@ -251,25 +284,82 @@ pub(crate) fn set_meta(v: &mut Value, version: &str, last_updated: &str, overwri
 
 /// The bundled Synthea export, gzipped NDJSON compiled into the binary.
 const SYNTHEA: &[(&str, &[u8])] = &[
-    ("AllergyIntolerance", include_bytes!("../data/synthea-100/AllergyIntolerance.ndjson.gz")),
-    ("CarePlan", include_bytes!("../data/synthea-100/CarePlan.ndjson.gz")),
-    ("CareTeam", include_bytes!("../data/synthea-100/CareTeam.ndjson.gz")),
-    ("Claim", include_bytes!("../data/synthea-100/Claim.ndjson.gz")),
-    ("Condition", include_bytes!("../data/synthea-100/Condition.ndjson.gz")),
-    ("Device", include_bytes!("../data/synthea-100/Device.ndjson.gz")),
-    ("DiagnosticReport", include_bytes!("../data/synthea-100/DiagnosticReport.ndjson.gz")),
-    ("DocumentReference", include_bytes!("../data/synthea-100/DocumentReference.ndjson.gz")),
-    ("Encounter", include_bytes!("../data/synthea-100/Encounter.ndjson.gz")),
-    ("ExplanationOfBenefit", include_bytes!("../data/synthea-100/ExplanationOfBenefit.ndjson.gz")),
-    ("Group", include_bytes!("../data/synthea-100/Group.ndjson.gz")),
-    ("ImagingStudy", include_bytes!("../data/synthea-100/ImagingStudy.ndjson.gz")),
-    ("Immunization", include_bytes!("../data/synthea-100/Immunization.ndjson.gz")),
-    ("MedicationRequest", include_bytes!("../data/synthea-100/MedicationRequest.ndjson.gz")),
-    ("Observation", include_bytes!("../data/synthea-100/Observation.ndjson.gz")),
-    ("Organization", include_bytes!("../data/synthea-100/Organization.ndjson.gz")),
-    ("Patient", include_bytes!("../data/synthea-100/Patient.ndjson.gz")),
-    ("Practitioner", include_bytes!("../data/synthea-100/Practitioner.ndjson.gz")),
-    ("Procedure", include_bytes!("../data/synthea-100/Procedure.ndjson.gz")),
+    (
+        "AllergyIntolerance",
+        include_bytes!("../data/synthea-100/AllergyIntolerance.ndjson.gz"),
+    ),
+    (
+        "CarePlan",
+        include_bytes!("../data/synthea-100/CarePlan.ndjson.gz"),
+    ),
+    (
+        "CareTeam",
+        include_bytes!("../data/synthea-100/CareTeam.ndjson.gz"),
+    ),
+    (
+        "Claim",
+        include_bytes!("../data/synthea-100/Claim.ndjson.gz"),
+    ),
+    (
+        "Condition",
+        include_bytes!("../data/synthea-100/Condition.ndjson.gz"),
+    ),
+    (
+        "Device",
+        include_bytes!("../data/synthea-100/Device.ndjson.gz"),
+    ),
+    (
+        "DiagnosticReport",
+        include_bytes!("../data/synthea-100/DiagnosticReport.ndjson.gz"),
+    ),
+    (
+        "DocumentReference",
+        include_bytes!("../data/synthea-100/DocumentReference.ndjson.gz"),
+    ),
+    (
+        "Encounter",
+        include_bytes!("../data/synthea-100/Encounter.ndjson.gz"),
+    ),
+    (
+        "ExplanationOfBenefit",
+        include_bytes!("../data/synthea-100/ExplanationOfBenefit.ndjson.gz"),
+    ),
+    (
+        "Group",
+        include_bytes!("../data/synthea-100/Group.ndjson.gz"),
+    ),
+    (
+        "ImagingStudy",
+        include_bytes!("../data/synthea-100/ImagingStudy.ndjson.gz"),
+    ),
+    (
+        "Immunization",
+        include_bytes!("../data/synthea-100/Immunization.ndjson.gz"),
+    ),
+    (
+        "MedicationRequest",
+        include_bytes!("../data/synthea-100/MedicationRequest.ndjson.gz"),
+    ),
+    (
+        "Observation",
+        include_bytes!("../data/synthea-100/Observation.ndjson.gz"),
+    ),
+    (
+        "Organization",
+        include_bytes!("../data/synthea-100/Organization.ndjson.gz"),
+    ),
+    (
+        "Patient",
+        include_bytes!("../data/synthea-100/Patient.ndjson.gz"),
+    ),
+    (
+        "Practitioner",
+        include_bytes!("../data/synthea-100/Practitioner.ndjson.gz"),
+    ),
+    (
+        "Procedure",
+        include_bytes!("../data/synthea-100/Procedure.ndjson.gz"),
+    ),
 ];
 
 fn gunzip(name: &str, bytes: &[u8]) -> Result<String, String> {
@@ -300,11 +390,17 @@ fn synthea() -> Result<Loaded, ServerError> {
         Ok(Arc::new((data, load_time)))
     })
     .clone()
-    .map_err(|message| ServerError::Data { path: "bundled synthea-100".into(), message })
+    .map_err(|message| ServerError::Data {
+        path: "bundled synthea-100".into(),
+        message,
+    })
 }
 
 fn load_dir(dir: &Path, load_time: DateTime<Utc>) -> Result<MemoryData, ServerError> {
-    let err = |message: String| ServerError::Data { path: dir.display().to_string(), message };
+    let err = |message: String| ServerError::Data {
+        path: dir.display().to_string(),
+        message,
+    };
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| err(e.to_string()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -343,7 +439,9 @@ impl Base {
     pub fn load(source: &crate::DataSource, load_time: DateTime<Utc>) -> Result<Base, ServerError> {
         Ok(match source {
             crate::DataSource::Synthea => Base::Memory(synthea()?),
-            crate::DataSource::Dir(d) => Base::Memory(Arc::new((load_dir(d, load_time)?, load_time))),
+            crate::DataSource::Dir(d) => {
+                Base::Memory(Arc::new((load_dir(d, load_time)?, load_time)))
+            }
             crate::DataSource::Empty => Base::Memory(Arc::new((MemoryData::default(), load_time))),
             crate::DataSource::Synthetic { patients, seed } => {
                 Base::Synthetic(Synthetic::new(*seed, *patients, load_time))
@@ -374,7 +472,13 @@ impl Base {
 
     pub fn id_at(&self, ty: &str, idx: u64) -> String {
         match self {
-            Base::Memory(m) => m.0.types.get(ty).and_then(|t| t.ids.get(idx as usize)).cloned().unwrap_or_default(),
+            Base::Memory(m) => {
+                m.0.types
+                    .get(ty)
+                    .and_then(|t| t.ids.get(idx as usize))
+                    .cloned()
+                    .unwrap_or_default()
+            }
             Base::Synthetic(s) => s.id_at(ty, idx),
         }
     }
@@ -382,7 +486,13 @@ impl Base {
     /// The resource as one NDJSON line (no newline).
     pub fn line(&self, ty: &str, idx: u64) -> Arc<str> {
         match self {
-            Base::Memory(m) => m.0.types.get(ty).and_then(|t| t.lines.get(idx as usize)).cloned().unwrap_or_else(|| Arc::from("")),
+            Base::Memory(m) => {
+                m.0.types
+                    .get(ty)
+                    .and_then(|t| t.lines.get(idx as usize))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(""))
+            }
             Base::Synthetic(s) => Arc::from(s.resource(ty, idx).to_string()),
         }
     }
@@ -404,7 +514,13 @@ impl Base {
 
     pub fn last_updated(&self, ty: &str, idx: u64) -> DateTime<Utc> {
         match self {
-            Base::Memory(m) => m.0.types.get(ty).and_then(|t| t.last_updated.get(idx as usize)).copied().unwrap_or(m.1),
+            Base::Memory(m) => {
+                m.0.types
+                    .get(ty)
+                    .and_then(|t| t.last_updated.get(idx as usize))
+                    .copied()
+                    .unwrap_or(m.1)
+            }
             Base::Synthetic(s) => s.load_time(),
         }
     }
@@ -412,13 +528,13 @@ impl Base {
     /// Index ranges of `ty` in the compartment of `patient`.
     pub fn patient_ranges(&self, ty: &str, patient: &str) -> Vec<Range<u64>> {
         match self {
-            Base::Memory(m) => m
-                .0
-                .types
-                .get(ty)
-                .and_then(|t| t.by_patient.get(patient))
-                .map(|v| v.iter().map(|&i| i as u64..i as u64 + 1).collect())
-                .unwrap_or_default(),
+            Base::Memory(m) => {
+                m.0.types
+                    .get(ty)
+                    .and_then(|t| t.by_patient.get(patient))
+                    .map(|v| v.iter().map(|&i| i as u64..i as u64 + 1).collect())
+                    .unwrap_or_default()
+            }
             Base::Synthetic(s) => s.patient_ranges(ty, patient).into_iter().collect(),
         }
     }
@@ -427,7 +543,9 @@ impl Base {
     pub fn compartment_ranges(&self, ty: &str) -> Vec<Range<u64>> {
         match self {
             Base::Memory(m) => {
-                let Some(t) = m.0.types.get(ty) else { return Vec::new() };
+                let Some(t) = m.0.types.get(ty) else {
+                    return Vec::new();
+                };
                 let mut out: Vec<Range<u64>> = Vec::new();
                 for (i, &inc) in t.in_compartment.iter().enumerate() {
                     if inc {
@@ -469,8 +587,16 @@ pub(crate) fn push_index(out: &mut Vec<Range<u64>>, i: u64) {
 /// A mutation made through [`StoreHandle`].
 #[derive(Clone, Debug)]
 pub(crate) enum Mutation {
-    Upsert { line: Arc<str>, value: Arc<Value>, last_updated: DateTime<Utc>, patient: Option<String> },
-    Delete { at: DateTime<Utc>, patient: Option<String> },
+    Upsert {
+        line: Arc<str>,
+        value: Arc<Value>,
+        last_updated: DateTime<Utc>,
+        patient: Option<String>,
+    },
+    Delete {
+        at: DateTime<Utc>,
+        patient: Option<String>,
+    },
 }
 
 /// Mutations by (type, id); cloned on write so running jobs keep their snapshot.
@@ -502,11 +628,19 @@ impl StoreHandle {
     }
 
     pub(crate) fn snapshot(&self) -> Arc<Overlay> {
-        self.inner.overlay.read().map(|o| o.clone()).unwrap_or_else(|e| e.into_inner().clone())
+        self.inner
+            .overlay
+            .read()
+            .map(|o| o.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 
     fn mutate(&self, key: (String, String), m: Mutation) {
-        let mut guard = self.inner.overlay.write().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self
+            .inner
+            .overlay
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         let mut next = (**guard).clone();
         next.insert(key, m);
         *guard = Arc::new(next);
@@ -514,20 +648,41 @@ impl StoreHandle {
 
     fn current_version(&self, ty: &str, id: &str) -> u64 {
         let key = (ty.to_string(), id.to_string());
-        if let Some(v) = self.inner.versions.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(v) = self
+            .inner
+            .versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return *v;
         }
         let base = &self.inner.base;
         base.index_of(ty, id)
-            .and_then(|i| base.value(ty, i).get("meta")?.get("versionId")?.as_str()?.parse().ok())
-            .unwrap_or(if base.index_of(ty, id).is_some() { 1 } else { 0 })
+            .and_then(|i| {
+                base.value(ty, i)
+                    .get("meta")?
+                    .get("versionId")?
+                    .as_str()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(if base.index_of(ty, id).is_some() {
+                1
+            } else {
+                0
+            })
     }
 
     /// Creates or replaces a resource; sets `meta.versionId` (previous + 1) and
     /// `meta.lastUpdated` (now). Returns the stored resource. A resource without `id` gets one.
     pub fn upsert(&self, mut resource: Value) -> Result<Value, StoreError> {
         let obj = resource.as_object_mut().ok_or(StoreError::NotAnObject)?;
-        let ty = obj.get("resourceType").and_then(Value::as_str).ok_or(StoreError::NoResourceType)?.to_string();
+        let ty = obj
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .ok_or(StoreError::NoResourceType)?
+            .to_string();
         let id = match obj.get("id").and_then(Value::as_str) {
             Some(id) => id.to_string(),
             None => {
@@ -543,13 +698,26 @@ impl StoreHandle {
         let now = self.inner.clock.tick();
         set_meta(&mut resource, &version.to_string(), &instant(now), true);
         let patient = patient_candidate(&resource).filter(|p| {
-            ty == "Patient" || self.inner.base.is_patient(p) || self.snapshot().contains_key(&("Patient".to_string(), p.clone()))
+            ty == "Patient"
+                || self.inner.base.is_patient(p)
+                || self
+                    .snapshot()
+                    .contains_key(&("Patient".to_string(), p.clone()))
         });
-        self.inner.versions.lock().unwrap_or_else(|e| e.into_inner()).insert((ty.clone(), id.clone()), version);
+        self.inner
+            .versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((ty.clone(), id.clone()), version);
         let line: Arc<str> = Arc::from(resource.to_string());
         self.mutate(
             (ty, id),
-            Mutation::Upsert { line, value: Arc::new(resource.clone()), last_updated: now, patient },
+            Mutation::Upsert {
+                line,
+                value: Arc::new(resource.clone()),
+                last_updated: now,
+                patient,
+            },
         );
         Ok(resource)
     }
@@ -561,15 +729,23 @@ impl StoreHandle {
             return false;
         }
         // Remember the compartment, so Patient- and Group-level exports report the deletion.
-        let patient = self.get(resource_type, id).and_then(|v| patient_candidate(&v));
+        let patient = self
+            .get(resource_type, id)
+            .and_then(|v| patient_candidate(&v));
         let at = self.inner.clock.tick();
-        self.mutate((resource_type.to_string(), id.to_string()), Mutation::Delete { at, patient });
+        self.mutate(
+            (resource_type.to_string(), id.to_string()),
+            Mutation::Delete { at, patient },
+        );
         true
     }
 
     /// Whether the resource currently exists.
     pub fn exists(&self, resource_type: &str, id: &str) -> bool {
-        match self.snapshot().get(&(resource_type.to_string(), id.to_string())) {
+        match self
+            .snapshot()
+            .get(&(resource_type.to_string(), id.to_string()))
+        {
             Some(Mutation::Upsert { .. }) => true,
             Some(Mutation::Delete { .. }) => false,
             None => self.inner.base.index_of(resource_type, id).is_some(),
@@ -578,7 +754,10 @@ impl StoreHandle {
 
     /// The current version of a resource.
     pub fn get(&self, resource_type: &str, id: &str) -> Option<Value> {
-        match self.snapshot().get(&(resource_type.to_string(), id.to_string())) {
+        match self
+            .snapshot()
+            .get(&(resource_type.to_string(), id.to_string()))
+        {
             Some(Mutation::Upsert { value, .. }) => Some((**value).clone()),
             Some(Mutation::Delete { .. }) => None,
             None => {
@@ -591,7 +770,14 @@ impl StoreHandle {
     /// Current resource counts per type (types with no resources are left out).
     pub fn counts(&self) -> BTreeMap<String, u64> {
         let base = &self.inner.base;
-        let mut out: BTreeMap<String, u64> = base.types().into_iter().map(|t| { let n = base.len(&t); (t, n) }).collect();
+        let mut out: BTreeMap<String, u64> = base
+            .types()
+            .into_iter()
+            .map(|t| {
+                let n = base.len(&t);
+                (t, n)
+            })
+            .collect();
         for ((ty, id), m) in self.snapshot().iter() {
             let in_base = base.index_of(ty, id).is_some();
             let c = out.entry(ty.clone()).or_insert(0);

@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 /// Per-patient types: (type, id prefix, min count, max count).
 const PATIENT_TYPES: &[(&str, &str, u64, u64)] = &[
     ("Patient", "pat", 1, 1),
-    ("Encounter", "enc", 2, 6),
+    ("Encounter", "enc", 2, 5),
     ("Condition", "cond", 0, 4),
-    ("Observation", "obs", 4, 14),
+    ("Observation", "obs", 3, 12),
     ("MedicationRequest", "med", 0, 3),
     ("Procedure", "proc", 0, 3),
     ("Immunization", "imm", 0, 3),
@@ -65,10 +65,14 @@ fn mix(mut z: u64) -> u64 {
 }
 
 fn type_tag(ty: &str) -> u64 {
-    ty.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    ty.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
-const OFFSETS: &[&str] = &["Z", "-05:00", "-04:00", "+01:00", "+05:30", "-08:00", "+10:00"];
+const OFFSETS: &[&str] = &[
+    "Z", "-05:00", "-04:00", "+01:00", "+05:30", "-08:00", "+10:00",
+];
 
 /// A date-time in `years`, with a timezone offset, e.g. `2019-03-04T10:22:31-05:00`.
 fn datetime(r: &mut Rng, years: Range<u64>) -> (String, (u64, u64, u64)) {
@@ -107,15 +111,101 @@ const RXNORM: &str = "http://www.nlm.nih.gov/research/umls/rxnorm";
 const CVX: &str = "http://hl7.org/fhir/sid/cvx";
 const UCUM: &str = "http://unitsofmeasure.org";
 
-const GIVEN: &[&str] = &["Ana", "Ben", "Chloé", "Dmitri", "Emma", "Farid", "Grace", "Hiro", "Inés", "Jamal", "Kai", "Lena", "Mateo", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tomás", "Uma", "Viktor", "Wen", "Yara", "Zoë"];
-const FAMILY: &[&str] = &["Smith", "García", "Nguyen", "Müller", "O'Brien", "Kowalski", "Okafor", "Tanaka", "Rossi", "Haddad", "Johansson", "Dubois", "Silva", "Kim", "Patel", "Cohen", "Novak", "Ivanova"];
-const CITIES: &[(&str, &str, &str)] = &[("Boston", "MA", "02118"), ("Springfield", "MA", "01103"), ("Worcester", "MA", "01608"), ("Lowell", "MA", "01852"), ("Cambridge", "MA", "02139"), ("Quincy", "MA", "02169")];
-const CONDITIONS: &[(&str, &str)] = &[("44054006", "Diabetes mellitus type 2"), ("38341003", "Hypertensive disorder"), ("195662009", "Acute viral pharyngitis"), ("10509002", "Acute bronchitis"), ("15777000", "Prediabetes"), ("55822004", "Hyperlipidemia"), ("40055000", "Chronic sinusitis"), ("444814009", "Viral sinusitis"), ("162864005", "Body mass index 30+ - obesity"), ("73595000", "Stress")];
-const MEDS: &[(&str, &str)] = &[("860975", "24 HR Metformin hydrochloride 500 MG Extended Release Oral Tablet"), ("314076", "lisinopril 10 MG Oral Tablet"), ("197361", "Amlodipine 5 MG Oral Tablet"), ("308136", "amLODIPine 2.5 MG Oral Tablet"), ("313782", "Acetaminophen 325 MG Oral Tablet"), ("849574", "Naproxen sodium 220 MG Oral Tablet"), ("259255", "Atorvastatin 80 MG Oral Tablet")];
-const PROCEDURES: &[(&str, &str)] = &[("430193006", "Medication Reconciliation (procedure)"), ("710824005", "Assessment of health and social care needs (procedure)"), ("428191000124101", "Documentation of current medications"), ("76601001", "Intramuscular injection"), ("117015009", "Throat culture (procedure)"), ("73761001", "Colonoscopy")];
-const VACCINES: &[(&str, &str)] = &[("140", "Influenza, seasonal, injectable, preservative free"), ("113", "Td (adult) preservative free"), ("133", "Pneumococcal conjugate PCV 13"), ("208", "SARS-COV-2 (COVID-19) vaccine, mRNA, spike protein, LNP, preservative free, 30 mcg/0.3mL dose"), ("43", "Hep B, adult")];
-const ALLERGIES: &[(&str, &str)] = &[("91935009", "Allergy to peanuts"), ("300913006", "Shellfish allergy"), ("419474003", "Allergy to mould"), ("232350006", "House dust mite allergy")];
-const ENCOUNTER_TYPES: &[(&str, &str, &str)] = &[("AMB", "185349003", "Encounter for check up (procedure)"), ("AMB", "390906007", "Follow-up encounter"), ("EMER", "50849002", "Emergency room admission (procedure)"), ("IMP", "32485007", "Hospital admission (procedure)"), ("AMB", "162673000", "General examination of patient (procedure)")];
+const GIVEN: &[&str] = &[
+    "Ana", "Ben", "Chloé", "Dmitri", "Emma", "Farid", "Grace", "Hiro", "Inés", "Jamal", "Kai",
+    "Lena", "Mateo", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tomás", "Uma", "Viktor",
+    "Wen", "Yara", "Zoë",
+];
+const FAMILY: &[&str] = &[
+    "Smith",
+    "García",
+    "Nguyen",
+    "Müller",
+    "O'Brien",
+    "Kowalski",
+    "Okafor",
+    "Tanaka",
+    "Rossi",
+    "Haddad",
+    "Johansson",
+    "Dubois",
+    "Silva",
+    "Kim",
+    "Patel",
+    "Cohen",
+    "Novak",
+    "Ivanova",
+];
+const CITIES: &[(&str, &str, &str)] = &[
+    ("Boston", "MA", "02118"),
+    ("Springfield", "MA", "01103"),
+    ("Worcester", "MA", "01608"),
+    ("Lowell", "MA", "01852"),
+    ("Cambridge", "MA", "02139"),
+    ("Quincy", "MA", "02169"),
+];
+const CONDITIONS: &[(&str, &str)] = &[
+    ("44054006", "Diabetes mellitus type 2"),
+    ("38341003", "Hypertensive disorder"),
+    ("195662009", "Acute viral pharyngitis"),
+    ("10509002", "Acute bronchitis"),
+    ("15777000", "Prediabetes"),
+    ("55822004", "Hyperlipidemia"),
+    ("40055000", "Chronic sinusitis"),
+    ("444814009", "Viral sinusitis"),
+    ("162864005", "Body mass index 30+ - obesity"),
+    ("73595000", "Stress"),
+];
+const MEDS: &[(&str, &str)] = &[
+    (
+        "860975",
+        "24 HR Metformin hydrochloride 500 MG Extended Release Oral Tablet",
+    ),
+    ("314076", "lisinopril 10 MG Oral Tablet"),
+    ("197361", "Amlodipine 5 MG Oral Tablet"),
+    ("308136", "amLODIPine 2.5 MG Oral Tablet"),
+    ("313782", "Acetaminophen 325 MG Oral Tablet"),
+    ("849574", "Naproxen sodium 220 MG Oral Tablet"),
+    ("259255", "Atorvastatin 80 MG Oral Tablet"),
+];
+const PROCEDURES: &[(&str, &str)] = &[
+    ("430193006", "Medication Reconciliation (procedure)"),
+    (
+        "710824005",
+        "Assessment of health and social care needs (procedure)",
+    ),
+    ("428191000124101", "Documentation of current medications"),
+    ("76601001", "Intramuscular injection"),
+    ("117015009", "Throat culture (procedure)"),
+    ("73761001", "Colonoscopy"),
+];
+const VACCINES: &[(&str, &str)] = &[
+    ("140", "Influenza, seasonal, injectable, preservative free"),
+    ("113", "Td (adult) preservative free"),
+    ("133", "Pneumococcal conjugate PCV 13"),
+    (
+        "208",
+        "SARS-COV-2 (COVID-19) vaccine, mRNA, spike protein, LNP, preservative free, 30 mcg/0.3mL dose",
+    ),
+    ("43", "Hep B, adult"),
+];
+const ALLERGIES: &[(&str, &str)] = &[
+    ("91935009", "Allergy to peanuts"),
+    ("300913006", "Shellfish allergy"),
+    ("419474003", "Allergy to mould"),
+    ("232350006", "House dust mite allergy"),
+];
+const ENCOUNTER_TYPES: &[(&str, &str, &str)] = &[
+    ("AMB", "185349003", "Encounter for check up (procedure)"),
+    ("AMB", "390906007", "Follow-up encounter"),
+    ("EMER", "50849002", "Emergency room admission (procedure)"),
+    ("IMP", "32485007", "Hospital admission (procedure)"),
+    (
+        "AMB",
+        "162673000",
+        "General examination of patient (procedure)",
+    ),
+];
 
 impl Synthetic {
     pub fn new(seed: u64, patients: usize, load_time: DateTime<Utc>) -> Synthetic {
@@ -126,7 +216,11 @@ impl Synthetic {
             let mut acc = 0u64;
             v.push(0);
             for p in 0..patients as u64 {
-                acc += if lo == hi { *lo } else { Rng::new(&[seed, tag, p, u64::MAX]).range(*lo, *hi) };
+                acc += if lo == hi {
+                    *lo
+                } else {
+                    Rng::new(&[seed, tag, p, u64::MAX]).range(*lo, *hi)
+                };
                 v.push(acc);
             }
             prefix.push(v);
@@ -172,7 +266,10 @@ impl Synthetic {
             "Organization" => self.orgs,
             "Practitioner" => self.practitioners,
             "Group" => self.groups,
-            _ => self.ptype(ty).map(|t| self.prefix[t][self.patients]).unwrap_or(0),
+            _ => self
+                .ptype(ty)
+                .map(|t| self.prefix[t][self.patients])
+                .unwrap_or(0),
         }
     }
 
@@ -201,7 +298,10 @@ impl Synthetic {
 
     pub fn index_of(&self, ty: &str, id: &str) -> Option<u64> {
         let shared = |prefix: &str, n: u64| {
-            id.strip_prefix(prefix)?.parse::<u64>().ok().filter(|&k| k < n && id == format!("{prefix}{k}"))
+            id.strip_prefix(prefix)?
+                .parse::<u64>()
+                .ok()
+                .filter(|&k| k < n && id == format!("{prefix}{k}"))
         };
         match ty {
             "Organization" => shared("org-", self.orgs),
@@ -236,7 +336,12 @@ impl Synthetic {
 
     pub fn group_members(&self, id: &str) -> Option<Vec<String>> {
         let k = self.index_of("Group", id)?;
-        Some((k..self.patients as u64).step_by(self.groups as usize).map(|p| format!("pat-{p}")).collect())
+        Some(
+            (k..self.patients as u64)
+                .step_by(self.groups as usize)
+                .map(|p| format!("pat-{p}"))
+                .collect(),
+        )
     }
 
     fn meta(&self) -> Value {
@@ -254,7 +359,9 @@ impl Synthetic {
             "Practitioner" => self.practitioner(idx),
             "Group" => self.group(idx),
             _ => {
-                let Some(t) = self.ptype(ty) else { return Value::Null };
+                let Some(t) = self.ptype(ty) else {
+                    return Value::Null;
+                };
                 let (p, i) = self.locate(t, idx);
                 let mut r = Rng::new(&[self.seed, type_tag(ty), p, i]);
                 match ty {
@@ -270,15 +377,9 @@ impl Synthetic {
             }
         };
         if let Some(o) = v.as_object_mut() {
-            // resourceType, id and meta first, as servers usually write them.
-            let mut out = serde_json::Map::new();
-            out.insert("resourceType".into(), Value::String(ty.to_string()));
-            out.insert("id".into(), Value::String(id));
-            out.insert("meta".into(), self.meta());
-            for (k, val) in std::mem::take(o) {
-                out.insert(k, val);
-            }
-            v = Value::Object(out);
+            o.insert("resourceType".into(), Value::String(ty.to_string()));
+            o.insert("id".into(), Value::String(id));
+            o.insert("meta".into(), self.meta());
         }
         v
     }
@@ -425,9 +526,21 @@ impl Synthetic {
             "effectiveDateTime": eff,
             "issued": issued
         });
-        let vitals = concept("http://terminology.hl7.org/CodeSystem/observation-category", "vital-signs", "vital-signs");
-        let lab = concept("http://terminology.hl7.org/CodeSystem/observation-category", "laboratory", "laboratory");
-        let social = concept("http://terminology.hl7.org/CodeSystem/observation-category", "social-history", "social-history");
+        let vitals = concept(
+            "http://terminology.hl7.org/CodeSystem/observation-category",
+            "vital-signs",
+            "vital-signs",
+        );
+        let lab = concept(
+            "http://terminology.hl7.org/CodeSystem/observation-category",
+            "laboratory",
+            "laboratory",
+        );
+        let social = concept(
+            "http://terminology.hl7.org/CodeSystem/observation-category",
+            "social-history",
+            "social-history",
+        );
         let qty = |value: f64, unit: &str| json!({ "value": value, "unit": unit, "system": UCUM, "code": unit });
         match kind {
             0 => {
@@ -444,7 +557,11 @@ impl Synthetic {
             }
             2 => {
                 v["category"] = json!([vitals]);
-                v["code"] = concept(LOINC, "85354-9", "Blood pressure panel with all children optional");
+                v["code"] = concept(
+                    LOINC,
+                    "85354-9",
+                    "Blood pressure panel with all children optional",
+                );
                 v["component"] = json!([
                     { "code": concept(LOINC, "8462-4", "Diastolic Blood Pressure"), "valueQuantity": qty(r.range(55, 100) as f64, "mm[Hg]") },
                     { "code": concept(LOINC, "8480-6", "Systolic Blood Pressure"), "valueQuantity": qty(r.range(95, 170) as f64, "mm[Hg]") }
@@ -467,7 +584,11 @@ impl Synthetic {
                 v["code"] = concept(LOINC, "2339-0", "Glucose");
                 v["valueQuantity"] = qty(r.range(600, 2000) as f64 * 0.1, "mg/dL");
                 v["referenceRange"] = json!([{ "low": { "value": 70, "unit": "mg/dL" }, "high": { "value": 99, "unit": "mg/dL" } }]);
-                v["interpretation"] = json!([concept("http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "N", "Normal")]);
+                v["interpretation"] = json!([concept(
+                    "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                    "N",
+                    "Normal"
+                )]);
             }
             6 => {
                 v["category"] = json!([lab]);
@@ -477,7 +598,11 @@ impl Synthetic {
             7 => {
                 v["category"] = json!([social]);
                 v["code"] = concept(LOINC, "72166-2", "Tobacco smoking status NHIS");
-                let (c, d) = *r.pick(&[("266919005", "Never smoker"), ("8517006", "Former smoker"), ("77176002", "Smoker")]);
+                let (c, d) = *r.pick(&[
+                    ("266919005", "Never smoker"),
+                    ("8517006", "Former smoker"),
+                    ("77176002", "Smoker"),
+                ]);
                 v["valueCodeableConcept"] = concept(SNOMED, c, d);
             }
             8 => {

@@ -33,20 +33,51 @@ async fn system_export_of_synthea_has_every_resource() {
 async fn type_since_and_output_format_parameters() {
     let server = start(DataSource::Synthea).await;
     let c = client();
-    let m = export(&c, &url(&server, "$export?_type=Patient,Condition&_type=Group&_outputFormat=application%2Fndjson")).await;
-    let mut types: Vec<&str> = m["output"].as_array().unwrap().iter().map(|o| o["type"].as_str().unwrap()).collect();
+    let m = export(
+        &c,
+        &url(
+            &server,
+            "$export?_type=Patient,Condition&_type=Group&_outputFormat=application%2Fndjson",
+        ),
+    )
+    .await;
+    let mut types: Vec<&str> = m["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["type"].as_str().unwrap())
+        .collect();
     types.dedup();
     assert_eq!(types, vec!["Condition", "Group", "Patient"]);
 
     // Everything was loaded before this instant, so a _since after it yields nothing.
     let since = m["transactionTime"].as_str().unwrap().to_string();
-    let m2 = export(&c, &url(&server, &format!("$export?_since={}", since.replace('+', "%2B")))).await;
+    let m2 = export(
+        &c,
+        &url(
+            &server,
+            &format!("$export?_since={}", since.replace('+', "%2B")),
+        ),
+    )
+    .await;
     assert_eq!(m2["output"], json!([]));
 
-    for bad in ["_outputFormat=text%2Fcsv", "_since=yesterday", "_type=NotAType", "organizeOutputBy=Patient", "_typeFilter=Observation%3Fvalue-quantity%3D5", "bogus=1"] {
+    for bad in [
+        "_outputFormat=text%2Fcsv",
+        "_since=yesterday",
+        "_type=NotAType",
+        "organizeOutputBy=Patient",
+        "_typeFilter=Observation%3Fvalue-quantity%3D5",
+        "bogus=1",
+    ] {
         let r = kickoff_get(&c, &url(&server, &format!("$export?{bad}"))).await;
         assert_eq!(r.status(), 400, "{bad}");
-        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/fhir+json"));
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/fhir+json")
+        );
         let oo: Value = r.json().await.unwrap();
         assert_eq!(oo["resourceType"], "OperationOutcome", "{bad}");
         assert!(oo["issue"][0]["diagnostics"].as_str().unwrap().len() > 10);
@@ -59,14 +90,20 @@ async fn lenient_handling_reports_problems_in_error_files() {
     let server = start(DataSource::Synthea).await;
     let c = client();
     let r = c
-        .get(url(&server, "$export?_type=Patient,NotAType&_typeFilter=Patient%3Fbirthdate%3Dgt2000"))
+        .get(url(
+            &server,
+            "$export?_type=Patient,NotAType&_typeFilter=Patient%3Fbirthdate%3Dgt2000",
+        ))
         .header("Accept", "application/fhir+json")
         .header("Prefer", "respond-async, handling=lenient")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let status = r.headers()["content-location"].to_str().unwrap().to_string();
+    let status = r.headers()["content-location"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let m = manifest(&c, &status).await;
     assert_eq!(m["output"].as_array().unwrap().len(), 1);
     assert_eq!(m["output"][0]["count"], 100);
@@ -76,7 +113,12 @@ async fn lenient_handling_reports_problems_in_error_files() {
     let oos = lines(&download(&c, errors[0]["url"].as_str().unwrap()).await);
     assert_eq!(oos.len(), 2);
     assert!(oos.iter().all(|o| o["resourceType"] == "OperationOutcome"));
-    assert!(oos[0]["issue"][0]["diagnostics"].as_str().unwrap().contains("NotAType"));
+    assert!(
+        oos[0]["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("NotAType")
+    );
     server.shutdown().await;
 }
 
@@ -85,10 +127,20 @@ async fn required_headers_are_enforced() {
     let server = start(DataSource::Empty).await;
     let c = client();
     let u = url(&server, "$export");
-    let no_prefer = c.get(&u).header("Accept", "application/fhir+json").send().await.unwrap();
+    let no_prefer = c
+        .get(&u)
+        .header("Accept", "application/fhir+json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(no_prefer.status(), 400);
     assert!(no_prefer.text().await.unwrap().contains("respond-async"));
-    let no_accept = c.get(&u).header("Prefer", "respond-async").send().await.unwrap();
+    let no_accept = c
+        .get(&u)
+        .header("Prefer", "respond-async")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(no_accept.status(), 400);
     assert!(no_accept.text().await.unwrap().contains("Accept"));
     let m = export(&c, &u).await;
@@ -100,28 +152,53 @@ async fn required_headers_are_enforced() {
 async fn patient_and_group_level_exports_stay_in_the_compartment() {
     let server = start(DataSource::Synthea).await;
     let c = client();
-    let m = export(&c, &url(&server, "Patient/$export?_type=Patient,Observation,Organization,Practitioner,Group")).await;
+    let m = export(
+        &c,
+        &url(
+            &server,
+            "Patient/$export?_type=Patient,Observation,Organization,Practitioner,Group",
+        ),
+    )
+    .await;
     let all = all_resources(&c, &m).await;
-    assert_eq!(all.keys().collect::<Vec<_>>(), vec!["Observation", "Patient"]);
+    assert_eq!(
+        all.keys().collect::<Vec<_>>(),
+        vec!["Observation", "Patient"]
+    );
     assert_eq!(all["Patient"].len(), 100);
     assert_eq!(all["Observation"].len(), 16_315);
 
-    let group = server.store().get("Group", "NeighborhoodHealthPlan").unwrap();
+    let group = server
+        .store()
+        .get("Group", "NeighborhoodHealthPlan")
+        .unwrap();
     let members: Vec<String> = group["member"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| m["entity"]["reference"].as_str().unwrap().trim_start_matches("urn:uuid:").to_string())
+        .map(|m| {
+            m["entity"]["reference"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("urn:uuid:")
+                .to_string()
+        })
         .collect();
     let m = export(&c, &url(&server, "Group/NeighborhoodHealthPlan/$export")).await;
     let all = all_resources(&c, &m).await;
-    let mut ids: Vec<String> = all["Patient"].iter().map(|p| p["id"].as_str().unwrap().to_string()).collect();
+    let mut ids: Vec<String> = all["Patient"]
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
     ids.sort();
     let mut expected = members.clone();
     expected.sort();
     assert_eq!(ids, expected);
     for obs in &all["Observation"] {
-        let subject = obs["subject"]["reference"].as_str().unwrap().trim_start_matches("Patient/");
+        let subject = obs["subject"]["reference"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("Patient/");
         assert!(members.iter().any(|m| m == subject));
     }
 
@@ -132,7 +209,11 @@ async fn patient_and_group_level_exports_stay_in_the_compartment() {
 
 #[tokio::test]
 async fn post_kickoff_with_parameters_and_patient_references() {
-    let server = start(DataSource::Synthetic { patients: 30, seed: 5 }).await;
+    let server = start(DataSource::Synthetic {
+        patients: 30,
+        seed: 5,
+    })
+    .await;
     let c = client();
     let body = json!({
         "resourceType": "Parameters",
@@ -157,7 +238,10 @@ async fn post_kickoff_with_parameters_and_patient_references() {
     let m = manifest(&c, r.headers()["content-location"].to_str().unwrap()).await;
     assert_eq!(m["request"], json!(url(&server, "Patient/$export")));
     let all = all_resources(&c, &m).await;
-    let pats: Vec<&str> = all["Patient"].iter().map(|p| p["id"].as_str().unwrap()).collect();
+    let pats: Vec<&str> = all["Patient"]
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
     assert_eq!(pats, vec!["pat-3", "pat-7"]);
     assert!(all["Observation"].iter().all(|o| {
         let s = o["subject"]["reference"].as_str().unwrap();
@@ -166,7 +250,11 @@ async fn post_kickoff_with_parameters_and_patient_references() {
     // The unknown patient is reported, not silently dropped.
     let errors = m["error"].as_array().unwrap();
     assert_eq!(errors.len(), 1);
-    assert!(download(&c, errors[0]["url"].as_str().unwrap()).await.contains("pat-999"));
+    assert!(
+        download(&c, errors[0]["url"].as_str().unwrap())
+            .await
+            .contains("pat-999")
+    );
 
     let bad = c
         .post(url(&server, "$export"))
@@ -198,12 +286,22 @@ async fn type_filters_and_elements() {
         assert!(o["category"].to_string().contains("\"laboratory\""));
     }
 
-    let m = export(&c, &url(&server, "$export?_type=Patient&_elements=gender,Patient.birthDate")).await;
+    let m = export(
+        &c,
+        &url(
+            &server,
+            "$export?_type=Patient&_elements=gender,Patient.birthDate",
+        ),
+    )
+    .await;
     let all = all_resources(&c, &m).await;
     for p in &all["Patient"] {
         let keys: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
         for k in &keys {
-            assert!(["resourceType", "id", "meta", "gender", "birthDate"].contains(k), "{k}");
+            assert!(
+                ["resourceType", "id", "meta", "gender", "birthDate"].contains(k),
+                "{k}"
+            );
         }
         assert!(p["meta"]["tag"].to_string().contains("SUBSETTED"));
     }
@@ -213,7 +311,10 @@ async fn type_filters_and_elements() {
 #[tokio::test]
 async fn files_are_split_and_jobs_are_limited_and_cancellable() {
     let server = TestServer::start(ServerConfig {
-        data: DataSource::Synthetic { patients: 20, seed: 1 },
+        data: DataSource::Synthetic {
+            patients: 20,
+            seed: 1,
+        },
         resources_per_file: 7,
         max_concurrent_jobs: 1,
         polls_before_complete: 1,
@@ -239,7 +340,11 @@ async fn files_are_split_and_jobs_are_limited_and_cancellable() {
     assert!(outputs.iter().all(|o| o["count"].as_u64().unwrap() <= 7));
     let counts = server.store().counts();
     for (ty, n) in &counts {
-        let sum: u64 = outputs.iter().filter(|o| o["type"] == json!(ty)).map(|o| o["count"].as_u64().unwrap()).sum();
+        let sum: u64 = outputs
+            .iter()
+            .filter(|o| o["type"] == json!(ty))
+            .map(|o| o["count"].as_u64().unwrap())
+            .sum();
         assert_eq!(sum, *n, "{ty}");
     }
     let all = all_resources(&c, &m).await;
@@ -250,7 +355,10 @@ async fn files_are_split_and_jobs_are_limited_and_cancellable() {
 #[tokio::test]
 async fn partial_manifests_link_to_the_next_page() {
     let server = TestServer::start(ServerConfig {
-        data: DataSource::Synthetic { patients: 10, seed: 2 },
+        data: DataSource::Synthetic {
+            patients: 10,
+            seed: 2,
+        },
         manifest_page_size: 3,
         polls_before_complete: 0,
         retry_after_secs: 0,
@@ -276,7 +384,12 @@ async fn partial_manifests_link_to_the_next_page() {
             None => break,
         }
     }
-    let expected: Vec<Value> = whole["output"].as_array().unwrap().iter().map(|o| o["type"].clone()).collect();
+    let expected: Vec<Value> = whole["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["type"].clone())
+        .collect();
     assert_eq!(seen, expected);
     server.shutdown().await;
 }
@@ -285,7 +398,14 @@ async fn partial_manifests_link_to_the_next_page() {
 async fn capability_statement_and_unknown_paths() {
     let server = start(DataSource::Empty).await;
     let c = client();
-    let cap: Value = c.get(url(&server, "metadata")).send().await.unwrap().json().await.unwrap();
+    let cap: Value = c
+        .get(url(&server, "metadata"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(cap["resourceType"], "CapabilityStatement");
     let r = c.get(url(&server, "nothing/here")).send().await.unwrap();
     assert_eq!(r.status(), 404);

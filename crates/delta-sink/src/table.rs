@@ -183,7 +183,8 @@ pub enum WriteStatus {
     AlreadyApplied,
     /// `SaveMode::Ignore` and the table exists.
     IgnoredExisting,
-    /// No table, no data and no cursor: nothing to create.
+    /// Nothing changed and there is no cursor to record (or no table, no data and no
+    /// schema): no commit was made.
     NothingToDo,
 }
 
@@ -856,9 +857,9 @@ impl ResourceTable {
 
         let changed = !adds.is_empty() || !removes.is_empty();
         if !changed && options.cursor.is_none() && exists {
-            out.status = WriteStatus::Committed;
-            out.version = self.version();
             // Nothing to record: avoid an empty commit.
+            out.status = WriteStatus::NothingToDo;
+            out.version = self.version();
             return Ok(out);
         }
 
@@ -876,12 +877,11 @@ impl ResourceTable {
                 .with_commit_properties(props)
                 .await
                 .map_err(|e| match e {
-                    deltalake::DeltaTableError::Generic(ref m) if m.contains("already exists") => {
-                        SinkError::Conflict {
-                            table: self.name.clone(),
-                            source: e,
-                        }
-                    }
+                    // Another writer created the table since it was loaded.
+                    e if e.to_string().contains("already exists") => SinkError::Conflict {
+                        table: self.name.clone(),
+                        source: e,
+                    },
                     e => self.err(e),
                 })?;
             self.table = table;
@@ -1293,7 +1293,7 @@ async fn rewrite_files(
     while let Some(joined) = tasks.next().await {
         let result = joined.map_err(|e| SinkError::Io {
             table: table.to_string(),
-            context: "file rewrite task".into(),
+            context: "rewriting table files".into(),
             source: std::io::Error::other(e.to_string()),
         })?;
         adds.extend(result?);

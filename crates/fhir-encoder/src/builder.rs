@@ -18,7 +18,8 @@ use crate::schema::ResourcePlan;
 pub struct BatchLimits {
     /// Maximum rows per batch.
     pub max_rows: usize,
-    /// Maximum NDJSON bytes per batch (the Arrow size is of the same order).
+    /// Maximum NDJSON bytes per batch. The Arrow batch is larger (every absent element of the
+    /// schema takes a null slot): about 4x on the Synthea data.
     pub max_bytes: usize,
 }
 

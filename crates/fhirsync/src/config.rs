@@ -169,7 +169,7 @@ pub struct AuthOptions {
     pub use_form_for_basic_auth: bool,
     pub token_expiry_tolerance: Duration,
     /// JWT signing algorithm (e.g. `RS384`, `ES384`); derived from the key when absent.
-    pub algorithm: Option<String>,
+    pub algorithm: Option<SigningAlgorithm>,
     /// `kid` header of the JWT assertion.
     pub key_id: Option<String>,
 }
@@ -188,6 +188,32 @@ impl Default for AuthOptions {
             token_expiry_tolerance: DEFAULT_TOKEN_EXPIRY_TOLERANCE,
             algorithm: None,
             key_id: None,
+        }
+    }
+}
+
+impl AuthOptions {
+    /// The settings in the shape the token provider takes.
+    pub fn to_auth_config(&self) -> smart_auth::AuthConfig {
+        smart_auth::AuthConfig {
+            enabled: self.enabled,
+            client_id: self
+                .client_id
+                .clone()
+                .map(|id| SecretSource::Inline(Secret::new(id))),
+            private_key_jwk: self.private_key.clone(),
+            client_secret: self.client_secret.clone(),
+            use_smart: self.use_smart,
+            token_endpoint: self.token_endpoint.clone(),
+            scope: self
+                .scope
+                .clone()
+                .unwrap_or_else(|| smart_auth::DEFAULT_SCOPE.to_owned()),
+            use_form_for_basic_auth: self.use_form_for_basic_auth,
+            token_expiry_tolerance: self.token_expiry_tolerance.as_secs(),
+            algorithm: self.algorithm,
+            key_id: self.key_id.clone(),
+            jku: None,
         }
     }
 }
@@ -878,10 +904,12 @@ impl SyncArgs {
             (None, Some(t)) => t.get("auth token_expiry_tolerance")?,
             (None, None) => DEFAULT_TOKEN_EXPIRY_TOLERANCE,
         };
-        let algorithm = self
-            .auth_algorithm
-            .clone()
-            .or_else(|| file.algorithm.clone());
+        let algorithm = match self.auth_algorithm.as_ref().or(file.algorithm.as_ref()) {
+            Some(a) => Some(
+                SigningAlgorithm::from_str(a.trim()).map_err(|e| invalid("auth algorithm", e))?,
+            ),
+            None => None,
+        };
         let key_id = self.auth_key_id.clone().or_else(|| file.key_id.clone());
 
         // A client id given anywhere turns authentication on unless the file says otherwise.

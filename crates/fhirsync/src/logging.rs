@@ -31,8 +31,11 @@ impl LogMode {
 }
 
 /// fhirsync's own crates at `info`, the libraries underneath (delta-rs, DataFusion, HTTP) at `warn`.
-pub const DEFAULT_FILTER: &str =
-    "warn,fhirsync=info,fhir_bulk=info,smart_auth=info,delta_sink=info,fhir_encoder=info,bulk_test_server=info";
+/// Opening a table that does not exist yet, and binary columns without statistics, are normal
+/// here but logged loudly by the Delta kernel.
+pub const DEFAULT_FILTER: &str = "warn,fhirsync=info,fhir_bulk=info,smart_auth=info,delta_sink=info,\
+     fhir_encoder=info,bulk_test_server=info,buoyant_kernel::snapshot::builder=off,\
+     deltalake_core::writer::stats=error";
 
 /// Installs the global subscriber; logs go to stderr so stdout stays free for command output.
 pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<LogMode> {

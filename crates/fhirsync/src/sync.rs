@@ -577,7 +577,7 @@ pub async fn apply_files(
         entry.unchanged = outcome.unchanged + outcome.duplicates;
         entry.deleted = outcome.deleted;
         entry.reconciled = outcome.reconciled;
-        tracing::info!(
+        tracing::debug!(
             resource_type = %resource_type,
             version = ?outcome.version,
             inserted = outcome.inserted,

@@ -2,7 +2,10 @@
 use std::path::Path;
 
 use anyhow::Context;
-use delta_sink::{DeltaSink, ResourceTable};
+use std::sync::Arc;
+
+use delta_sink::{DeltaSink, ResourceTable, StorageOptions};
+use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 
 /// Suffix of every table directory (`<delta-path>/<Type>.parquet`, the Pathling layout).
 pub const TABLE_SUFFIX: &str = ".parquet";
@@ -42,4 +45,29 @@ pub async fn list_tables(
     }
     tables.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(tables)
+}
+
+/// Runs `sql` over every table under `delta_path`.
+pub async fn query(
+    delta_path: &str,
+    sql: &str,
+    types: Option<&[String]>,
+) -> anyhow::Result<Vec<arrow::array::RecordBatch>> {
+    let sink = DeltaSink::new(delta_path, StorageOptions::from_env())?;
+    let tables = list_tables(&sink, delta_path, types).await?;
+    if tables.is_empty() {
+        anyhow::bail!("no Delta tables under {delta_path}");
+    }
+    // FHIR names are case-sensitive camelCase (`Patient`, `birthDate`): keep identifiers as written.
+    let mut config = SessionConfig::new();
+    config.options_mut().sql_parser.enable_ident_normalization = false;
+    let ctx = SessionContext::new_with_config(config);
+    for (name, table) in &tables {
+        let delta = table.delta_table();
+        delta.update_datafusion_session(&ctx.state())?;
+        let provider = delta.table_provider().await.with_context(|| format!("reading the {name} table"))?;
+        ctx.register_table(deltalake::datafusion::common::TableReference::bare(name.as_str()), Arc::clone(&provider))?;
+    }
+    let df = ctx.sql(sql).await.context("planning the query")?;
+    df.collect().await.context("running the query")
 }

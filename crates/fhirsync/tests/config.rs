@@ -21,6 +21,17 @@ struct DaemonCli {
     args: DaemonArgs,
 }
 
+/// Reads a secret source now, as the sync would.
+trait ReadNow {
+    fn resolve(&self, what: &str) -> Result<fhirsync::config::Secret, ConfigError>;
+}
+
+impl ReadNow for SecretSource {
+    fn resolve(&self, what: &str) -> Result<fhirsync::config::Secret, ConfigError> {
+        fhirsync::config::read_secret(self, what)
+    }
+}
+
 fn sync_args(argv: &[&str]) -> SyncArgs {
     SyncCli::try_parse_from(std::iter::once("sync").chain(argv.iter().copied()))
         .unwrap()
@@ -244,6 +255,37 @@ fn auth_section_mirrors_the_replaced_tool() {
         "secret in Debug output: {debug}"
     );
 
+    // The shape the token provider takes.
+    let ac = o.auth.to_auth_config();
+    assert!(ac.enabled);
+    assert_eq!(ac.scope, "system/*.read");
+    assert_eq!(ac.token_expiry_tolerance, 60);
+    assert_eq!(ac.private_key_jwk, o.auth.private_key);
+    assert!(!format!("{ac:?}").contains("SECRET-D-VALUE"));
+
+    let bad = sync_args(&[
+        "--fhir-endpoint",
+        "http://x/fhir",
+        "--delta-path",
+        "/d",
+        "--auth-algorithm",
+        "XS999",
+    ]);
+    let err = bad.resolve(&NoEnv, None).unwrap_err();
+    assert!(err.to_string().contains("algorithm"), "{err}");
+    let ok = sync_args(&[
+        "--fhir-endpoint",
+        "http://x/fhir",
+        "--delta-path",
+        "/d",
+        "--auth-algorithm",
+        "ES384",
+    ]);
+    assert_eq!(
+        ok.resolve(&NoEnv, None).unwrap().auth.algorithm,
+        Some(fhirsync::config::SigningAlgorithm::ES384)
+    );
+
     // enabled without a key or secret is an error, as is a client id with both.
     let f =
         file("fhir_endpoint = \"http://x/fhir\"\ndelta_path = \"/d\"\n[auth]\nclient_id = \"c\"\n");
@@ -321,7 +363,9 @@ fn secrets_come_from_env_files_and_commands_and_never_show() {
     let o = sync_args(&argv).resolve(&NoEnv, None).unwrap();
     let secret = o.auth.client_secret.as_ref().unwrap();
     assert_eq!(
-        secret.resolve("the client secret").unwrap().expose(),
+        fhirsync::config::read_secret(secret, "the client secret")
+            .unwrap()
+            .expose(),
         "CMDSECRET-987654"
     );
     assert!(

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
 use bulk_test_server::smart::{RegisteredClient, SmartAuth, SmartServerConfig};
-use common::LogCapture;
 use proptest::prelude::*;
 use smart_auth::{AuthConfig, AuthError, SecretSource, SigningAlgorithm, TokenProvider};
 
@@ -101,35 +100,6 @@ async fn env_and_file_sources() {
             && err.to_string().contains("missing"),
         "{err}"
     );
-}
-
-#[cfg(unix)]
-#[tokio::test]
-async fn key_file_readable_by_others_is_warned_about() {
-    use std::os::unix::fs::PermissionsExt;
-    let logs = LogCapture::default();
-    let _guard = logs.install();
-    let dir = tempfile::tempdir().unwrap();
-    let private = dir.path().join("private.pem");
-    let open = dir.path().join("open.pem");
-    for (path, mode) in [(&private, 0o600), (&open, 0o644)] {
-        std::fs::write(path, "key material").unwrap();
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-    SecretSource::File(private.clone()).load().await.unwrap();
-    assert!(
-        !logs.text().contains("readable by group or others"),
-        "{}",
-        logs.text()
-    );
-    SecretSource::File(open.clone()).load().await.unwrap();
-    let text = logs.text();
-    assert!(
-        text.contains("WARN") && text.contains("readable by group or others"),
-        "{text}"
-    );
-    assert!(text.contains("open.pem") && text.contains("644"), "{text}");
-    assert!(!text.contains("key material"));
 }
 
 #[test]

@@ -15,7 +15,12 @@ pub fn client() -> reqwest::Client {
 }
 
 pub fn config(data: DataSource) -> ServerConfig {
-    ServerConfig { data, polls_before_complete: 1, retry_after_secs: 0, ..ServerConfig::default() }
+    ServerConfig {
+        data,
+        polls_before_complete: 1,
+        retry_after_secs: 0,
+        ..ServerConfig::default()
+    }
 }
 
 pub async fn start(data: DataSource) -> TestServer {
@@ -40,7 +45,10 @@ pub async fn kickoff_get(c: &reqwest::Client, url: &str) -> reqwest::Response {
 pub async fn kickoff_ok(c: &reqwest::Client, url: &str) -> String {
     let r = kickoff_get(c, url).await;
     let status = r.status();
-    let loc = r.headers().get("content-location").map(|v| v.to_str().unwrap().to_string());
+    let loc = r
+        .headers()
+        .get("content-location")
+        .map(|v| v.to_str().unwrap().to_string());
     let body = r.text().await.unwrap();
     assert_eq!(status, 202, "kick-off {url} failed: {body}");
     loc.expect("Content-Location")
@@ -57,7 +65,12 @@ pub async fn manifest(c: &reqwest::Client, status_url: &str) -> Value {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             200 => {
-                assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+                assert!(
+                    r.headers()["content-type"]
+                        .to_str()
+                        .unwrap()
+                        .starts_with("application/json")
+                );
                 return r.json().await.unwrap();
             }
             s => panic!("status {s}: {}", r.text().await.unwrap()),
@@ -79,19 +92,31 @@ pub async fn download(c: &reqwest::Client, url: &str) -> String {
 }
 
 pub fn lines(text: &str) -> Vec<Value> {
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// All resources of all output files, per type.
-pub async fn all_resources(c: &reqwest::Client, manifest: &Value) -> std::collections::BTreeMap<String, Vec<Value>> {
+pub async fn all_resources(
+    c: &reqwest::Client,
+    manifest: &Value,
+) -> std::collections::BTreeMap<String, Vec<Value>> {
     let mut out: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
     for o in manifest["output"].as_array().unwrap() {
         let text = download(c, o["url"].as_str().unwrap()).await;
         let rs = lines(&text);
-        assert_eq!(rs.len() as u64, o["count"].as_u64().unwrap(), "count of {}", o["url"]);
+        assert_eq!(
+            rs.len() as u64,
+            o["count"].as_u64().unwrap(),
+            "count of {}",
+            o["url"]
+        );
         for r in rs {
             assert_eq!(r["resourceType"], o["type"]);
-            out.entry(o["type"].as_str().unwrap().to_string()).or_default().push(r);
+            out.entry(o["type"].as_str().unwrap().to_string())
+                .or_default()
+                .push(r);
         }
     }
     out

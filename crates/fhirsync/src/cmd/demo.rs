@@ -93,7 +93,7 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
 
     let sql = "SELECT gender, count(*) AS patients FROM Patient GROUP BY gender ORDER BY patients DESC";
     println!("\n== a query over the tables: {sql}");
-    let batches = super::query::query(&dir.display().to_string(), sql, None).await?;
+    let batches = fhirsync::tables::query(&dir.display().to_string(), sql, None).await?;
     println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
     println!(
         "\nTry: fhirsync status --delta-path {0}\n     fhirsync query --delta-path {0} \"SELECT id, gender, birthDate FROM Patient WHERE id = 'demo-new-patient'\"",

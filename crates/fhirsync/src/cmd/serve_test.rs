@@ -62,7 +62,12 @@ pub struct Args {
     smart_jwks: Option<PathBuf>,
 
     /// Client secret (`client_secret_basic` / `client_secret_post`).
-    #[arg(long, group = "smart_auth", env = "FHIRSYNC_TEST_CLIENT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        group = "smart_auth",
+        env = "FHIRSYNC_TEST_CLIENT_SECRET",
+        hide_env_values = true
+    )]
     smart_client_secret: Option<String>,
 
     /// Access token lifetime in seconds.
@@ -72,9 +77,16 @@ pub struct Args {
 
 fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     let data = match (&args.synthetic_patients, &args.data_dir) {
-        (Some(patients), _) => DataSource::Synthetic { patients: *patients, seed: args.seed },
+        (Some(patients), _) => DataSource::Synthetic {
+            patients: *patients,
+            seed: args.seed,
+        },
         (None, Some(dir)) => {
-            anyhow::ensure!(dir.is_dir(), "--data-dir {} is not a directory", dir.display());
+            anyhow::ensure!(
+                dir.is_dir(),
+                "--data-dir {} is not a directory",
+                dir.display()
+            );
             DataSource::Dir(dir.clone())
         }
         (None, None) => DataSource::Synthea,
@@ -113,7 +125,10 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
             })
         }
     };
-    anyhow::ensure!(args.resources_per_file > 0, "--resources-per-file must be at least 1");
+    anyhow::ensure!(
+        args.resources_per_file > 0,
+        "--resources-per-file must be at least 1"
+    );
     Ok(ServerConfig {
         data,
         bind: SocketAddr::new(args.bind, args.port),
@@ -129,7 +144,9 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
 
 pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
     let config = config(&args)?;
-    let server = TestServer::start(config).await.context("cannot start the test server")?;
+    let server = TestServer::start(config)
+        .await
+        .context("cannot start the test server")?;
     let counts = server.store().counts();
     let total: u64 = counts.values().sum();
     tracing::info!(
@@ -143,7 +160,9 @@ pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
     }
     // The base URL alone on stdout, so scripts can capture it.
     println!("{}", server.base_url());
-    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for Ctrl-C")?;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())

@@ -192,16 +192,22 @@ impl LogCapture {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 
-    /// Installs a TRACE-level subscriber for the current thread (tests run on a current-thread
-    /// runtime, so every task of the test, including the HTTP stack's, logs into it).
-    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let capture = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || capture.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
+    /// The process-wide capture: a TRACE-level global subscriber installed on first use.
+    /// Global rather than per-thread, because tracing caches per-callsite interest and a
+    /// thread-local subscriber can miss events while other tests run in parallel.
+    pub fn global() -> &'static LogCapture {
+        static GLOBAL: std::sync::OnceLock<LogCapture> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            let capture = LogCapture::default();
+            let writer = capture.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            capture
+        })
     }
 }
 

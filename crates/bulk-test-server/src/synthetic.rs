@@ -450,17 +450,16 @@ impl Synthetic {
             "maritalStatus": concept("http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", if r.chance(50) { "M" } else { "S" }, "Marital status"),
             "communication": [{ "language": concept("urn:ietf:bcp:47", "en-US", "English") }]
         });
-        let o = v.as_object_mut().expect("json! object");
         if r.chance(10) {
             let (d, _) = datetime(r, 2015..2025);
-            o.insert("deceasedDateTime".into(), json!(d));
+            v["deceasedDateTime"] = json!(d);
         } else {
-            o.insert("deceasedBoolean".into(), json!(false));
+            v["deceasedBoolean"] = json!(false);
         }
         if r.chance(5) {
-            o.insert("multipleBirthInteger".into(), json!(r.range(1, 3)));
+            v["multipleBirthInteger"] = json!(r.range(1, 3));
         } else {
-            o.insert("multipleBirthBoolean".into(), json!(false));
+            v["multipleBirthBoolean"] = json!(false);
         }
         v
     }

@@ -428,7 +428,7 @@ impl BulkClient {
                     what: "status",
                     url: url.clone(),
                     attempts: failures,
-                    last: error.to_string(),
+                    last: short(&error),
                 });
             }
             let delay = self.retry_delay(hint, failures);
@@ -617,7 +617,7 @@ impl BulkClient {
                     what,
                     url: url.clone(),
                     attempts: attempt,
-                    last: error.to_string(),
+                    last: short(&error),
                 });
             }
             let delay = self.retry_delay(hint, attempt);

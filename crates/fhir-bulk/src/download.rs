@@ -512,7 +512,7 @@ async fn fetch(
                         what: "download",
                         url: file.url.clone(),
                         attempts: attempt,
-                        last: error.to_string(),
+                        last: network_text(&error),
                     });
                 }
                 let delay = client.retry_delay(hint, attempt);
@@ -917,13 +917,20 @@ mod tests {
         }
         let cur = sink.cur;
         let rejects = std::fs::read(&rejects_path).unwrap_or_default();
-        (std::fs::read(&out_path).unwrap(), rejects, cur.lines, cur.rejected, cur.src_offset)
+        (
+            std::fs::read(&out_path).unwrap(),
+            rejects,
+            cur.lines,
+            cur.rejected,
+            cur.src_offset,
+        )
     }
 
     fn any_line() -> impl Strategy<Value = String> {
         prop_oneof![
             "[a-z0-9]{1,10}".prop_map(|id| format!(r#"{{"resourceType":"Patient","id":"{id}"}}"#)),
-            "[a-z0-9]{1,10}".prop_map(|id| format!("{{\"resourceType\":\"Patient\",\"id\":\"{id}\"}}\r")),
+            "[a-z0-9]{1,10}"
+                .prop_map(|id| format!("{{\"resourceType\":\"Patient\",\"id\":\"{id}\"}}\r")),
             "[ -~]{0,20}",
             "x{60,200}",
             Just(String::new()),

@@ -29,7 +29,7 @@ pub enum BulkError {
         outcome: Option<String>,
     },
 
-    #[error("{what} {url}: {source}")]
+    #[error("{what} {url}: {}", crate::client::error_chain(.source))]
     Network {
         what: &'static str,
         url: Url,

@@ -543,3 +543,24 @@ async fn protocol_errors_are_explained() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_gives_up_with_the_cause() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut config = fast_config(format!("http://127.0.0.1:{port}/fhir").parse().unwrap());
+    config.retry.max_retries = 2;
+    let client = BulkClient::new(config).unwrap();
+    let err = client.kick_off(&ExportRequest::system()).await.unwrap_err();
+    assert!(
+        matches!(err, BulkError::RetriesExhausted { attempts: 3, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .to_lowercase()
+            .contains("connection refused"),
+        "{err}"
+    );
+}

@@ -36,6 +36,17 @@ impl std::fmt::Display for JsonError {
 /// Containers nested deeper than this are refused (no FHIR resource comes close).
 const MAX_DEPTH: usize = 256;
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any byte of `w` is `"`, `\\` or below 0x20 (exact, no false negatives).
+#[inline]
+fn needs_attention(w: u64) -> bool {
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+    (zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | below_space) != 0
+}
+
 #[derive(Default)]
 pub(crate) struct Tape {
     pub toks: Vec<Tok>,
@@ -366,8 +377,15 @@ impl Parser<'_, '_> {
         let b = self.b;
         let start = self.i + 1;
         let mut i = start;
-        // Fast path: no escapes.
+        // Fast path: no escapes. Skip 8 bytes at a time while none is '"', '\\' or a control.
         loop {
+            while let Some(chunk) = b.get(i..i + 8) {
+                let Ok(bytes) = <[u8; 8]>::try_from(chunk) else { break };
+                if needs_attention(u64::from_le_bytes(bytes)) {
+                    break;
+                }
+                i += 8;
+            }
             match b.get(i) {
                 None => {
                     self.i = i;
@@ -543,6 +561,21 @@ mod tests {
                 serde_json::from_str::<serde_json::Value>(s).is_err(),
                 "{s:?} serde agrees"
             );
+        }
+    }
+
+    #[test]
+    fn strings_with_specials_at_every_position() {
+        for pos in 0..20 {
+            for special in ["\\\"", "\\\\", "\\n", "\\u00e9", "é", "\\ud83d\\ude00"] {
+                let text = format!("{}{special}{}", "a".repeat(pos), "b".repeat(19 - pos));
+                let s = format!("[\"{text}\",\"{}\"]", "c".repeat(pos));
+                assert_eq!(roundtrip(&s), serde_json::from_str::<serde_json::Value>(&s).unwrap(), "{s}");
+            }
+            let raw_control = format!("\"{}\u{1f}{}\"", "a".repeat(pos), "b".repeat(9));
+            assert!(Tape::default().parse(&raw_control).is_err(), "{raw_control:?}");
+            let unterminated = format!("\"{}", "a".repeat(pos + 8));
+            assert!(Tape::default().parse(&unterminated).is_err());
         }
     }
 

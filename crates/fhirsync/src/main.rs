@@ -29,6 +29,10 @@ enum Command {
     Sync(cmd::sync::Args),
     /// Apply a local directory of NDJSON files (e.g. a previous export) to the Delta tables.
     Import(cmd::import::Args),
+    /// Run syncs on cron schedules and serve /health and /metrics.
+    Daemon(cmd::daemon::Args),
+    /// Exit 0 if the last sync is recent and did not fail, 1 otherwise (one JSON line on stdout).
+    Health(cmd::health::Args),
     /// Cursor, last sync and per-table version, rows, files and size.
     Status(cmd::status::Args),
     /// SQL over all tables (registered by resource type name).
@@ -64,6 +68,8 @@ fn main() -> ExitCode {
             Command::Demo(args) => cmd::demo::run(args, mode).await,
             Command::Sync(args) => cmd::sync::run(args, mode).await,
             Command::Import(args) => cmd::import::run(args, mode).await,
+            Command::Daemon(args) => cmd::daemon::run(args, mode).await,
+            Command::Health(args) => cmd::health::run(args, mode).await,
             Command::Status(args) => cmd::status::run(args, mode).await,
             Command::Query(args) => cmd::query::run(args, mode).await,
             Command::Maintain(args) => cmd::maintain::run(args, mode).await,

@@ -706,6 +706,17 @@ pub async fn client_config(opts: &SyncOptions, _mode: crate::logging::LogMode) -
     if let Some(t) = opts.timeout {
         config.poll.timeout = t;
     }
+    if opts.auth.enabled {
+        // The token endpoint gets its own client: it never follows redirects with credentials.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.connect_timeout)
+            .build()
+            .context("building the HTTP client for the token endpoint")?;
+        let provider = smart_auth::TokenProvider::new(&opts.fhir_endpoint, opts.auth.to_auth_config(), http)
+            .context("configuring SMART Backend Services authentication")?;
+        config.bearer = Some(std::sync::Arc::new(provider));
+    }
     Ok(config)
 }
 

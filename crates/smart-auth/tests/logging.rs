@@ -39,16 +39,12 @@ async fn key_file_readable_by_others_is_warned_about() {
     }
     SecretSource::File(private.clone()).load().await.unwrap();
     assert!(
-        !logs.text().contains("readable by group or others"),
+        !logs.text().contains("restricted-key.pem"),
         "{}",
         logs.text()
     );
     SecretSource::File(open.clone()).load().await.unwrap();
     let text = logs.text();
-    assert!(
-        text.contains("WARN") && text.contains("readable by group or others"),
-        "{text}"
-    );
     let line = text
         .lines()
         .find(|l| l.contains("world-readable-key.pem"))

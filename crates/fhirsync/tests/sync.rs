@@ -311,3 +311,68 @@ async fn save_modes_behave_as_delta_users_expect() {
     assert_eq!(count(&delta, "Patient").await, 1);
     assert!(versions(&delta, "Patient").await.contains_key("3"));
 }
+
+/// Python's `deltalake` (delta-rs's Python binding, a separate reader) must see the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_read_back_by_an_independent_reader() {
+    let probe = std::process::Command::new("python3").args(["-c", "import deltalake, pyarrow"]).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        assert!(std::env::var_os("CI").is_none(), "python3 with deltalake and pyarrow is required in CI (.ci/requirements.txt)");
+        eprintln!("skipped: python3 with deltalake and pyarrow is not installed");
+        return;
+    }
+    let server = server(DataSource::Synthetic { patients: 5, seed: 21 }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let delta = dir.path().join("delta");
+    run(&options(&server, &delta), RunKind::Incremental).await.unwrap();
+    let script = r#"
+import json, sys
+from deltalake import DeltaTable
+out = {}
+for t in sys.argv[2:]:
+    dt = DeltaTable(f"{sys.argv[1]}/{t}.parquet")
+    tbl = dt.to_pyarrow_table(columns=["id", "meta"])
+    ids = tbl.column("id").to_pylist()
+    versions = [m["versionId"] for m in tbl.column("meta").to_pylist()]
+    meta = [h for h in dt.history() if any(k.startswith("fhirsync.") for k in h)]
+    out[t] = {"rows": len(ids), "distinct": len(set(ids)), "versions": dict(zip(ids, versions)), "fhirsync_commits": len(meta)}
+print(json.dumps(out))
+"#;
+    let out = std::process::Command::new("python3").arg("-c").arg(script).arg(&delta).args(TYPES).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for t in TYPES {
+        let ours = versions(&delta, t).await;
+        assert_eq!(seen[t]["rows"].as_u64().unwrap() as usize, ours.len(), "{t}");
+        assert_eq!(seen[t]["distinct"], seen[t]["rows"], "{t}");
+        let theirs: BTreeMap<String, Option<String>> = serde_json::from_value(seen[t]["versions"].clone()).unwrap();
+        assert_eq!(theirs, ours, "{t}");
+        assert!(seen[t]["fhirsync_commits"].as_u64().unwrap() >= 1, "{t}: the cursor commit is in the history");
+    }
+    server.shutdown().await;
+}
+
+/// The same sync into an S3 bucket (a local S3-compatible server started by `.ci/run`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_into_s3_then_incremental() {
+    if std::env::var_os("FHIRSYNC_TEST_S3_ENDPOINT").is_none() {
+        assert!(std::env::var_os("CI").is_none(), "FHIRSYNC_TEST_S3_ENDPOINT must be set in CI");
+        eprintln!("skipped: FHIRSYNC_TEST_S3_ENDPOINT not set");
+        return;
+    }
+    let server = server(DataSource::Synthetic { patients: 4, seed: 2 }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("s3://fhirsync-test/sync-{}", uuid::Uuid::new_v4());
+    let mut opts = SyncOptions::new(server.base_url(), prefix.clone());
+    opts.resource_types = TYPES.iter().map(|t| t.to_string()).collect();
+    opts.state_file = Some(dir.path().join("state.json"));
+    run(&opts, RunKind::Incremental).await.unwrap();
+    let store = server.store();
+    store.upsert(json!({"resourceType": "Patient", "id": "s3-new", "gender": "female"})).unwrap();
+    let second = run(&opts, RunKind::Incremental).await.unwrap();
+    assert_eq!(second.tables["Patient"].inserted, 1);
+    let rows = fhirsync::tables::query(&prefix, "SELECT count(*) FROM Patient", Some(&["Patient".to_string()])).await.unwrap();
+    let n = rows[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+    assert_eq!(n as u64, store.counts()["Patient"]);
+    server.shutdown().await;
+}

@@ -64,13 +64,15 @@ async fn interrupted_export(server: &TestServer, dir: &std::path::Path, after: u
     let client = BulkClient::new(config).unwrap();
     let (request, options) = (ExportRequest::system(), ExportOptions::default());
     let run = client.export_to_dir(&request, dir, &options);
+    tokio::pin!(run);
     let mut done = 0;
     tokio::select! {
-        r = run => panic!("export finished before the interruption: {:?}", r.map(|s| s.files.len())),
+        r = &mut run => panic!("export finished before the interruption: {:?}", r.map(|s| s.files.len())),
         _ = async { while done < after { rx.recv().await; done += 1; } } => {}
     }
-    // Let the state file catch up with the completions already reported.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Keep the run going briefly so the state file records the completions already reported,
+    // then drop it mid-download, as a killed process would stop.
+    let _ = tokio::time::timeout(Duration::from_millis(300), &mut run).await;
     server.faults().clear();
 }
 

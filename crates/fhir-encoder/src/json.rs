@@ -380,7 +380,9 @@ impl Parser<'_, '_> {
         // Fast path: no escapes. Skip 8 bytes at a time while none is '"', '\\' or a control.
         loop {
             while let Some(chunk) = b.get(i..i + 8) {
-                let Ok(bytes) = <[u8; 8]>::try_from(chunk) else { break };
+                let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+                    break;
+                };
                 if needs_attention(u64::from_le_bytes(bytes)) {
                     break;
                 }
@@ -570,10 +572,17 @@ mod tests {
             for special in ["\\\"", "\\\\", "\\n", "\\u00e9", "é", "\\ud83d\\ude00"] {
                 let text = format!("{}{special}{}", "a".repeat(pos), "b".repeat(19 - pos));
                 let s = format!("[\"{text}\",\"{}\"]", "c".repeat(pos));
-                assert_eq!(roundtrip(&s), serde_json::from_str::<serde_json::Value>(&s).unwrap(), "{s}");
+                assert_eq!(
+                    roundtrip(&s),
+                    serde_json::from_str::<serde_json::Value>(&s).unwrap(),
+                    "{s}"
+                );
             }
             let raw_control = format!("\"{}\u{1f}{}\"", "a".repeat(pos), "b".repeat(9));
-            assert!(Tape::default().parse(&raw_control).is_err(), "{raw_control:?}");
+            assert!(
+                Tape::default().parse(&raw_control).is_err(),
+                "{raw_control:?}"
+            );
             let unterminated = format!("\"{}", "a".repeat(pos + 8));
             assert!(Tape::default().parse(&unterminated).is_err());
         }

@@ -58,6 +58,9 @@ pub struct SyncReport {
     pub rejects_file: Option<PathBuf>,
     pub resumed_files: usize,
     pub duration: Duration,
+    /// HTTP retries by reason: `429`, `5xx`, `network`, `401`.
+    pub http_retries: BTreeMap<String, u64>,
+    pub token_refreshes: u64,
 }
 
 impl SyncReport {
@@ -80,8 +83,8 @@ impl SyncReport {
                 .collect(),
             bytes_downloaded: self.bytes_downloaded,
             duration: self.duration,
-            http_retries: BTreeMap::new(),
-            token_refreshes: 0,
+            http_retries: self.http_retries.clone(),
+            token_refreshes: self.token_refreshes,
         }
     }
 }
@@ -199,12 +202,19 @@ async fn table_cursor(table: &ResourceTable, app_id: &str) -> anyhow::Result<Opt
 
 /// Runs one sync as configured: lock, export (resuming an interrupted one), encode, commit,
 /// state file. Returns when every table has committed, or with the first error.
-pub async fn run_sync(opts: &SyncOptions, kind: RunKind, client_config: ClientConfig, cancel: CancellationToken) -> anyhow::Result<SyncReport> {
+pub async fn run_sync(opts: &SyncOptions, kind: RunKind, client: SyncClient, cancel: CancellationToken) -> anyhow::Result<SyncReport> {
     let started = Instant::now();
+    let SyncClient { config: mut client_config, tokens } = client;
+    let retries: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    client_config.events = Some(count_retries(client_config.events.take(), retries.clone()));
     let work = WorkDir::for_options(opts)?;
     let _lock = SyncLock::try_acquire(&work.lock_path())?;
     let mut state = SyncState::load(&work.state_file)?;
-    let result = sync_locked(opts, kind, client_config, cancel, &work, &state, started).await;
+    let mut result = sync_locked(opts, kind, client_config, cancel, &work, &state, started).await;
+    if let Ok(report) = result.as_mut() {
+        report.http_retries = retries.lock().map(|r| r.clone()).unwrap_or_default();
+        report.token_refreshes = tokens.as_ref().map_or(0, |t| t.token_refreshes());
+    }
     match &result {
         Ok(report) => {
             state.last_sync_time = report.transaction_time.clone();
@@ -322,6 +332,26 @@ fn rejects_dir(opts: &SyncOptions, work: &WorkDir) -> PathBuf {
     } else {
         Path::new(opts.delta_path.strip_prefix("file://").unwrap_or(&opts.delta_path)).join("_rejects")
     }
+}
+
+/// Wraps the client's event handler so retries are counted by reason (for `/metrics`).
+fn count_retries(inner: Option<fhir_bulk::EventHandler>, counts: Arc<Mutex<BTreeMap<String, u64>>>) -> fhir_bulk::EventHandler {
+    Arc::new(move |event: &fhir_bulk::BulkEvent| {
+        if let fhir_bulk::BulkEvent::Retry { reason, .. } = event {
+            let key = match reason {
+                fhir_bulk::RetryReason::RateLimited => "429",
+                fhir_bulk::RetryReason::ServerError(_) => "5xx",
+                fhir_bulk::RetryReason::Network(_) => "network",
+                fhir_bulk::RetryReason::Unauthorized => "401",
+            };
+            if let Ok(mut c) = counts.lock() {
+                *c.entry(key.to_string()).or_default() += 1;
+            }
+        }
+        if let Some(h) = &inner {
+            h(event);
+        }
+    })
 }
 
 /// The export into `dir`, resuming the one recorded there when it is the same request; when the
@@ -699,8 +729,27 @@ impl RejectLog {
 }
 
 
+/// The Bulk Data client's settings for a sync, and the token provider (kept for its refresh count).
+pub struct SyncClient {
+    pub config: ClientConfig,
+    pub tokens: Option<smart_auth::TokenProvider>,
+}
+
+impl std::ops::Deref for SyncClient {
+    type Target = ClientConfig;
+    fn deref(&self) -> &ClientConfig {
+        &self.config
+    }
+}
+
+impl std::ops::DerefMut for SyncClient {
+    fn deref_mut(&mut self) -> &mut ClientConfig {
+        &mut self.config
+    }
+}
+
 /// The Bulk Data client's settings for a sync.
-pub async fn client_config(opts: &SyncOptions, _mode: crate::logging::LogMode) -> anyhow::Result<ClientConfig> {
+pub async fn client_config(opts: &SyncOptions, _mode: crate::logging::LogMode) -> anyhow::Result<SyncClient> {
     let mut config = ClientConfig::new(opts.fhir_endpoint.clone());
     config.max_concurrent_downloads = opts.max_concurrent_downloads.max(1);
     if let Some(t) = opts.timeout {
@@ -715,9 +764,10 @@ pub async fn client_config(opts: &SyncOptions, _mode: crate::logging::LogMode) -
             .context("building the HTTP client for the token endpoint")?;
         let provider = smart_auth::TokenProvider::new(&opts.fhir_endpoint, opts.auth.to_auth_config(), http)
             .context("configuring SMART Backend Services authentication")?;
-        config.bearer = Some(std::sync::Arc::new(provider));
+        config.bearer = Some(std::sync::Arc::new(provider.clone()));
+        return Ok(SyncClient { config, tokens: Some(provider) });
     }
-    Ok(config)
+    Ok(SyncClient { config, tokens: None })
 }
 
 /// `fhirsync import`: a local directory of NDJSON files applied like an export.

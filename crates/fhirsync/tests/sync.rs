@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use arrow::array::{Array, Int64Array, StringArray};
 use bulk_test_server::{DataSource, Fault, FaultHandle, FaultRule, FaultTarget, ServerConfig, TestServer};
-use fhir_bulk::ClientConfig;
 use fhirsync::config::{SaveMode, SyncOptions};
 use fhirsync::daemon::RunKind;
 use fhirsync::logging::LogMode;
@@ -34,7 +33,7 @@ fn options(server: &TestServer, delta: &Path) -> SyncOptions {
     opts
 }
 
-async fn client(opts: &SyncOptions) -> ClientConfig {
+async fn client(opts: &SyncOptions) -> sync::SyncClient {
     let mut c = sync::client_config(opts, LogMode::Json).await.unwrap();
     c.poll.min_delay = Duration::from_millis(10);
     c.poll.initial_delay = Duration::from_millis(50);
@@ -183,7 +182,9 @@ async fn transient_faults_do_not_change_the_tables() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("clean"), dir.path().join("faulty"));
     run(&options(&clean_server, &a), RunKind::Incremental).await.unwrap();
-    run(&options(&faulty_server, &b), RunKind::Incremental).await.unwrap();
+    let report = run(&options(&faulty_server, &b), RunKind::Incremental).await.unwrap();
+    assert!(report.http_retries.get("5xx").copied().unwrap_or(0) >= 1, "{:?}", report.http_retries);
+    assert!(report.http_retries.get("network").copied().unwrap_or(0) >= 1, "{:?}", report.http_retries);
     for t in TYPES {
         assert_eq!(versions(&a, t).await, versions(&b, t).await, "{t}");
     }

@@ -1,4 +1,4 @@
-//! Shared test helpers: fast client settings, reading an export directory back, and a tiny
+//! Shared test utilities: fast client settings, reading an export directory back, and a tiny
 //! scripted HTTP/1.1 server for answers the full test server does not give.
 #![allow(dead_code)]
 use std::collections::{BTreeMap, HashMap, VecDeque};

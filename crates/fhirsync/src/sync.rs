@@ -270,45 +270,76 @@ async fn sync_locked(
     request.elements = opts.elements.clone();
     request.patients = opts.patients.clone();
 
-    let export_dir = work.export_dir();
-    let client = BulkClient::new(client_config).context("configuring the Bulk Data client")?;
-    let summary = tokio::select! {
-        r = run_export(&client, &request, &export_dir, opts.timeout) => r?,
-        _ = cancel.cancelled() => bail!("sync cancelled during the export; the next run resumes it"),
-    };
-    let transaction_time = summary.manifest.transaction_time.with_timezone(&Utc);
     let reconcile = full
         && opts.save_mode == SaveMode::Merge
         && opts.type_filters.is_empty()
         && (opts.group_id.is_none() || opts.reconcile)
         && opts.patients.is_empty();
-    if full && opts.group_id.is_some() && opts.reconcile {
-        tracing::info!("group reconciliation removes only rows of the group's export types that the group export no longer returns");
-    }
-
-    let files: Vec<InputFile> = summary
-        .outputs()
-        .map(|f| InputFile {
-            path: f.path.clone(),
-            label: f.name.clone(),
-            expected_type: Some(f.resource_type.clone()),
-            download_rejects: f.rejected_lines,
-            download_rejects_path: f.rejects_path.clone(),
-        })
-        .collect();
-    let deletions: Vec<(String, String)> = summary.deletions().map(|d| (d.resource_type.clone(), d.id.clone())).collect();
-
     let apply = ApplyInput {
         app_id: app_id.clone(),
-        transaction_time,
         mode: opts.save_mode,
         types: Some(opts.resource_types.iter().cloned().collect()),
         reconcile,
         max_rejects: opts.max_rejects,
         rejects_dir: rejects_dir(opts, work),
     };
+    let mut applier = Applier::new(&sink, encoder_for(opts), apply).await?;
+
+    // Files are encoded as they finish downloading, while the others still download.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+    let mut client_config = client_config;
+    let inner = client_config.events.take();
+    client_config.events = Some(Arc::new(move |event: &fhir_bulk::BulkEvent| {
+        if let fhir_bulk::BulkEvent::DownloadComplete { kind: fhir_bulk::FileKind::Output, path, .. } = event {
+            let _ = done_tx.send(path.clone());
+        }
+        if let Some(h) = &inner {
+            h(event);
+        }
+    }));
+    let export_dir = work.export_dir();
+    let client = BulkClient::new(client_config).context("configuring the Bulk Data client")?;
+    let mut encoding: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+    let export = run_export(&client, &request, &export_dir, opts.timeout);
+    tokio::pin!(export);
+    let summary = loop {
+        tokio::select! {
+            r = &mut export => break r?,
+            Some(path) = done_rx.recv() => {
+                let label = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                encoding.insert(path.clone());
+                applier.add(InputFile { path, label, expected_type: None, download_rejects: 0, download_rejects_path: None }).await?;
+            }
+            _ = cancel.cancelled() => bail!("sync cancelled during the export; the next run resumes it"),
+        }
+    };
+    while let Ok(path) = done_rx.try_recv() {
+        let label = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        encoding.insert(path.clone());
+        applier.add(InputFile { path, label, expected_type: None, download_rejects: 0, download_rejects_path: None }).await?;
+    }
+    // Files taken over from an interrupted run were not downloaded now: encode them too. The
+    // client already set aside lines of the wrong type, so every file is read as it is.
+    for f in summary.outputs() {
+        let file = InputFile {
+            path: f.path.clone(),
+            label: f.name.clone(),
+            expected_type: None,
+            download_rejects: f.rejected_lines,
+            download_rejects_path: f.rejects_path.clone(),
+        };
+        if encoding.contains(&f.path) {
+            if f.rejected_lines > 0 {
+                applier.add_download_rejects(&file)?;
+            }
+        } else {
+            applier.add(file).await?;
+        }
+    }
+    let transaction_time = summary.manifest.transaction_time.with_timezone(&Utc);
+    let deletions: Vec<(String, String)> = summary.deletions().map(|d| (d.resource_type.clone(), d.id.clone())).collect();
     let mut report = tokio::select! {
-        r = apply_files(&sink, encoder_for(opts), files, deletions, apply) => r?,
+        r = applier.finish(deletions, transaction_time) => r?,
         _ = cancel.cancelled() => bail!("sync cancelled while writing tables; the next run finishes it"),
     };
     report.since = since.map(|s| s.to_rfc3339_opts(SecondsFormat::Millis, true));
@@ -398,7 +429,6 @@ pub struct InputFile {
 #[derive(Clone, Debug)]
 pub struct ApplyInput {
     pub app_id: String,
-    pub transaction_time: DateTime<Utc>,
     pub mode: SaveMode,
     /// Types to write (others are counted and skipped); `None` takes every type found.
     pub types: Option<BTreeSet<String>>,
@@ -412,7 +442,6 @@ pub struct ApplyInput {
 struct TypeSlot {
     table: Option<ResourceTable>,
     writer: Option<TableWriter>,
-    already_applied: bool,
     exported_ids: Option<IdSet>,
     resources: u64,
     rejected: u64,
@@ -445,16 +474,10 @@ impl Shared {
             .runtime
             .block_on(self.sink.table(resource_type))
             .with_context(|| format!("opening the {resource_type} table"))?;
-        let already_applied = self.input.mode == SaveMode::Merge
-            && self
-                .runtime
-                .block_on(table.committed_version(&self.input.app_id))?
-                .is_some_and(|v| v >= self.input.transaction_time.timestamp_millis());
         let writer = table.writer(schema);
         let slot = Arc::new(Mutex::new(TypeSlot {
             table: Some(table),
             writer: Some(writer),
-            already_applied,
             exported_ids: self.input.reconcile.then(IdSet::new),
             resources: 0,
             rejected: 0,
@@ -470,9 +493,6 @@ impl Shared {
         };
         let mut slot = slot.lock().map_err(|_| anyhow!("a writer thread panicked"))?;
         slot.resources += batch.num_rows() as u64;
-        if slot.already_applied {
-            return Ok(());
-        }
         if let Some(ids) = slot.exported_ids.as_mut()
             && let Some(col) = batch.column_by_name("id")
         {
@@ -494,133 +514,163 @@ impl Shared {
     }
 }
 
-/// Encodes `files` (two at a time, on blocking threads) into the tables' writers, then commits
-/// every table with its deletions and the cursor.
+/// Applies files to the tables: each file is encoded on a blocking thread as soon as it is
+/// added (as many at once as there are cores), batches are staged by the tables' writers, and
+/// [`Applier::finish`] commits every table with its deletions and the cursor.
+pub struct Applier {
+    shared: Arc<Shared>,
+    permits: Arc<tokio::sync::Semaphore>,
+    tasks: tokio::task::JoinSet<anyhow::Result<u64>>,
+    started: Instant,
+}
+
+impl Applier {
+    pub async fn new(sink: &DeltaSink, encoder: Encoder, input: ApplyInput) -> anyhow::Result<Self> {
+        let rejects = RejectLog::new(input.rejects_dir.clone(), &input);
+        let shared = Arc::new(Shared {
+            sink: sink.clone(),
+            encoder,
+            input: input.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            slots: Mutex::new(BTreeMap::new()),
+            rejects: Mutex::new(rejects),
+            skipped_types: Mutex::new(BTreeMap::new()),
+        });
+        // Tables of every requested type take part, so each gets the cursor even with no rows.
+        if let Some(types) = &input.types {
+            for t in types {
+                let shared = shared.clone();
+                let t = t.clone();
+                tokio::task::spawn_blocking(move || shared.slot(&t)).await??;
+            }
+        }
+        let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Ok(Self {
+            shared,
+            permits: Arc::new(tokio::sync::Semaphore::new(parallel)),
+            tasks: tokio::task::JoinSet::new(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Starts encoding `file`; waits while every core is busy. Errors of earlier files surface here.
+    pub async fn add(&mut self, file: InputFile) -> anyhow::Result<()> {
+        while let Some(done) = self.tasks.try_join_next() {
+            done.map_err(|e| anyhow!("an encoding thread failed: {e}"))??;
+        }
+        let permit = self.permits.clone().acquire_owned().await?;
+        let shared = self.shared.clone();
+        self.tasks.spawn_blocking(move || {
+            let _permit = permit;
+            encode_one(&shared, &file).with_context(|| format!("encoding {}", file.path.display()))
+        });
+        Ok(())
+    }
+
+    /// Records the lines the bulk client set aside while downloading `file`.
+    pub fn add_download_rejects(&self, file: &InputFile) -> anyhow::Result<()> {
+        add_download_rejects(&self.shared, file)
+    }
+
+    /// Waits for every file, then commits each table with its deletions and the cursor of the
+    /// export whose `transactionTime` is given. A table that already has this export is skipped.
+    pub async fn finish(mut self, deletions: Vec<(String, String)>, transaction_time: DateTime<Utc>) -> anyhow::Result<SyncReport> {
+        let mut resources = 0u64;
+        while let Some(joined) = self.tasks.join_next().await {
+            resources += joined.map_err(|e| anyhow!("an encoding thread failed: {e}"))??;
+        }
+        let shared = self.shared;
+        let input = &shared.input;
+        let total_rejects = shared.rejects.lock().map_err(|_| anyhow!("poisoned"))?.count;
+        let rejects_file = shared.rejects.lock().map_err(|_| anyhow!("poisoned"))?.finish()?;
+        if let Some(max) = input.max_rejects
+            && total_rejects > max
+        {
+            bail!(
+                "{total_rejects} resources were rejected, more than --max-rejects {max}; nothing was committed{}",
+                rejects_file.as_ref().map(|p| format!(" (see {})", p.display())).unwrap_or_default()
+            );
+        }
+        for (t, n) in shared.skipped_types.lock().map_err(|_| anyhow!("poisoned"))?.iter() {
+            tracing::warn!(resource_type = %t, resources = n, "resources of a type that was not requested were skipped");
+        }
+
+        let mut by_type: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (t, id) in deletions {
+            by_type.entry(t).or_default().push(id);
+        }
+        for t in by_type.keys() {
+            let shared = shared.clone();
+            let t = t.clone();
+            tokio::task::spawn_blocking(move || shared.slot(&t)).await??;
+        }
+
+        let slots: Vec<(String, Arc<Mutex<TypeSlot>>)> =
+            shared.slots.lock().map_err(|_| anyhow!("poisoned"))?.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut report = SyncReport {
+            sync_id: input.app_id.clone(),
+            transaction_time: Some(transaction_time.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            resources,
+            rejects: total_rejects,
+            rejects_file,
+            ..Default::default()
+        };
+        let version = transaction_time.timestamp_millis();
+        for (resource_type, slot) in slots {
+            let (table, writer, ids, res, rej) = {
+                let mut s = slot.lock().map_err(|_| anyhow!("poisoned"))?;
+                (s.table.take(), s.writer.take(), s.exported_ids.take(), s.resources, s.rejected)
+            };
+            let mut entry = TableReport { resources: res, rejected: rej, ..Default::default() };
+            let (Some(mut table), Some(mut writer)) = (table, writer) else { continue };
+            if input.mode == SaveMode::Merge && table.committed_version(&input.app_id).await?.is_some_and(|v| v >= version) {
+                tracing::info!(resource_type = %resource_type, "this export is already in the table: skipped");
+                entry.status = Some(WriteStatus::AlreadyApplied);
+                entry.version = table.version();
+                report.tables.insert(resource_type, entry);
+                continue;
+            }
+            if input.mode == SaveMode::Merge {
+                if let Some(ids) = by_type.remove(&resource_type) {
+                    writer.delete(ids, transaction_time);
+                }
+                if let Some(mut ids) = ids {
+                    ids.seal();
+                    writer.reconcile(ids, None);
+                }
+            }
+            let cursor = Cursor::new(input.app_id.clone(), transaction_time, input.app_id.clone());
+            let options = CommitOptions { mode: sink_mode(input.mode), cursor: Some(cursor) };
+            let outcome: WriteOutcome =
+                table.commit(writer, options).await.with_context(|| format!("committing the {resource_type} table"))?;
+            entry.status = Some(outcome.status);
+            entry.version = outcome.version;
+            entry.inserted = outcome.inserted;
+            entry.updated = outcome.updated;
+            entry.unchanged = outcome.unchanged + outcome.duplicates;
+            entry.deleted = outcome.deleted;
+            entry.reconciled = outcome.reconciled;
+            report.tables.insert(resource_type, entry);
+        }
+        report.duration = self.started.elapsed();
+        Ok(report)
+    }
+}
+
+/// Applies local files in one go (imports).
 pub async fn apply_files(
     sink: &DeltaSink,
     encoder: Encoder,
     files: Vec<InputFile>,
     deletions: Vec<(String, String)>,
     input: ApplyInput,
+    transaction_time: DateTime<Utc>,
 ) -> anyhow::Result<SyncReport> {
-    let started = Instant::now();
-    let rejects = RejectLog::new(input.rejects_dir.clone(), &input);
-    let shared = Arc::new(Shared {
-        sink: sink.clone(),
-        encoder,
-        input: input.clone(),
-        runtime: tokio::runtime::Handle::current(),
-        slots: Mutex::new(BTreeMap::new()),
-        rejects: Mutex::new(rejects),
-        skipped_types: Mutex::new(BTreeMap::new()),
-    });
-    // Tables of every requested type take part, so each gets the cursor even with no rows.
-    if let Some(types) = &input.types {
-        for t in types {
-            let shared = shared.clone();
-            let t = t.clone();
-            tokio::task::spawn_blocking(move || shared.slot(&t)).await??;
-        }
-    }
-
-    let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let permits = Arc::new(tokio::sync::Semaphore::new(parallel));
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut applier = Applier::new(sink, encoder, input).await?;
     for file in files {
-        let permit = permits.clone().acquire_owned().await?;
-        let shared = shared.clone();
-        tasks.spawn_blocking(move || {
-            let _permit = permit;
-            encode_one(&shared, &file).with_context(|| format!("encoding {}", file.path.display()))
-        });
+        applier.add(file).await?;
     }
-    let mut resources = 0u64;
-    while let Some(joined) = tasks.join_next().await {
-        resources += joined.map_err(|e| anyhow!("an encoding thread failed: {e}"))??;
-    }
-
-    let total_rejects = shared.rejects.lock().map_err(|_| anyhow!("poisoned"))?.count;
-    let rejects_file = shared.rejects.lock().map_err(|_| anyhow!("poisoned"))?.finish()?;
-    if let Some(max) = input.max_rejects
-        && total_rejects > max
-    {
-        bail!(
-            "{total_rejects} resources were rejected, more than --max-rejects {max}; nothing was committed{}",
-            rejects_file.as_ref().map(|p| format!(" (see {})", p.display())).unwrap_or_default()
-        );
-    }
-    for (t, n) in shared.skipped_types.lock().map_err(|_| anyhow!("poisoned"))?.iter() {
-        tracing::warn!(resource_type = %t, resources = n, "resources of a type that was not requested were skipped");
-    }
-
-    let mut by_type: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (t, id) in deletions {
-        by_type.entry(t).or_default().push(id);
-    }
-    for t in by_type.keys() {
-        let shared = shared.clone();
-        let t = t.clone();
-        tokio::task::spawn_blocking(move || shared.slot(&t)).await??;
-    }
-
-    let slots: Vec<(String, Arc<Mutex<TypeSlot>>)> =
-        shared.slots.lock().map_err(|_| anyhow!("poisoned"))?.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let mut report = SyncReport {
-        sync_id: input.app_id.clone(),
-        transaction_time: Some(input.transaction_time.to_rfc3339_opts(SecondsFormat::Millis, true)),
-        resources,
-        rejects: total_rejects,
-        rejects_file,
-        ..Default::default()
-    };
-    for (resource_type, slot) in slots {
-        let (table, writer, already, ids, res, rej) = {
-            let mut s = slot.lock().map_err(|_| anyhow!("poisoned"))?;
-            (s.table.take(), s.writer.take(), s.already_applied, s.exported_ids.take(), s.resources, s.rejected)
-        };
-        let mut entry = TableReport { resources: res, rejected: rej, ..Default::default() };
-        let (Some(mut table), Some(mut writer)) = (table, writer) else { continue };
-        if already {
-            tracing::info!(resource_type = %resource_type, "this export is already in the table: skipped");
-            entry.status = Some(WriteStatus::AlreadyApplied);
-            entry.version = table.version();
-            report.tables.insert(resource_type, entry);
-            continue;
-        }
-        if input.mode == SaveMode::Merge {
-            if let Some(ids) = by_type.remove(&resource_type) {
-                writer.delete(ids, input.transaction_time);
-            }
-            if let Some(mut ids) = ids {
-                ids.seal();
-                writer.reconcile(ids, None);
-            }
-        }
-        let cursor = Cursor::new(input.app_id.clone(), input.transaction_time, input.app_id.clone());
-        let options = CommitOptions { mode: sink_mode(input.mode), cursor: Some(cursor) };
-        let outcome: WriteOutcome =
-            table.commit(writer, options).await.with_context(|| format!("committing the {resource_type} table"))?;
-        entry.status = Some(outcome.status);
-        entry.version = outcome.version;
-        entry.inserted = outcome.inserted;
-        entry.updated = outcome.updated;
-        entry.unchanged = outcome.unchanged + outcome.duplicates;
-        entry.deleted = outcome.deleted;
-        entry.reconciled = outcome.reconciled;
-        tracing::debug!(
-            resource_type = %resource_type,
-            version = ?outcome.version,
-            inserted = outcome.inserted,
-            updated = outcome.updated,
-            unchanged = entry.unchanged,
-            deleted = outcome.deleted,
-            reconciled = outcome.reconciled,
-            "table committed"
-        );
-        report.tables.insert(resource_type, entry);
-    }
-    report.duration = started.elapsed();
-    Ok(report)
+    applier.finish(deletions, transaction_time).await
 }
 
 fn sink_mode(mode: SaveMode) -> delta_sink::SaveMode {
@@ -648,6 +698,12 @@ fn encode_one(shared: &Shared, file: &InputFile) -> anyhow::Result<u64> {
         },
         &mut |r: EncodeReject| shared.reject(r),
     )?;
+    add_download_rejects(shared, file)?;
+    Ok(resources)
+}
+
+/// Records the lines the bulk client set aside while downloading `file`.
+fn add_download_rejects(shared: &Shared, file: &InputFile) -> anyhow::Result<()> {
     if let Some(path) = &file.download_rejects_path
         && file.download_rejects > 0
     {
@@ -655,7 +711,7 @@ fn encode_one(shared: &Shared, file: &InputFile) -> anyhow::Result<u64> {
             shared.reject(r)?;
         }
     }
-    Ok(resources)
+    Ok(())
 }
 
 /// Opens an NDJSON file, gunzipping `.gz` files.
@@ -674,19 +730,20 @@ struct RejectLog {
     dir: PathBuf,
     name: String,
     sync_id: String,
-    transaction_time: String,
+    started_at: String,
     out: Option<std::io::BufWriter<File>>,
     count: u64,
 }
 
 impl RejectLog {
     fn new(dir: PathBuf, input: &ApplyInput) -> Self {
-        let stamp = input.transaction_time.format("%Y%m%dT%H%M%S%.3fZ");
+        let now = Utc::now();
+        let stamp = now.format("%Y%m%dT%H%M%S%.3fZ");
         Self {
             dir,
             name: format!("rejects-{stamp}.ndjson"),
             sync_id: input.app_id.clone(),
-            transaction_time: input.transaction_time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            started_at: now.to_rfc3339_opts(SecondsFormat::Millis, true),
             out: None,
             count: 0,
         }
@@ -702,7 +759,7 @@ impl RejectLog {
         }
         let record = serde_json::json!({
             "sync_id": self.sync_id,
-            "transaction_time": self.transaction_time,
+            "sync_started_at": self.started_at,
             "resource_type": r.resource_type,
             "id": r.id,
             "file": r.file,
@@ -856,14 +913,13 @@ pub async fn run_import(request: &ImportRequest) -> anyhow::Result<SyncReport> {
     };
     let input = ApplyInput {
         app_id: IMPORT_APP_ID.to_string(),
-        transaction_time,
         mode: request.save_mode,
         types: request.resource_types.as_ref().map(|t| t.iter().cloned().collect()),
         reconcile: false,
         max_rejects: request.max_rejects,
         rejects_dir,
     };
-    let mut report = apply_files(&sink, Encoder::new(options), files, deletions, input).await?;
+    let mut report = apply_files(&sink, Encoder::new(options), files, deletions, input, transaction_time).await?;
     report.duration = started.elapsed();
     Ok(report)
 }

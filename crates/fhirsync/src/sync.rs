@@ -145,10 +145,11 @@ pub fn sink_for(opts: &SyncOptions) -> anyhow::Result<DeltaSink> {
 }
 
 pub fn encoder_for(opts: &SyncOptions) -> Encoder {
-    let mut options = EncoderOptions::default();
-    options.max_nesting_level = opts.max_nesting_level;
-    options.enable_extensions = opts.extensions;
-    Encoder::new(options)
+    Encoder::new(EncoderOptions {
+        max_nesting_level: opts.max_nesting_level,
+        enable_extensions: opts.extensions,
+        ..EncoderOptions::default()
+    })
 }
 
 /// The cursor the next incremental export starts from: the oldest `transactionTime` committed
@@ -283,6 +284,11 @@ async fn sync_locked(
         max_rejects: opts.max_rejects,
         rejects_dir: rejects_dir(opts, work),
     };
+    if full && opts.reconcile && opts.group_id.is_some() {
+        // Deciding which stored rows belong to the group's patients needs each table's patient
+        // reference; until that exists, refuse rather than delete other patients' rows.
+        bail!("--reconcile with --group-id is not supported yet: run the full refresh without --reconcile");
+    }
     let mut applier = Applier::new(&sink, encoder_for(opts), apply).await?;
 
     // Files are encoded as they finish downloading, while the others still download.
@@ -902,9 +908,11 @@ pub async fn run_import(request: &ImportRequest) -> anyhow::Result<SyncReport> {
 
     let sink = DeltaSink::new(&request.delta_path, StorageOptions::from_env())
         .with_context(|| format!("delta path {}", request.delta_path))?;
-    let mut options = EncoderOptions::default();
-    options.max_nesting_level = request.max_nesting_level;
-    options.enable_extensions = request.extensions;
+    let options = EncoderOptions {
+        max_nesting_level: request.max_nesting_level,
+        enable_extensions: request.extensions,
+        ..EncoderOptions::default()
+    };
     let local = !crate::config::is_remote_path(&request.delta_path);
     let rejects_dir = if local {
         Path::new(request.delta_path.strip_prefix("file://").unwrap_or(&request.delta_path)).join("_rejects")

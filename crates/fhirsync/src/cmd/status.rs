@@ -52,7 +52,7 @@ pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
             println!("last error:        {e}");
         }
     }
-    println!("{:<24} {:>8} {:>12} {:>7} {:>12}  {}", "table", "version", "rows", "files", "size (MB)", "last cursor");
+    println!("{:<24} {:>8} {:>12} {:>7} {:>12}  last cursor", "table", "version", "rows", "files", "size (MB)");
     for (name, s) in &stats {
         let cursor = s
             .last_sync

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
+
+/// Encoded bytes a staged row group may buffer before it is written out.
+const STAGE_ROW_GROUP_BYTES: usize = 4 << 20;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
@@ -89,6 +92,13 @@ impl Stage {
             return Ok(());
         };
         if let Err(e) = writer.write(&batch) {
+            return Err(self.pq(e));
+        }
+        // A row group is buffered in memory until it is flushed; with one writer per resource
+        // type alive during a sync, bound it by bytes rather than rows.
+        if writer.in_progress_size() > STAGE_ROW_GROUP_BYTES
+            && let Err(e) = writer.flush()
+        {
             return Err(self.pq(e));
         }
         self.current_rows += batch.num_rows();

@@ -11,7 +11,7 @@ use arrow_schema::{ArrowError, DataType, Field, Fields};
 
 use crate::encode::{RowEncoder, RowOutcome};
 use crate::error::{EncodeError, LineRef, Reject, Warning};
-use crate::schema::ResourcePlan;
+use crate::schema::{Col, ResourcePlan, StructPlan};
 
 /// When a batch is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,11 +45,40 @@ pub(crate) enum ColBuilder {
     Map(Box<MapCols>),
 }
 
+/// What a row of a group holds when it is written without content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fill {
+    /// A null group: every column null.
+    Null,
+    /// A present group without elements (see [`EmptyAs`]).
+    Empty,
+}
+
+/// What a column holds in an empty row of its group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EmptyAs {
+    Null,
+    /// A valid empty list.
+    EmptyList,
+    /// A valid group, itself empty.
+    EmptyStruct,
+    /// A valid empty map.
+    EmptyMap,
+}
+
 pub(crate) struct StructCols {
     pub fields: Fields,
     pub cols: Vec<ColBuilder>,
     pub nulls: NullBufferBuilder,
+    /// Rows of the group, including those its columns have not caught up with yet.
     pub len: usize,
+    /// Trailing rows (all of kind `lag_fill`) not yet written to the columns. Most groups of
+    /// a 600-column schema are absent from most rows: an absent group costs O(1), and its
+    /// columns catch up in bulk when the group is next written or at `finish`.
+    lag: usize,
+    lag_fill: Fill,
+    /// Per column: its value in an empty row (set from the plan by [`init_fill`]).
+    empty_as: Vec<EmptyAs>,
 }
 
 pub(crate) struct ListCols {
@@ -77,17 +106,58 @@ impl StructCols {
                 .collect(),
             nulls: NullBufferBuilder::new(0),
             len: 0,
+            lag: 0,
+            lag_fill: Fill::Null,
+            empty_as: vec![EmptyAs::Null; fields.len()],
         }
     }
 
-    /// Marks one row (the columns have each been appended to once).
+    /// Marks one row (the columns have each been appended to once, after [`flush`](Self::flush)).
     #[inline]
     pub fn row(&mut self, valid: bool) {
+        debug_assert_eq!(self.lag, 0);
         self.nulls.append(valid);
         self.len += 1;
     }
 
+    /// Appends `n` rows without content, written to the columns later.
+    #[inline]
+    pub fn add_rows(&mut self, n: usize, fill: Fill) {
+        if self.lag > 0 && self.lag_fill != fill {
+            self.flush();
+        }
+        self.lag += n;
+        self.lag_fill = fill;
+        match fill {
+            Fill::Null => self.nulls.append_n_nulls(n),
+            Fill::Empty => self.nulls.append_n_non_nulls(n),
+        }
+        self.len += n;
+    }
+
+    /// Brings the columns up to date; required before appending to them directly.
+    #[inline]
+    pub fn flush(&mut self) {
+        if self.lag > 0 {
+            self.flush_lag();
+        }
+    }
+
+    #[cold]
+    fn flush_lag(&mut self) {
+        let n = std::mem::take(&mut self.lag);
+        match self.lag_fill {
+            Fill::Null => self.cols.iter_mut().for_each(|c| c.nulls(n)),
+            Fill::Empty => {
+                for (c, e) in self.cols.iter_mut().zip(&self.empty_as) {
+                    c.empties(n, *e);
+                }
+            }
+        }
+    }
+
     pub fn finish(&mut self) -> Result<StructArray, ArrowError> {
+        self.flush();
         let arrays = self
             .cols
             .iter_mut()
@@ -99,6 +169,53 @@ impl StructCols {
             return Ok(StructArray::new_empty_fields(len, nulls));
         }
         StructArray::try_new(self.fields.clone(), arrays, nulls)
+    }
+}
+
+/// Sets, for every group of `cols`, what its columns hold in an empty row (from `plan`).
+pub(crate) fn init_fill(plan: &StructPlan, cols: &mut StructCols) {
+    for (i, (col, b)) in plan.cols.iter().zip(cols.cols.iter_mut()).enumerate() {
+        let e = match (col, b) {
+            (Col::Prim { list: true, .. }, ColBuilder::List(_)) => EmptyAs::EmptyList,
+            (
+                Col::Struct {
+                    plan: child,
+                    list: true,
+                    ..
+                },
+                ColBuilder::List(l),
+            ) => {
+                if let ColBuilder::Struct(s) = &mut l.child {
+                    init_fill(child, s);
+                }
+                EmptyAs::EmptyList
+            }
+            (
+                Col::Struct {
+                    plan: child,
+                    choice,
+                    ..
+                },
+                ColBuilder::Struct(s),
+            ) => {
+                init_fill(child, s);
+                if *choice {
+                    EmptyAs::Null
+                } else {
+                    EmptyAs::EmptyStruct
+                }
+            }
+            (Col::Extensions { plan: ext }, ColBuilder::Map(m)) => {
+                if let ColBuilder::Struct(s) = &mut m.values.child {
+                    init_fill(ext, s);
+                }
+                EmptyAs::EmptyMap
+            }
+            _ => EmptyAs::Null,
+        };
+        if let Some(slot) = cols.empty_as.get_mut(i) {
+            *slot = e;
+        }
     }
 }
 
@@ -227,7 +344,8 @@ impl ColBuilder {
         }
     }
 
-    /// Appends a null (recursively for groups, whose children need a slot too).
+    /// Appends a null (a group's columns get their slots later, see [`StructCols::add_rows`]).
+    #[inline]
     pub fn null(&mut self) {
         match self {
             ColBuilder::Utf8(b) => b.append_null(),
@@ -236,10 +354,7 @@ impl ColBuilder {
             ColBuilder::Decimal(b, ..) => b.append_null(),
             ColBuilder::Timestamp(b) => b.append_null(),
             ColBuilder::Binary(b) => b.append_null(),
-            ColBuilder::Struct(s) => {
-                s.cols.iter_mut().for_each(ColBuilder::null);
-                s.row(false);
-            }
+            ColBuilder::Struct(s) => s.add_rows(1, Fill::Null),
             ColBuilder::List(l) => {
                 let n = l.last_offset();
                 l.close(n, false);
@@ -249,6 +364,47 @@ impl ColBuilder {
                 m.offsets.push(n);
                 m.nulls.append(false);
             }
+        }
+    }
+
+    /// Appends `n` nulls.
+    pub fn nulls(&mut self, n: usize) {
+        match self {
+            ColBuilder::Utf8(b) => b.append_nulls(n),
+            ColBuilder::Bool(b) => b.append_nulls(n),
+            ColBuilder::Int32(b) => b.append_nulls(n),
+            ColBuilder::Decimal(b, ..) => b.append_nulls(n),
+            ColBuilder::Timestamp(b) => b.append_nulls(n),
+            ColBuilder::Binary(b) => b.append_nulls(n),
+            ColBuilder::Struct(s) => s.add_rows(n, Fill::Null),
+            ColBuilder::List(l) => {
+                let last = l.last_offset() as i32;
+                l.offsets.resize(l.offsets.len() + n, last);
+                l.nulls.append_n_nulls(n);
+            }
+            ColBuilder::Map(m) => {
+                let last = m.offsets.last().copied().unwrap_or(0);
+                m.offsets.resize(m.offsets.len() + n, last);
+                m.nulls.append_n_nulls(n);
+            }
+        }
+    }
+
+    /// Appends `n` values of an empty row of the parent group.
+    fn empties(&mut self, n: usize, e: EmptyAs) {
+        match (e, self) {
+            (EmptyAs::EmptyList, ColBuilder::List(l)) => {
+                let last = l.last_offset() as i32;
+                l.offsets.resize(l.offsets.len() + n, last);
+                l.nulls.append_n_non_nulls(n);
+            }
+            (EmptyAs::EmptyStruct, ColBuilder::Struct(s)) => s.add_rows(n, Fill::Empty),
+            (EmptyAs::EmptyMap, ColBuilder::Map(m)) => {
+                let last = m.offsets.last().copied().unwrap_or(0);
+                m.offsets.resize(m.offsets.len() + n, last);
+                m.nulls.append_n_non_nulls(n);
+            }
+            (_, b) => b.nulls(n),
         }
     }
 
@@ -303,7 +459,8 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     pub(crate) fn new(plan: Arc<ResourcePlan>, limits: BatchLimits) -> BatchBuilder {
-        let root = StructCols::new(&plan.root.fields);
+        let mut root = StructCols::new(&plan.root.fields);
+        init_fill(&plan.root, &mut root);
         BatchBuilder {
             plan,
             limits,

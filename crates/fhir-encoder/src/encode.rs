@@ -1,7 +1,7 @@
 //! Encoding of one parsed resource into the column builders of its plan.
 use arrow_array::builder::ArrayBuilder;
 
-use crate::builder::{ColBuilder, StructCols};
+use crate::builder::{ColBuilder, Fill, StructCols};
 use crate::error::{LineRef, Reject, Warning};
 use crate::json::{Doc, Tape, Tok};
 use crate::schema::{Col, Prim, ResourcePlan, StructPlan, UNSUPPORTED_TYPES};
@@ -220,14 +220,10 @@ impl RowEncoder {
         resource: Option<&str>,
     ) {
         let Some(obj) = obj else {
-            if valid {
-                self.empty_group(plan, cols);
-            } else {
-                cols.cols.iter_mut().for_each(ColBuilder::null);
-                cols.row(false);
-            }
+            cols.add_rows(1, if valid { Fill::Empty } else { Fill::Null });
             return;
         };
+        cols.flush();
         let frame = self.slots.len();
         let nslots = plan.slot_names.len();
         self.slots.resize(frame + nslots, NONE);
@@ -355,6 +351,7 @@ impl RowEncoder {
                     self.canon_code = code;
                     match (value, b) {
                         (Some((unscaled, scale)), ColBuilder::Struct(s)) => {
+                            s.flush();
                             s.cols[0].push_i128(unscaled);
                             s.cols[1].push_i32(scale);
                             s.row(true);
@@ -372,35 +369,6 @@ impl RowEncoder {
         }
         cols.row(true);
         self.slots.truncate(frame);
-    }
-
-    fn empty_group(&mut self, plan: &StructPlan, cols: &mut StructCols) {
-        for (col, b) in plan.cols.iter().zip(cols.cols.iter_mut()) {
-            match (col, b) {
-                (
-                    Col::Prim { list: true, .. } | Col::Struct { list: true, .. },
-                    ColBuilder::List(l),
-                ) => {
-                    let n = l.last_offset();
-                    l.close(n, true);
-                }
-                (
-                    Col::Struct {
-                        plan: child,
-                        choice: false,
-                        ..
-                    },
-                    ColBuilder::Struct(s),
-                ) => self.empty_group(child, s),
-                (Col::Extensions { .. }, ColBuilder::Map(m)) => {
-                    let n = m.offsets.last().copied().unwrap_or(0);
-                    m.offsets.push(n);
-                    m.nulls.append(true);
-                }
-                (_, b) => b.null(),
-            }
-        }
-        cols.row(true);
     }
 
     fn struct_list(&mut self, doc: &Doc, plan: &StructPlan, v: u32, b: &mut ColBuilder) {

@@ -28,7 +28,7 @@ pub fn encode_ndjson(
     on_batch: &mut dyn FnMut(&str, RecordBatch) -> anyhow::Result<()>,
     on_reject: &mut dyn FnMut(EncodeReject) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let limits = BatchLimits { max_rows: 8192, max_bytes: 16 << 20 };
+    let limits = BatchLimits { max_rows: 4096, max_bytes: 4 << 20 };
     let mut batches = NdjsonBatches::new(encoder.clone(), input, label, limits);
     let mut warnings = 0u64;
     loop {

@@ -515,12 +515,15 @@ async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> Response {
         input.duplicates,
     );
     let planned_job = job.clone();
-    let fail = state.faults.take_fail_job();
+    // An injected failure is recorded before the kick-off answers, so no poll can see the job
+    // in progress first.
+    if state.faults.take_fail_job() {
+        let _ = planned_job
+            .plan
+            .set(Err("the export failed on the server (injected fault)".into()));
+    }
     tokio::task::spawn_blocking(move || {
-        if fail {
-            let _ = planned_job.plan.set(Err(
-                "the export failed on the server (injected fault)".into()
-            ));
+        if planned_job.plan.get().is_some() {
             return;
         }
         let input = PlanInput {

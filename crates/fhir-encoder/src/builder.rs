@@ -529,11 +529,11 @@ impl BatchBuilder {
     }
 
     /// Encodes the line already parsed by `enc` (the mixed-type reader parses once to route).
-    pub(crate) fn push_parsed(&mut self, enc: &mut RowEncoder, line_len: usize) -> RowOutcome {
-        let outcome = enc.encode_parsed(&self.plan, &mut self.root);
+    pub(crate) fn push_parsed(&mut self, enc: &mut RowEncoder, src: &str) -> RowOutcome {
+        let outcome = enc.encode_parsed(&self.plan, &mut self.root, src);
         if let RowOutcome::Row { .. } = outcome {
             self.rows += 1;
-            self.bytes += line_len;
+            self.bytes += src.len();
         }
         outcome
     }

@@ -36,9 +36,9 @@ impl RawReject {
     }
 }
 
-pub(crate) struct Header {
-    pub resource_type: Option<String>,
-    pub id: Option<String>,
+pub(crate) struct Header<'a> {
+    pub resource_type: Option<&'a str>,
+    pub id: Option<&'a str>,
 }
 
 pub(crate) enum RowOutcome {
@@ -49,7 +49,6 @@ pub(crate) enum RowOutcome {
 /// Reusable per-thread state: the line's tape and scratch space.
 #[derive(Default)]
 pub(crate) struct RowEncoder {
-    line: String,
     tape: Tape,
     /// Slot values of the groups being encoded (a stack of frames).
     slots: Vec<u32>,
@@ -64,16 +63,15 @@ pub(crate) struct RowEncoder {
 }
 
 impl RowEncoder {
-    /// Parses a line. On success the resource's type and id can be read with [`header`].
-    pub fn parse(&mut self, line: &[u8]) -> Result<(), RawReject> {
+    /// Parses a line, which the tape then refers to: pass the returned text to
+    /// [`header`](Self::header) and [`encode_parsed`](Self::encode_parsed).
+    pub fn parse<'l>(&mut self, line: &'l [u8]) -> Result<&'l str, RawReject> {
         let text = std::str::from_utf8(line).map_err(|e| RawReject {
             resource_type: None,
             id: None,
             reason: format!("not valid UTF-8 (at byte {})", e.valid_up_to()),
         })?;
-        self.line.clear();
-        self.line.push_str(text);
-        let doc = self.tape.parse(&self.line).map_err(|e| RawReject {
+        let doc = self.tape.parse(text).map_err(|e| RawReject {
             resource_type: None,
             id: None,
             reason: e.to_string(),
@@ -85,24 +83,36 @@ impl RowEncoder {
                 reason: "not a JSON object".into(),
             });
         }
-        Ok(())
+        Ok(text)
     }
 
-    fn doc(&self) -> Doc<'_> {
+    fn doc<'a>(&'a self, src: &'a str) -> Doc<'a> {
         Doc {
-            src: &self.line,
+            src,
             toks: &self.tape.toks,
             buf: &self.tape.buf,
         }
     }
 
-    /// `resourceType` and `id` of the parsed line, when they are strings.
-    pub fn header(&self) -> Header {
-        let doc = self.doc();
-        let get = |k| doc.get(0, k).and_then(|v| doc.str(v)).map(str::to_string);
+    /// `resourceType` and `id` of the parsed line `src`, when they are strings.
+    pub fn header<'a>(&'a self, src: &'a str) -> Header<'a> {
+        let doc = self.doc(src);
+        let (mut resource_type, mut id) = (None, None);
+        for (k, v) in doc.members(0) {
+            match k {
+                "resourceType" if resource_type.is_none() => {
+                    resource_type = Some(doc.str(v));
+                }
+                "id" if id.is_none() => id = Some(doc.str(v)),
+                _ => {}
+            }
+            if resource_type.is_some() && id.is_some() {
+                break;
+            }
+        }
         Header {
-            resource_type: get("resourceType"),
-            id: get("id"),
+            resource_type: resource_type.flatten(),
+            id: id.flatten(),
         }
     }
 
@@ -113,24 +123,29 @@ impl RowEncoder {
         root: &mut StructCols,
         line: &[u8],
     ) -> RowOutcome {
-        if let Err(r) = self.parse(line) {
-            return RowOutcome::Reject(r);
+        match self.parse(line) {
+            Ok(src) => self.encode_parsed(plan, root, src),
+            Err(r) => RowOutcome::Reject(r),
         }
-        self.encode_parsed(plan, root)
     }
 
-    /// Encodes the parsed line, or rejects it when it is not a resource of `plan`'s type with
-    /// an id. Nothing is appended for a rejected line.
-    pub fn encode_parsed(&mut self, plan: &ResourcePlan, root: &mut StructCols) -> RowOutcome {
-        let h = self.header();
+    /// Encodes the parsed line `src`, or rejects it when it is not a resource of `plan`'s type
+    /// with an id. Nothing is appended for a rejected line.
+    pub fn encode_parsed(
+        &mut self,
+        plan: &ResourcePlan,
+        root: &mut StructCols,
+        src: &str,
+    ) -> RowOutcome {
+        let h = self.header(src);
         let reject = |reason: String, h: Header| {
             RowOutcome::Reject(RawReject {
-                resource_type: h.resource_type,
-                id: h.id,
+                resource_type: h.resource_type.map(str::to_string),
+                id: h.id.map(str::to_string),
                 reason,
             })
         };
-        match h.resource_type.as_deref() {
+        match h.resource_type {
             None => return reject("no resourceType".into(), h),
             Some(t) if t != &*plan.resource_type => {
                 let reason = if UNSUPPORTED_TYPES.contains(&t) {
@@ -147,7 +162,7 @@ impl RowEncoder {
             }
             Some(_) => {}
         }
-        match h.id.as_deref() {
+        match h.id {
             None => return reject("no id (a string is required)".into(), h),
             Some("") => return reject("empty id".into(), h),
             Some(_) => {}
@@ -157,12 +172,11 @@ impl RowEncoder {
         self.fid = 0;
         self.path.clear();
         self.path.push_str(&plan.resource_type);
-        // The tape and line are moved out so the document can be borrowed while `self` is
-        // mutated; they are put back afterwards (no copies).
-        let line = std::mem::take(&mut self.line);
+        // The tape is moved out so the document can be borrowed while `self` is mutated; it
+        // is put back afterwards (no copies).
         let tape = std::mem::take(&mut self.tape);
         let doc = Doc {
-            src: &line,
+            src,
             toks: &tape.toks,
             buf: &tape.buf,
         };
@@ -174,13 +188,12 @@ impl RowEncoder {
             true,
             Some(&*plan.resource_type),
         );
-        self.line = line;
         self.tape = tape;
         let warnings = if self.warnings.is_empty() {
             Vec::new()
         } else {
             let rt = plan.resource_type.to_string();
-            let id = h.id.unwrap_or_default();
+            let id = self.header(src).id.unwrap_or_default().to_string();
             self.warnings
                 .drain(..)
                 .map(|w| Warning {
@@ -272,6 +285,20 @@ impl RowEncoder {
                     choice,
                 } => {
                     let v = self.slots[frame + *slot as usize];
+                    if v == NONE {
+                        // Absent: no path or warning needed.
+                        match b {
+                            ColBuilder::List(l) => {
+                                let n = l.last_offset();
+                                l.close(n, true);
+                            }
+                            ColBuilder::Struct(s) => {
+                                s.add_rows(1, if *choice { Fill::Null } else { Fill::Empty });
+                            }
+                            _ => {}
+                        }
+                        continue;
+                    }
                     let key = &plan.slot_names[*slot as usize];
                     let len = self.path.len();
                     self.path.push('.');

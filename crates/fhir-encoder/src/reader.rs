@@ -26,6 +26,8 @@ pub struct NdjsonBatches<R> {
     builders: BTreeMap<String, BatchBuilder>,
     enc: RowEncoder,
     buf: Vec<u8>,
+    /// Resource type of the current line.
+    rt: String,
     pending_bytes: usize,
     ready: VecDeque<(String, RecordBatch)>,
     rejects: Vec<Reject>,
@@ -51,6 +53,7 @@ impl<R: BufRead> NdjsonBatches<R> {
             builders: BTreeMap::new(),
             enc: RowEncoder::default(),
             buf: Vec::new(),
+            rt: String::new(),
             pending_bytes: 0,
             ready: VecDeque::new(),
             rejects: Vec::new(),
@@ -105,23 +108,31 @@ impl<R: BufRead> NdjsonBatches<R> {
         if line.is_empty() {
             return Ok(true);
         }
-        if let Err(r) = self.enc.parse(line) {
-            self.reject(r);
-            return Ok(true);
-        }
-        let h = self.enc.header();
+        let src = match self.enc.parse(line) {
+            Ok(src) => src,
+            Err(r) => {
+                self.reject(r);
+                return Ok(true);
+            }
+        };
+        let h = self.enc.header(src);
         let Some(rt) = h.resource_type else {
+            let id = h.id.map(str::to_string);
             self.reject(RawReject {
                 resource_type: None,
-                id: h.id,
+                id,
                 reason: "no resourceType".into(),
             });
             return Ok(true);
         };
-        if !self.builders.contains_key(&rt) {
-            match self.encoder.batch_builder(&rt, self.limits) {
+        // Copied to a reused buffer: the type may live in the tape, which encoding borrows.
+        self.rt.clear();
+        self.rt.push_str(rt);
+        if !self.builders.contains_key(&self.rt) {
+            let id = h.id.map(str::to_string);
+            match self.encoder.batch_builder(&self.rt, self.limits) {
                 Ok(b) => {
-                    self.builders.insert(rt.clone(), b);
+                    self.builders.insert(self.rt.clone(), b);
                 }
                 Err(e) => {
                     let reason = match e {
@@ -134,30 +145,35 @@ impl<R: BufRead> NdjsonBatches<R> {
                         other => other.to_string(),
                     };
                     self.reject(RawReject {
-                        resource_type: Some(rt),
-                        id: h.id,
+                        resource_type: Some(self.rt.clone()),
+                        id,
                         reason,
                     });
                     return Ok(true);
                 }
             }
         }
-        let len = line.len();
-        let Some(builder) = self.builders.get_mut(&rt) else {
+        let len = src.len();
+        let Some(builder) = self.builders.get_mut(&self.rt) else {
             return Ok(true);
         };
-        match builder.push_parsed(&mut self.enc, len) {
+        match builder.push_parsed(&mut self.enc, src) {
             RowOutcome::Row { warnings } => {
                 self.rows += 1;
                 self.pending_bytes += len;
-                let file = self.file.to_string();
-                self.warnings.extend(warnings.into_iter().map(|mut w| {
-                    w.file.clone_from(&file);
-                    w.line = self.line_no;
-                    w
-                }));
+                if !warnings.is_empty() {
+                    let file = self.file.to_string();
+                    self.warnings.extend(warnings.into_iter().map(|mut w| {
+                        w.file.clone_from(&file);
+                        w.line = self.line_no;
+                        w
+                    }));
+                }
                 if builder.is_full() {
-                    self.flush(&rt)?;
+                    let rt = std::mem::take(&mut self.rt);
+                    let r = self.flush(&rt);
+                    self.rt = rt;
+                    r?;
                 }
                 while self.pending_bytes >= self.limits.max_bytes {
                     let Some(largest) = self

@@ -10,3 +10,4 @@ pub mod schedule;
 pub mod encode;
 pub mod sync;
 pub mod tables;
+pub mod progress;

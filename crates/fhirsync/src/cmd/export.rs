@@ -1,17 +1,17 @@
 //! `fhirsync export`: one Bulk Data export into a directory of NDJSON files.
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use fhir_bulk::{
-    BulkClient, BulkEvent, ClientConfig, ExportLevel, ExportOptions, ExportRequest, ExportSummary,
-    FileKind,
+    BulkClient, ClientConfig, ExportLevel, ExportOptions, ExportRequest, ExportSummary, FileKind,
 };
+use fhirsync::config::{AuthArgs, ProcessEnv};
 use fhirsync::logging::LogMode;
-use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use fhirsync::progress::Progress;
+use indicatif::HumanBytes;
 use url::Url;
 
 #[derive(clap::Args, Debug)]
@@ -96,6 +96,10 @@ pub struct Args {
     /// Leave the job on the server afterwards instead of deleting it (DELETE on the status URL).
     #[arg(long)]
     keep_job: bool,
+
+    /// SMART Backend Services or client-secret authentication, as for `fhirsync sync`.
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 fn parse_instant(s: &str) -> Result<DateTime<FixedOffset>, String> {
@@ -156,10 +160,26 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
     let mut config = ClientConfig::new(args.fhir_endpoint.clone());
     config.max_concurrent_downloads = args.max_concurrent_downloads as usize;
     config.poll.timeout = Duration::from_secs(args.timeout);
-    let progress = (mode == LogMode::Human).then(Progress::new);
+    // Flags, then FHIR_CLIENT_ID / FHIR_PRIVATE_KEY / FHIR_CLIENT_SECRET (and `*_FILE`).
+    let auth = args
+        .auth
+        .resolve(&ProcessEnv, None)
+        .context("authentication settings")?;
+    if auth.enabled {
+        // The token endpoint gets its own client: it never follows redirects with credentials.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.connect_timeout)
+            .build()
+            .context("building the HTTP client for the token endpoint")?;
+        let provider =
+            smart_auth::TokenProvider::new(&args.fhir_endpoint, auth.to_auth_config(), http)
+                .context("configuring SMART Backend Services authentication")?;
+        config.bearer = Some(Arc::new(provider));
+    }
+    let progress = (mode == LogMode::Human).then(|| Progress::new("starting export"));
     if let Some(p) = &progress {
-        let p = p.clone();
-        config.events = Some(Arc::new(move |e: &BulkEvent| p.on_event(e)));
+        config.events = Some(p.handler(config.events.take()));
     }
     let client = BulkClient::new(config)?;
     let options = ExportOptions {
@@ -178,7 +198,7 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
             )
         });
     if let Some(p) = &progress {
-        p.bar.finish_and_clear();
+        p.finish();
     }
     let summary = result?;
     print_summary(&summary, mode);
@@ -246,81 +266,6 @@ fn print_summary(s: &ExportSummary, mode: LogMode) {
             });
             println!("{line}");
         }
-    }
-}
-
-/// The progress bar: a spinner while the server works, then files, resources and bytes.
-#[derive(Clone)]
-struct Progress {
-    bar: ProgressBar,
-    resources: Arc<AtomicU64>,
-    bytes: Arc<AtomicU64>,
-}
-
-impl Progress {
-    fn new() -> Self {
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar.set_message("starting export");
-        Self {
-            bar,
-            resources: Arc::default(),
-            bytes: Arc::default(),
-        }
-    }
-
-    fn on_event(&self, event: &BulkEvent) {
-        match event {
-            BulkEvent::KickOff { .. } => self
-                .bar
-                .set_message("export started; waiting for the server"),
-            BulkEvent::StatusProgress { progress, .. } => {
-                self.bar.set_message(format!(
-                    "server working: {}",
-                    progress.as_deref().unwrap_or("in progress")
-                ));
-            }
-            BulkEvent::StatusComplete {
-                output_files,
-                deleted_files,
-                error_files,
-                ..
-            } => {
-                self.bar
-                    .set_length((output_files + deleted_files + error_files) as u64);
-                self.bar.set_position(0);
-                if let Ok(style) = ProgressStyle::with_template(
-                    "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} files {msg}",
-                ) {
-                    self.bar.set_style(style.progress_chars("=> "));
-                }
-                self.refresh();
-            }
-            BulkEvent::DownloadProgress { bytes, .. } => {
-                self.bytes.fetch_add(*bytes, Ordering::Relaxed);
-                self.refresh();
-            }
-            BulkEvent::DownloadComplete { kind, lines, .. } => {
-                if *kind == FileKind::Output {
-                    self.resources.fetch_add(*lines, Ordering::Relaxed);
-                }
-                self.bar.inc(1);
-                self.refresh();
-            }
-            _ => {}
-        }
-    }
-
-    fn refresh(&self) {
-        self.bar.set_message(format!(
-            "{} resources, {}",
-            self.resources.load(Ordering::Relaxed),
-            HumanBytes(self.bytes.load(Ordering::Relaxed))
-        ));
     }
 }
 

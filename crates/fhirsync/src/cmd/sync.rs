@@ -2,6 +2,7 @@ use anyhow::Context;
 use fhirsync::config::{ConfigFile, ProcessEnv, SyncArgs};
 use fhirsync::daemon::RunKind;
 use fhirsync::logging::LogMode;
+use fhirsync::progress::Progress;
 use fhirsync::sync::{self, SyncReport};
 use tokio_util::sync::CancellationToken;
 
@@ -24,9 +25,33 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
     let opts = args.sync.resolve(&env, file.as_ref().map(|f| &f.options))?;
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
-    let client = sync::client_config(&opts, mode).await?;
-    let kind = if opts.full_refresh { RunKind::FullRefresh } else { RunKind::Incremental };
-    let report = sync::run_sync(&opts, kind, client, cancel).await.context("sync failed")?;
+    let mut client = sync::client_config(&opts, mode).await?;
+    // On a terminal a bar follows the export; in JSON mode the logs say it all.
+    let progress = (mode == LogMode::Human).then(|| Progress::new("starting sync"));
+    if let Some(p) = &progress {
+        let stage = p.clone();
+        let inner = client.events.take();
+        client.events = Some(p.handler(Some(std::sync::Arc::new(
+            move |e: &fhir_bulk::BulkEvent| {
+                if matches!(e, fhir_bulk::BulkEvent::ExportComplete { .. }) {
+                    stage.stage("export downloaded; writing the Delta tables");
+                }
+                if let Some(h) = &inner {
+                    h(e);
+                }
+            },
+        ))));
+    }
+    let kind = if opts.full_refresh {
+        RunKind::FullRefresh
+    } else {
+        RunKind::Incremental
+    };
+    let result = sync::run_sync(&opts, kind, client, cancel).await;
+    if let Some(p) = &progress {
+        p.finish();
+    }
+    let report = result.context("sync failed")?;
     print_report(&report, args.json)
 }
 
@@ -36,7 +61,9 @@ pub fn cancel_on_signal(cancel: CancellationToken) {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
@@ -55,11 +82,14 @@ pub fn print_report(report: &SyncReport, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  {}",
-        "table", "resources", "inserted", "updated", "unchanged", "deleted", "rejected", "version"
+        "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  version",
+        "table", "resources", "inserted", "updated", "unchanged", "deleted", "rejected"
     );
     for (t, r) in &report.tables {
-        let version = r.version.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        let version = r
+            .version
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into());
         let note = match r.status {
             Some(delta_sink::WriteStatus::AlreadyApplied) => " (already applied)",
             Some(delta_sink::WriteStatus::IgnoredExisting) => " (exists, ignored)",
@@ -84,7 +114,11 @@ pub fn print_report(report: &SyncReport, json: bool) -> anyhow::Result<()> {
         report.duration.as_secs_f64()
     );
     if let Some(path) = &report.rejects_file {
-        println!("{} rejected resources listed in {}", report.rejects, path.display());
+        println!(
+            "{} rejected resources listed in {}",
+            report.rejects,
+            path.display()
+        );
     }
     Ok(())
 }

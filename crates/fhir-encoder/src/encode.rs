@@ -241,7 +241,7 @@ impl RowEncoder {
         let nslots = plan.slot_names.len();
         self.slots.resize(frame + nslots, NONE);
         for (key, v) in doc.members(obj) {
-            if let Some(&s) = plan.keys.get(key) {
+            if let Some(s) = plan.keys.get(key) {
                 let at = frame + s as usize;
                 if self.slots[at] != NONE {
                     self.warn(key, "duplicate key; the first value is kept");

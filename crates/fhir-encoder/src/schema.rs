@@ -51,6 +51,77 @@ impl Hasher for Fnv {
 }
 pub(crate) type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
+/// The slots of a group's JSON keys: an open-addressing table keyed by the key's length and
+/// first 8 bytes, so that most lookups cost one multiplication and two integer compares.
+#[derive(Debug)]
+pub(crate) struct KeyIndex {
+    mask: usize,
+    /// (first 8 bytes, length, slot); `EMPTY_SLOT` marks a free entry.
+    table: Vec<(u64, u32, u16)>,
+    /// Bytes after the first 8 of every slot's key.
+    tails: Vec<Box<[u8]>>,
+}
+
+const EMPTY_SLOT: u16 = u16::MAX;
+
+#[inline]
+fn key_prefix(k: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = k.len().min(8);
+    b[..n].copy_from_slice(&k[..n]);
+    u64::from_le_bytes(b)
+}
+
+#[inline]
+fn key_hash(prefix: u64, len: usize) -> usize {
+    ((prefix ^ (len as u64).rotate_left(56)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize
+}
+
+impl KeyIndex {
+    fn new(keys: &FnvMap<Box<str>, u16>) -> KeyIndex {
+        let size = (keys.len() * 2).next_power_of_two().max(4);
+        let mut table = vec![(0, 0, EMPTY_SLOT); size];
+        let slots = keys.values().map(|s| *s as usize + 1).max().unwrap_or(0);
+        let mut tails: Vec<Box<[u8]>> = vec![Box::default(); slots];
+        for (k, &slot) in keys {
+            let k = k.as_bytes();
+            let p = key_prefix(k);
+            let mut h = key_hash(p, k.len());
+            while table[h & (size - 1)].2 != EMPTY_SLOT {
+                h += 1;
+            }
+            table[h & (size - 1)] = (p, k.len() as u32, slot);
+            tails[slot as usize] = k.get(8..).unwrap_or_default().into();
+        }
+        KeyIndex {
+            mask: size - 1,
+            table,
+            tails,
+        }
+    }
+
+    /// The slot of `key`.
+    #[inline]
+    pub fn get(&self, key: &str) -> Option<u16> {
+        let k = key.as_bytes();
+        let p = key_prefix(k);
+        let mut h = key_hash(p, k.len());
+        loop {
+            let (ep, elen, slot) = self.table[h & self.mask];
+            if slot == EMPTY_SLOT {
+                return None;
+            }
+            if ep == p
+                && elen as usize == k.len()
+                && (k.len() <= 8 || self.tails[slot as usize][..] == k[8..])
+            {
+                return Some(slot);
+            }
+            h += 1;
+        }
+    }
+}
+
 /// Kinds of FHIR primitives, by how they are validated and stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Prim {
@@ -146,7 +217,7 @@ pub(crate) enum Col {
 pub(crate) struct StructPlan {
     pub fields: Fields,
     pub cols: Vec<Col>,
-    pub keys: FnvMap<Box<str>, u16>,
+    pub keys: KeyIndex,
     /// JSON key of every slot.
     pub slot_names: Vec<Box<str>>,
     /// Slot of `extension` when extensions are encoded.
@@ -359,7 +430,7 @@ impl PlanBuilder<'_> {
         StructPlan {
             fields: Fields::from(g.fields),
             cols: g.cols,
-            keys: g.keys,
+            keys: KeyIndex::new(&g.keys),
             slot_names: g.slot_names,
             ext_slot,
         }
@@ -495,4 +566,65 @@ pub(crate) fn is_data_type(name: &str) -> bool {
         || m.types
             .get(name)
             .is_some_and(|d| d.kind == TypeKind::Complex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn index(keys: &[String]) -> KeyIndex {
+        let mut map = FnvMap::default();
+        for (i, k) in keys.iter().enumerate() {
+            map.insert(k.as_str().into(), i as u16);
+        }
+        KeyIndex::new(&map)
+    }
+
+    #[test]
+    fn finds_keys_sharing_prefixes() {
+        let keys: Vec<String> = [
+            "valueCodeableConcept",
+            "valueCoding",
+            "valueCode",
+            "value",
+            "valueQuantity",
+            "valueQuantit",
+            "",
+            "a",
+        ]
+        .map(String::from)
+        .to_vec();
+        let ix = index(&keys);
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(ix.get(k), Some(i as u16), "{k:?}");
+        }
+        for k in [
+            "valueCodeableConcepts",
+            "valueCod",
+            "valu",
+            "b",
+            "valueQuantitx",
+        ] {
+            assert_eq!(ix.get(k), None, "{k:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn finds_exactly_its_keys(
+            keys in proptest::collection::hash_set("[a-zA-Z_]{0,20}", 0..60),
+            probes in proptest::collection::vec("[a-zA-Z_]{0,20}", 0..60),
+        ) {
+            let keys: Vec<String> = keys.into_iter().collect();
+            let ix = index(&keys);
+            for (i, k) in keys.iter().enumerate() {
+                prop_assert_eq!(ix.get(k), Some(i as u16));
+            }
+            for p in &probes {
+                let expected = keys.iter().position(|k| k == p).map(|i| i as u16);
+                prop_assert_eq!(ix.get(p), expected);
+            }
+        }
+    }
 }

@@ -518,9 +518,9 @@ async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> Response {
     // An injected failure is recorded before the kick-off answers, so no poll can see the job
     // in progress first.
     if state.faults.take_fail_job() {
-        let _ = planned_job
-            .plan
-            .set(Err("the export failed on the server (injected fault)".into()));
+        let _ = planned_job.plan.set(Err(
+            "the export failed on the server (injected fault)".into()
+        ));
     }
     tokio::task::spawn_blocking(move || {
         if planned_job.plan.get().is_some() {

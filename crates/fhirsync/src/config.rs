@@ -969,7 +969,6 @@ impl SyncArgs {
     }
 }
 
-
 fn env_secret(
     env: &dyn Environment,
     value_var: &str,

@@ -28,7 +28,10 @@ pub fn encode_ndjson(
     on_batch: &mut dyn FnMut(&str, RecordBatch) -> anyhow::Result<()>,
     on_reject: &mut dyn FnMut(EncodeReject) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let limits = BatchLimits { max_rows: 4096, max_bytes: 4 << 20 };
+    let limits = BatchLimits {
+        max_rows: 4096,
+        max_bytes: 4 << 20,
+    };
     let mut batches = NdjsonBatches::new(encoder.clone(), input, label, limits);
     let mut warnings = 0u64;
     loop {
@@ -51,7 +54,9 @@ pub fn encode_ndjson(
                         id,
                         file: label.to_string(),
                         line: 0,
-                        reason: format!("a {resource_type} resource in a file of {expected} resources"),
+                        reason: format!(
+                            "a {resource_type} resource in a file of {expected} resources"
+                        ),
                     })?;
                 }
             }
@@ -65,7 +70,9 @@ pub fn encode_ndjson(
 }
 
 fn ids_of(batch: &RecordBatch) -> Vec<Option<String>> {
-    let Some(col) = batch.column_by_name("id") else { return vec![None; batch.num_rows()] };
+    let Some(col) = batch.column_by_name("id") else {
+        return vec![None; batch.num_rows()];
+    };
     match col.as_any().downcast_ref::<arrow::array::StringArray>() {
         Some(ids) => ids.iter().map(|i| i.map(str::to_owned)).collect(),
         None => vec![None; batch.num_rows()],
@@ -74,12 +81,21 @@ fn ids_of(batch: &RecordBatch) -> Vec<Option<String>> {
 
 impl From<Reject> for EncodeReject {
     fn from(r: Reject) -> Self {
-        Self { resource_type: r.resource_type, id: r.id, file: r.file, line: r.line, reason: r.reason }
+        Self {
+            resource_type: r.resource_type,
+            id: r.id,
+            file: r.file,
+            line: r.line,
+            reason: r.reason,
+        }
     }
 }
 
 /// Reads the bulk client's rejected lines (`RejectedLine` JSON objects) of one downloaded file.
-pub fn read_download_rejects(path: &Path, resource_type: Option<&str>) -> anyhow::Result<Vec<EncodeReject>> {
+pub fn read_download_rejects(
+    path: &Path,
+    resource_type: Option<&str>,
+) -> anyhow::Result<Vec<EncodeReject>> {
     let reader = crate::sync::open_ndjson(path)?;
     let mut out = Vec::new();
     for line in reader.lines() {
@@ -87,8 +103,8 @@ pub fn read_download_rejects(path: &Path, resource_type: Option<&str>) -> anyhow
         if line.trim().is_empty() {
             continue;
         }
-        let r: fhir_bulk::RejectedLine =
-            serde_json::from_str(&line).with_context(|| format!("{} holds a malformed reject record", path.display()))?;
+        let r: fhir_bulk::RejectedLine = serde_json::from_str(&line)
+            .with_context(|| format!("{} holds a malformed reject record", path.display()))?;
         // The raw line may still name its id even though it was rejected.
         let id = serde_json::from_str::<serde_json::Value>(&r.raw)
             .ok()

@@ -45,7 +45,12 @@ pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<LogMode> {
     let registry = tracing_subscriber::registry().with(filter);
     match mode {
         LogMode::Human => registry
-            .with(fmt::layer().with_writer(crate::progress::LogWriter).with_target(false).compact())
+            .with(
+                fmt::layer()
+                    .with_writer(crate::progress::LogWriter)
+                    .with_target(false)
+                    .compact(),
+            )
             .try_init(),
         LogMode::Json => registry
             .with(

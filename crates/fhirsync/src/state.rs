@@ -14,13 +14,25 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot read state file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state file {path} is not valid JSON: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("cannot write state file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open lock file {path}: {source}")]
-    LockOpen { path: PathBuf, source: std::io::Error },
+    LockOpen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "another fhirsync run holds the lock {path} (a sync on the same delta path is in progress); \
          try again when it has finished"
@@ -63,13 +75,19 @@ impl SyncState {
                 source,
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(StateError::Read { path: path.to_owned(), source }),
+            Err(source) => Err(StateError::Read {
+                path: path.to_owned(),
+                source,
+            }),
         }
     }
 
     /// Writes the state atomically: a temporary file in the same directory, fsync, rename.
     pub fn store(&self, path: &Path) -> Result<(), StateError> {
-        let err = |source| StateError::Write { path: path.to_owned(), source };
+        let err = |source| StateError::Write {
+            path: path.to_owned(),
+            source,
+        };
         let json = serde_json::to_vec_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
         write_atomically(path, &json).map_err(err)
     }
@@ -77,9 +95,15 @@ impl SyncState {
 
 /// Writes `bytes` to `path` so that readers see either the old or the new content, never a mix.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     {
         let mut f = File::create(&tmp)?;
@@ -106,33 +130,49 @@ impl SyncLock {
     pub fn try_acquire(path: &Path) -> Result<Self, StateError> {
         let file = Self::open(path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file, path: path.to_owned() }),
-            Err(fs::TryLockError::WouldBlock) => Err(StateError::Locked { path: path.to_owned() }),
-            Err(fs::TryLockError::Error(source)) => {
-                Err(StateError::LockOpen { path: path.to_owned(), source })
-            }
+            Ok(()) => Ok(Self {
+                _file: file,
+                path: path.to_owned(),
+            }),
+            Err(fs::TryLockError::WouldBlock) => Err(StateError::Locked {
+                path: path.to_owned(),
+            }),
+            Err(fs::TryLockError::Error(source)) => Err(StateError::LockOpen {
+                path: path.to_owned(),
+                source,
+            }),
         }
     }
 
     /// Waits for the lock (blocking; call from a blocking context).
     pub fn acquire_blocking(path: &Path) -> Result<Self, StateError> {
         let file = Self::open(path)?;
-        file.lock()
-            .map_err(|source| StateError::LockOpen { path: path.to_owned(), source })?;
-        Ok(Self { _file: file, path: path.to_owned() })
+        file.lock().map_err(|source| StateError::LockOpen {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            _file: file,
+            path: path.to_owned(),
+        })
     }
 
     fn open(path: &Path) -> Result<File, StateError> {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)
-                .map_err(|source| StateError::LockOpen { path: path.to_owned(), source })?;
+            fs::create_dir_all(dir).map_err(|source| StateError::LockOpen {
+                path: path.to_owned(),
+                source,
+            })?;
         }
         OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
-            .map_err(|source| StateError::LockOpen { path: path.to_owned(), source })
+            .map_err(|source| StateError::LockOpen {
+                path: path.to_owned(),
+                source,
+            })
     }
 
     pub fn path(&self) -> &Path {
@@ -150,7 +190,10 @@ mod tests {
         let path = dir.path().join("state.json");
         fs::write(&path, r#"{"last_sync_time": "2024-01-02T03:04:05.678Z"}"#).unwrap();
         let state = SyncState::load(&path).unwrap();
-        assert_eq!(state.last_sync_time.as_deref(), Some("2024-01-02T03:04:05.678Z"));
+        assert_eq!(
+            state.last_sync_time.as_deref(),
+            Some("2024-01-02T03:04:05.678Z")
+        );
         assert!(state.tables.is_empty());
     }
 
@@ -159,7 +202,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/state.json");
         assert_eq!(SyncState::load(&path).unwrap(), SyncState::default());
-        let mut state = SyncState { last_sync_time: Some("2025-05-05T00:00:00Z".into()), ..Default::default() };
+        let mut state = SyncState {
+            last_sync_time: Some("2025-05-05T00:00:00Z".into()),
+            ..Default::default()
+        };
         state.tables.insert("Patient".into(), 3);
         state.store(&path).unwrap();
         assert_eq!(SyncState::load(&path).unwrap(), state);
@@ -177,7 +223,10 @@ mod tests {
         let path = dir.path().join("state.json");
         fs::write(&path, "{not json").unwrap();
         let err = SyncState::load(&path).unwrap_err().to_string();
-        assert!(err.contains("not valid JSON") && err.contains("state.json"), "{err}");
+        assert!(
+            err.contains("not valid JSON") && err.contains("state.json"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -20,8 +20,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use arrow::array::RecordBatch;
 use chrono::{DateTime, SecondsFormat, Utc};
-use delta_sink::{CommitOptions, Cursor, DeltaSink, IdSet, ResourceTable, StorageOptions, TableWriter, WriteOutcome, WriteStatus};
-use fhir_bulk::{BulkClient, BulkError, ClientConfig, ExportOptions, ExportRequest, ExportSummary, JobState};
+use delta_sink::{
+    CommitOptions, Cursor, DeltaSink, IdSet, ResourceTable, StorageOptions, TableWriter,
+    WriteOutcome, WriteStatus,
+};
+use fhir_bulk::{
+    BulkClient, BulkError, ClientConfig, ExportOptions, ExportRequest, ExportSummary, JobState,
+};
 use fhir_encoder::{Encoder, EncoderOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -141,7 +146,8 @@ pub fn sink_for(opts: &SyncOptions) -> anyhow::Result<DeltaSink> {
     for (k, v) in &opts.storage_options {
         storage = storage.with(k.clone(), v.clone());
     }
-    DeltaSink::new(&opts.delta_path, storage).with_context(|| format!("delta path {}", opts.delta_path))
+    DeltaSink::new(&opts.delta_path, storage)
+        .with_context(|| format!("delta path {}", opts.delta_path))
 }
 
 pub fn encoder_for(opts: &SyncOptions) -> Encoder {
@@ -164,8 +170,15 @@ pub async fn resume_cursor(
     let mut oldest: Option<DateTime<Utc>> = None;
     let mut missing = Vec::new();
     for t in types {
-        let table = sink.table(t).await.with_context(|| format!("opening the {t} table"))?;
-        let committed = if table.exists() { table_cursor(&table, app_id).await? } else { None };
+        let table = sink
+            .table(t)
+            .await
+            .with_context(|| format!("opening the {t} table"))?;
+        let committed = if table.exists() {
+            table_cursor(&table, app_id).await?
+        } else {
+            None
+        };
         match committed {
             Some(tt) => oldest = Some(oldest.map_or(tt, |o| o.min(tt))),
             None => missing.push(t.clone()),
@@ -177,8 +190,9 @@ pub async fn resume_cursor(
     if oldest.is_none()
         && let Some(last) = &state.last_sync_time
     {
-        let tt = DateTime::parse_from_rfc3339(last)
-            .with_context(|| format!("state file last_sync_time {last:?} is not an RFC 3339 instant"))?;
+        let tt = DateTime::parse_from_rfc3339(last).with_context(|| {
+            format!("state file last_sync_time {last:?} is not an RFC 3339 instant")
+        })?;
         tracing::info!(since = %last, "no table carries a cursor yet: continuing from the state file");
         return Ok(Some(tt.with_timezone(&Utc)));
     }
@@ -188,8 +202,13 @@ pub async fn resume_cursor(
     Ok(None)
 }
 
-async fn table_cursor(table: &ResourceTable, app_id: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
-    let Some(version) = table.committed_version(app_id).await? else { return Ok(None) };
+async fn table_cursor(
+    table: &ResourceTable,
+    app_id: &str,
+) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let Some(version) = table.committed_version(app_id).await? else {
+        return Ok(None);
+    };
     // The txn version is the transactionTime in epoch ms; the metadata has the exact instant.
     if let Some(meta) = table.last_sync_metadata(50).await?
         && meta.app_id.as_deref() == Some(app_id)
@@ -203,9 +222,17 @@ async fn table_cursor(table: &ResourceTable, app_id: &str) -> anyhow::Result<Opt
 
 /// Runs one sync as configured: lock, export (resuming an interrupted one), encode, commit,
 /// state file. Returns when every table has committed, or with the first error.
-pub async fn run_sync(opts: &SyncOptions, kind: RunKind, client: SyncClient, cancel: CancellationToken) -> anyhow::Result<SyncReport> {
+pub async fn run_sync(
+    opts: &SyncOptions,
+    kind: RunKind,
+    client: SyncClient,
+    cancel: CancellationToken,
+) -> anyhow::Result<SyncReport> {
     let started = Instant::now();
-    let SyncClient { config: mut client_config, tokens } = client;
+    let SyncClient {
+        config: mut client_config,
+        tokens,
+    } = client;
     let retries: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     client_config.events = Some(count_retries(client_config.events.take(), retries.clone()));
     let work = WorkDir::for_options(opts)?;
@@ -222,7 +249,11 @@ pub async fn run_sync(opts: &SyncOptions, kind: RunKind, client: SyncClient, can
             state.last_success_at = Some(Utc::now());
             state.fhir_endpoint = Some(opts.fhir_endpoint.to_string());
             state.sync_id = Some(report.sync_id.clone());
-            state.tables = report.tables.iter().filter_map(|(t, r)| r.version.map(|v| (t.clone(), v))).collect();
+            state.tables = report
+                .tables
+                .iter()
+                .filter_map(|(t, r)| r.version.map(|v| (t.clone(), v)))
+                .collect();
             state.last_error = None;
             state.last_error_at = None;
         }
@@ -287,7 +318,9 @@ async fn sync_locked(
     if full && opts.reconcile && opts.group_id.is_some() {
         // Deciding which stored rows belong to the group's patients needs each table's patient
         // reference; until that exists, refuse rather than delete other patients' rows.
-        bail!("--reconcile with --group-id is not supported yet: run the full refresh without --reconcile");
+        bail!(
+            "--reconcile with --group-id is not supported yet: run the full refresh without --reconcile"
+        );
     }
     let mut applier = Applier::new(&sink, encoder_for(opts), apply).await?;
 
@@ -296,7 +329,12 @@ async fn sync_locked(
     let mut client_config = client_config;
     let inner = client_config.events.take();
     client_config.events = Some(Arc::new(move |event: &fhir_bulk::BulkEvent| {
-        if let fhir_bulk::BulkEvent::DownloadComplete { kind: fhir_bulk::FileKind::Output, path, .. } = event {
+        if let fhir_bulk::BulkEvent::DownloadComplete {
+            kind: fhir_bulk::FileKind::Output,
+            path,
+            ..
+        } = event
+        {
             let _ = done_tx.send(path.clone());
         }
         if let Some(h) = &inner {
@@ -320,9 +358,20 @@ async fn sync_locked(
         }
     };
     while let Ok(path) = done_rx.try_recv() {
-        let label = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let label = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         encoding.insert(path.clone());
-        applier.add(InputFile { path, label, expected_type: None, download_rejects: 0, download_rejects_path: None }).await?;
+        applier
+            .add(InputFile {
+                path,
+                label,
+                expected_type: None,
+                download_rejects: 0,
+                download_rejects_path: None,
+            })
+            .await?;
     }
     // Files taken over from an interrupted run were not downloaded now: encode them too. The
     // client already set aside lines of the wrong type, so every file is read as it is.
@@ -343,7 +392,10 @@ async fn sync_locked(
         }
     }
     let transaction_time = summary.manifest.transaction_time.with_timezone(&Utc);
-    let deletions: Vec<(String, String)> = summary.deletions().map(|d| (d.resource_type.clone(), d.id.clone())).collect();
+    let deletions: Vec<(String, String)> = summary
+        .deletions()
+        .map(|d| (d.resource_type.clone(), d.id.clone()))
+        .collect();
     let mut report = tokio::select! {
         r = applier.finish(deletions, transaction_time) => r?,
         _ = cancel.cancelled() => bail!("sync cancelled while writing tables; the next run finishes it"),
@@ -367,12 +419,20 @@ fn rejects_dir(opts: &SyncOptions, work: &WorkDir) -> PathBuf {
     if opts.is_remote() {
         work.rejects_dir()
     } else {
-        Path::new(opts.delta_path.strip_prefix("file://").unwrap_or(&opts.delta_path)).join("_rejects")
+        Path::new(
+            opts.delta_path
+                .strip_prefix("file://")
+                .unwrap_or(&opts.delta_path),
+        )
+        .join("_rejects")
     }
 }
 
 /// Wraps the client's event handler so retries are counted by reason (for `/metrics`).
-fn count_retries(inner: Option<fhir_bulk::EventHandler>, counts: Arc<Mutex<BTreeMap<String, u64>>>) -> fhir_bulk::EventHandler {
+fn count_retries(
+    inner: Option<fhir_bulk::EventHandler>,
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+) -> fhir_bulk::EventHandler {
     Arc::new(move |event: &fhir_bulk::BulkEvent| {
         if let fhir_bulk::BulkEvent::Retry { reason, .. } = event {
             let key = match reason {
@@ -393,14 +453,23 @@ fn count_retries(inner: Option<fhir_bulk::EventHandler>, counts: Arc<Mutex<BTree
 
 /// The export into `dir`, resuming the one recorded there when it is the same request; when the
 /// server no longer has that job, a new export is started.
-async fn run_export(client: &BulkClient, request: &ExportRequest, dir: &Path, timeout: Option<Duration>) -> anyhow::Result<ExportSummary> {
+async fn run_export(
+    client: &BulkClient,
+    request: &ExportRequest,
+    dir: &Path,
+    timeout: Option<Duration>,
+) -> anyhow::Result<ExportSummary> {
     let previous = JobState::load(dir).await.ok().flatten();
     let resume = previous.as_ref().is_some_and(|s| &s.job.request == request);
     if previous.is_some() && !resume {
         tracing::info!("discarding an interrupted export made with other parameters");
     }
     // The job is deleted on the server only after the tables committed (see sync_locked).
-    let mut options = ExportOptions { resume, delete_job_on_success: false, delete_job_on_failure: false };
+    let mut options = ExportOptions {
+        resume,
+        delete_job_on_success: false,
+        delete_job_on_failure: false,
+    };
     let run = async {
         match client.export_to_dir(request, dir, &options).await {
             Err(BulkError::JobGone { url, status }) if options.resume => {
@@ -412,7 +481,12 @@ async fn run_export(client: &BulkClient, request: &ExportRequest, dir: &Path, ti
         }
     };
     let summary = match timeout {
-        Some(t) => tokio::time::timeout(t, run).await.map_err(|_| anyhow!("the export did not finish within {}", humantime::format_duration(t)))?,
+        Some(t) => tokio::time::timeout(t, run).await.map_err(|_| {
+            anyhow!(
+                "the export did not finish within {}",
+                humantime::format_duration(t)
+            )
+        })?,
         None => run.await,
     }
     .context("bulk export")?;
@@ -471,11 +545,17 @@ impl Shared {
         {
             return Ok(None);
         }
-        let mut slots = self.slots.lock().map_err(|_| anyhow!("a writer thread panicked"))?;
+        let mut slots = self
+            .slots
+            .lock()
+            .map_err(|_| anyhow!("a writer thread panicked"))?;
         if let Some(slot) = slots.get(resource_type) {
             return Ok(Some(slot.clone()));
         }
-        let schema = self.encoder.schema(resource_type).with_context(|| format!("resource type {resource_type}"))?;
+        let schema = self
+            .encoder
+            .schema(resource_type)
+            .with_context(|| format!("resource type {resource_type}"))?;
         let table = self
             .runtime
             .block_on(self.sink.table(resource_type))
@@ -494,18 +574,30 @@ impl Shared {
 
     fn push(&self, resource_type: &str, batch: &RecordBatch) -> anyhow::Result<()> {
         let Some(slot) = self.slot(resource_type)? else {
-            *self.skipped_types.lock().map_err(|_| anyhow!("poisoned"))?.entry(resource_type.to_string()).or_default() += batch.num_rows() as u64;
+            *self
+                .skipped_types
+                .lock()
+                .map_err(|_| anyhow!("poisoned"))?
+                .entry(resource_type.to_string())
+                .or_default() += batch.num_rows() as u64;
             return Ok(());
         };
-        let mut slot = slot.lock().map_err(|_| anyhow!("a writer thread panicked"))?;
+        let mut slot = slot
+            .lock()
+            .map_err(|_| anyhow!("a writer thread panicked"))?;
         slot.resources += batch.num_rows() as u64;
         if let Some(ids) = slot.exported_ids.as_mut()
             && let Some(col) = batch.column_by_name("id")
         {
             ids.extend_from_array(col.as_ref());
         }
-        let writer = slot.writer.as_mut().ok_or_else(|| anyhow!("writer already committed"))?;
-        writer.push(batch).with_context(|| format!("staging {resource_type} rows"))?;
+        let writer = slot
+            .writer
+            .as_mut()
+            .ok_or_else(|| anyhow!("writer already committed"))?;
+        writer
+            .push(batch)
+            .with_context(|| format!("staging {resource_type} rows"))?;
         Ok(())
     }
 
@@ -516,7 +608,10 @@ impl Shared {
         {
             slot.rejected += 1;
         }
-        self.rejects.lock().map_err(|_| anyhow!("poisoned"))?.write(&r)
+        self.rejects
+            .lock()
+            .map_err(|_| anyhow!("poisoned"))?
+            .write(&r)
     }
 }
 
@@ -531,7 +626,11 @@ pub struct Applier {
 }
 
 impl Applier {
-    pub async fn new(sink: &DeltaSink, encoder: Encoder, input: ApplyInput) -> anyhow::Result<Self> {
+    pub async fn new(
+        sink: &DeltaSink,
+        encoder: Encoder,
+        input: ApplyInput,
+    ) -> anyhow::Result<Self> {
         let rejects = RejectLog::new(input.rejects_dir.clone(), &input);
         let shared = Arc::new(Shared {
             sink: sink.clone(),
@@ -550,7 +649,9 @@ impl Applier {
                 tokio::task::spawn_blocking(move || shared.slot(&t)).await??;
             }
         }
-        let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let parallel = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         Ok(Self {
             shared,
             permits: Arc::new(tokio::sync::Semaphore::new(parallel)),
@@ -580,24 +681,44 @@ impl Applier {
 
     /// Waits for every file, then commits each table with its deletions and the cursor of the
     /// export whose `transactionTime` is given. A table that already has this export is skipped.
-    pub async fn finish(mut self, deletions: Vec<(String, String)>, transaction_time: DateTime<Utc>) -> anyhow::Result<SyncReport> {
+    pub async fn finish(
+        mut self,
+        deletions: Vec<(String, String)>,
+        transaction_time: DateTime<Utc>,
+    ) -> anyhow::Result<SyncReport> {
         let mut resources = 0u64;
         while let Some(joined) = self.tasks.join_next().await {
             resources += joined.map_err(|e| anyhow!("an encoding thread failed: {e}"))??;
         }
         let shared = self.shared;
         let input = &shared.input;
-        let total_rejects = shared.rejects.lock().map_err(|_| anyhow!("poisoned"))?.count;
-        let rejects_file = shared.rejects.lock().map_err(|_| anyhow!("poisoned"))?.finish()?;
+        let total_rejects = shared
+            .rejects
+            .lock()
+            .map_err(|_| anyhow!("poisoned"))?
+            .count;
+        let rejects_file = shared
+            .rejects
+            .lock()
+            .map_err(|_| anyhow!("poisoned"))?
+            .finish()?;
         if let Some(max) = input.max_rejects
             && total_rejects > max
         {
             bail!(
                 "{total_rejects} resources were rejected, more than --max-rejects {max}; nothing was committed{}",
-                rejects_file.as_ref().map(|p| format!(" (see {})", p.display())).unwrap_or_default()
+                rejects_file
+                    .as_ref()
+                    .map(|p| format!(" (see {})", p.display()))
+                    .unwrap_or_default()
             );
         }
-        for (t, n) in shared.skipped_types.lock().map_err(|_| anyhow!("poisoned"))?.iter() {
+        for (t, n) in shared
+            .skipped_types
+            .lock()
+            .map_err(|_| anyhow!("poisoned"))?
+            .iter()
+        {
             tracing::warn!(resource_type = %t, resources = n, "resources of a type that was not requested were skipped");
         }
 
@@ -611,8 +732,13 @@ impl Applier {
             tokio::task::spawn_blocking(move || shared.slot(&t)).await??;
         }
 
-        let slots: Vec<(String, Arc<Mutex<TypeSlot>>)> =
-            shared.slots.lock().map_err(|_| anyhow!("poisoned"))?.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let slots: Vec<(String, Arc<Mutex<TypeSlot>>)> = shared
+            .slots
+            .lock()
+            .map_err(|_| anyhow!("poisoned"))?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let mut report = SyncReport {
             sync_id: input.app_id.clone(),
             transaction_time: Some(transaction_time.to_rfc3339_opts(SecondsFormat::Millis, true)),
@@ -625,11 +751,28 @@ impl Applier {
         for (resource_type, slot) in slots {
             let (table, writer, ids, res, rej) = {
                 let mut s = slot.lock().map_err(|_| anyhow!("poisoned"))?;
-                (s.table.take(), s.writer.take(), s.exported_ids.take(), s.resources, s.rejected)
+                (
+                    s.table.take(),
+                    s.writer.take(),
+                    s.exported_ids.take(),
+                    s.resources,
+                    s.rejected,
+                )
             };
-            let mut entry = TableReport { resources: res, rejected: rej, ..Default::default() };
-            let (Some(mut table), Some(mut writer)) = (table, writer) else { continue };
-            if input.mode == SaveMode::Merge && table.committed_version(&input.app_id).await?.is_some_and(|v| v >= version) {
+            let mut entry = TableReport {
+                resources: res,
+                rejected: rej,
+                ..Default::default()
+            };
+            let (Some(mut table), Some(mut writer)) = (table, writer) else {
+                continue;
+            };
+            if input.mode == SaveMode::Merge
+                && table
+                    .committed_version(&input.app_id)
+                    .await?
+                    .is_some_and(|v| v >= version)
+            {
                 tracing::info!(resource_type = %resource_type, "this export is already in the table: skipped");
                 entry.status = Some(WriteStatus::AlreadyApplied);
                 entry.version = table.version();
@@ -646,9 +789,14 @@ impl Applier {
                 }
             }
             let cursor = Cursor::new(input.app_id.clone(), transaction_time, input.app_id.clone());
-            let options = CommitOptions { mode: sink_mode(input.mode), cursor: Some(cursor) };
-            let outcome: WriteOutcome =
-                table.commit(writer, options).await.with_context(|| format!("committing the {resource_type} table"))?;
+            let options = CommitOptions {
+                mode: sink_mode(input.mode),
+                cursor: Some(cursor),
+            };
+            let outcome: WriteOutcome = table
+                .commit(writer, options)
+                .await
+                .with_context(|| format!("committing the {resource_type} table"))?;
             entry.status = Some(outcome.status);
             entry.version = outcome.version;
             entry.inserted = outcome.inserted;
@@ -725,7 +873,10 @@ pub fn open_ndjson(path: &Path) -> anyhow::Result<Box<dyn BufRead + Send>> {
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let gz = path.extension().is_some_and(|e| e == "gz");
     Ok(if gz {
-        Box::new(BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(f)))
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::read::MultiGzDecoder::new(f),
+        ))
     } else {
         Box::new(BufReader::with_capacity(1 << 20, f))
     })
@@ -757,7 +908,8 @@ impl RejectLog {
 
     fn write(&mut self, r: &EncodeReject) -> anyhow::Result<()> {
         if self.out.is_none() {
-            std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+            std::fs::create_dir_all(&self.dir)
+                .with_context(|| format!("creating {}", self.dir.display()))?;
             let path = self.dir.join(&self.name);
             // Truncate: a re-run of the same export rewrites the same list.
             let f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
@@ -791,7 +943,6 @@ impl RejectLog {
     }
 }
 
-
 /// The Bulk Data client's settings for a sync, and the token provider (kept for its refresh count).
 pub struct SyncClient {
     pub config: ClientConfig,
@@ -812,7 +963,10 @@ impl std::ops::DerefMut for SyncClient {
 }
 
 /// The Bulk Data client's settings for a sync.
-pub async fn client_config(opts: &SyncOptions, _mode: crate::logging::LogMode) -> anyhow::Result<SyncClient> {
+pub async fn client_config(
+    opts: &SyncOptions,
+    _mode: crate::logging::LogMode,
+) -> anyhow::Result<SyncClient> {
     let mut config = ClientConfig::new(opts.fhir_endpoint.clone());
     config.max_concurrent_downloads = opts.max_concurrent_downloads.max(1);
     if let Some(t) = opts.timeout {
@@ -825,12 +979,19 @@ pub async fn client_config(opts: &SyncOptions, _mode: crate::logging::LogMode) -
             .connect_timeout(config.connect_timeout)
             .build()
             .context("building the HTTP client for the token endpoint")?;
-        let provider = smart_auth::TokenProvider::new(&opts.fhir_endpoint, opts.auth.to_auth_config(), http)
-            .context("configuring SMART Backend Services authentication")?;
+        let provider =
+            smart_auth::TokenProvider::new(&opts.fhir_endpoint, opts.auth.to_auth_config(), http)
+                .context("configuring SMART Backend Services authentication")?;
         config.bearer = Some(std::sync::Arc::new(provider.clone()));
-        return Ok(SyncClient { config, tokens: Some(provider) });
+        return Ok(SyncClient {
+            config,
+            tokens: Some(provider),
+        });
     }
-    Ok(SyncClient { config, tokens: None })
+    Ok(SyncClient {
+        config,
+        tokens: None,
+    })
 }
 
 /// `fhirsync import`: a local directory of NDJSON files applied like an export.
@@ -857,9 +1018,22 @@ pub async fn run_import(request: &ImportRequest) -> anyhow::Result<SyncReport> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if path.is_file() && (name.ends_with(".ndjson") || name.ends_with(".ndjson.gz") || name.ends_with(".jsonl")) {
-            files.push(InputFile { path, label: name, expected_type: None, download_rejects: 0, download_rejects_path: None });
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if path.is_file()
+            && (name.ends_with(".ndjson")
+                || name.ends_with(".ndjson.gz")
+                || name.ends_with(".jsonl"))
+        {
+            files.push(InputFile {
+                path,
+                label: name,
+                expected_type: None,
+                download_rejects: 0,
+                download_rejects_path: None,
+            });
         }
     }
     files.sort_by(|a, b| a.label.cmp(&b.label));
@@ -871,7 +1045,8 @@ pub async fn run_import(request: &ImportRequest) -> anyhow::Result<SyncReport> {
     let manifest_path = dir.join(fhir_bulk::MANIFEST_FILE);
     let transaction_time = match std::fs::read(&manifest_path) {
         Ok(bytes) => {
-            let v: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", manifest_path.display()))?;
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not JSON", manifest_path.display()))?;
             let tt = v
                 .get("transactionTime")
                 .and_then(|t| t.as_str())
@@ -886,7 +1061,9 @@ pub async fn run_import(request: &ImportRequest) -> anyhow::Result<SyncReport> {
     let mut deletions = Vec::new();
     let deleted_dir = dir.join("deleted");
     if deleted_dir.is_dir() {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&deleted_dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&deleted_dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
         paths.sort();
         for path in paths.into_iter().filter(|p| p.is_file()) {
             let reader = open_ndjson(&path)?;
@@ -895,8 +1072,9 @@ pub async fn run_import(request: &ImportRequest) -> anyhow::Result<SyncReport> {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let bundle: serde_json::Value = serde_json::from_str(&line)
-                    .with_context(|| format!("{} line {}: not a JSON Bundle", path.display(), n + 1))?;
+                let bundle: serde_json::Value = serde_json::from_str(&line).with_context(|| {
+                    format!("{} line {}: not a JSON Bundle", path.display(), n + 1)
+                })?;
                 let (found, problems) = fhir_bulk::deletions(&bundle);
                 for p in problems {
                     tracing::warn!(file = %path.display(), line = n + 1, problem = %p, "ignored a deletion entry");
@@ -915,19 +1093,36 @@ pub async fn run_import(request: &ImportRequest) -> anyhow::Result<SyncReport> {
     };
     let local = !crate::config::is_remote_path(&request.delta_path);
     let rejects_dir = if local {
-        Path::new(request.delta_path.strip_prefix("file://").unwrap_or(&request.delta_path)).join("_rejects")
+        Path::new(
+            request
+                .delta_path
+                .strip_prefix("file://")
+                .unwrap_or(&request.delta_path),
+        )
+        .join("_rejects")
     } else {
         PathBuf::from("_rejects")
     };
     let input = ApplyInput {
         app_id: IMPORT_APP_ID.to_string(),
         mode: request.save_mode,
-        types: request.resource_types.as_ref().map(|t| t.iter().cloned().collect()),
+        types: request
+            .resource_types
+            .as_ref()
+            .map(|t| t.iter().cloned().collect()),
         reconcile: false,
         max_rejects: request.max_rejects,
         rejects_dir,
     };
-    let mut report = apply_files(&sink, Encoder::new(options), files, deletions, input, transaction_time).await?;
+    let mut report = apply_files(
+        &sink,
+        Encoder::new(options),
+        files,
+        deletions,
+        input,
+        transaction_time,
+    )
+    .await?;
     report.duration = started.elapsed();
     Ok(report)
 }

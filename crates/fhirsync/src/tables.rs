@@ -22,7 +22,8 @@ pub async fn list_tables(
         None if !crate::config::is_remote_path(delta_path) => {
             let dir = Path::new(delta_path.strip_prefix("file://").unwrap_or(delta_path));
             let mut found = Vec::new();
-            let entries = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+            let entries =
+                std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
             for entry in entries {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -34,11 +35,18 @@ pub async fn list_tables(
             }
             found
         }
-        None => fhir_encoder::Encoder::new(Default::default()).supported_types().into_iter().map(|t| t.to_string()).collect(),
+        None => fhir_encoder::Encoder::new(Default::default())
+            .supported_types()
+            .into_iter()
+            .map(|t| t.to_string())
+            .collect(),
     };
     let mut tables = Vec::new();
     for t in candidates {
-        let table = sink.table(&t).await.with_context(|| format!("opening the {t} table"))?;
+        let table = sink
+            .table(&t)
+            .await
+            .with_context(|| format!("opening the {t} table"))?;
         if table.exists() {
             tables.push((t, table));
         }
@@ -65,8 +73,14 @@ pub async fn query(
     for (name, table) in &tables {
         let delta = table.delta_table();
         delta.update_datafusion_session(&ctx.state())?;
-        let provider = delta.table_provider().await.with_context(|| format!("reading the {name} table"))?;
-        ctx.register_table(deltalake::datafusion::common::TableReference::bare(name.as_str()), Arc::clone(&provider))?;
+        let provider = delta
+            .table_provider()
+            .await
+            .with_context(|| format!("reading the {name} table"))?;
+        ctx.register_table(
+            deltalake::datafusion::common::TableReference::bare(name.as_str()),
+            Arc::clone(&provider),
+        )?;
     }
     let df = ctx.sql(sql).await.context("planning the query")?;
     df.collect().await.context("running the query")

@@ -8,17 +8,23 @@ use bulk_test_server::smart::{RegisteredClient, SmartServerConfig};
 use bulk_test_server::{DataSource, ServerConfig, TestServer};
 
 fn key(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../smart-auth/tests/keys").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../smart-auth/tests/keys")
+        .join(name)
 }
 
 fn jwks(public: &str) -> serde_json::Value {
-    let jwk: serde_json::Value = serde_json::from_slice(&std::fs::read(key(public)).unwrap()).unwrap();
+    let jwk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(key(public)).unwrap()).unwrap();
     serde_json::json!({ "keys": [jwk] })
 }
 
 async fn smart_server(client_id: &str, public_jwk: &str) -> TestServer {
     TestServer::start(ServerConfig {
-        data: DataSource::Synthetic { patients: 4, seed: 9 },
+        data: DataSource::Synthetic {
+            patients: 4,
+            seed: 9,
+        },
         polls_before_complete: 3,
         retry_after_secs: 1,
         resources_per_file: 100,
@@ -46,17 +52,44 @@ async fn sync_with_key(client_id: &str, private_key: &str, public_jwk: &str) {
         .arg(server.base_url().as_str())
         .arg("--delta-path")
         .arg(&delta)
-        .args(["--resource-types", "Patient", "Observation", "--auth-client-id", client_id, "--auth-private-key"])
+        .args([
+            "--resource-types",
+            "Patient",
+            "Observation",
+            "--auth-client-id",
+            client_id,
+            "--auth-private-key",
+        ])
         .arg(key(private_key))
         .env_remove("FHIR_PRIVATE_KEY");
-    let out = tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().unwrap();
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "sync failed: {stderr}");
-    let rows = fhirsync::tables::query(&delta.display().to_string(), "SELECT count(*) FROM Patient", None).await.unwrap();
-    let n = rows[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0);
+    let rows = fhirsync::tables::query(
+        &delta.display().to_string(),
+        "SELECT count(*) FROM Patient",
+        None,
+    )
+    .await
+    .unwrap();
+    let n = rows[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
     assert_eq!(n as u64, server.store().counts()["Patient"]);
     // Every FHIR request carried a token, and the private key never reached the logs.
-    assert!(server.requests().iter().filter(|r| r.path_and_query.contains("$export")).all(|r| r.authorization));
+    assert!(
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.path_and_query.contains("$export"))
+            .all(|r| r.authorization)
+    );
     let private = std::fs::read_to_string(key(private_key)).unwrap();
     let d = serde_json::from_str::<serde_json::Value>(&private)
         .ok()
@@ -68,12 +101,22 @@ async fn sync_with_key(client_id: &str, private_key: &str, public_jwk: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_with_an_rs384_jwk_key_file() {
-    sync_with_key("fhirsync-rsa", "rsa-a.private.jwk.json", "rsa-a.public.jwk.json").await;
+    sync_with_key(
+        "fhirsync-rsa",
+        "rsa-a.private.jwk.json",
+        "rsa-a.public.jwk.json",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_with_an_es384_jwk_key_file() {
-    sync_with_key("fhirsync-ec", "ec384-a.private.jwk.json", "ec384-a.public.jwk.json").await;
+    sync_with_key(
+        "fhirsync-ec",
+        "ec384-a.private.jwk.json",
+        "ec384-a.public.jwk.json",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,7 +130,10 @@ async fn a_key_the_server_does_not_know_fails_with_a_clear_reason() {
         .arg(dir.path().join("delta"))
         .args(["--auth-client-id", "fhirsync-rsa", "--auth-private-key"])
         .arg(key("rsa-b.private.jwk.json"));
-    let out = tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().unwrap();
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.lines().last().unwrap_or_default();

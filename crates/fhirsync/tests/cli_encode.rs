@@ -66,7 +66,10 @@ fn parquet_ids(path: &Path) -> Vec<String> {
     for batch in reader {
         let batch = batch.unwrap();
         let col = batch.column_by_name("id").expect("an id column");
-        let col = col.as_any().downcast_ref::<StringArray>().expect("id is a string");
+        let col = col
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("id is a string");
         assert_eq!(col.null_count(), 0);
         ids.extend(col.iter().map(|v| v.unwrap().to_owned()));
     }
@@ -96,7 +99,11 @@ fn the_bundled_synthea_export_encodes_to_one_parquet_file_per_type() {
     let mut total = 0;
     for (ty, ids) in &inputs {
         let path = output.join(format!("{ty}.parquet"));
-        assert_eq!(parquet_rows(&path), ids.len() as i64, "{ty}: rows vs. input lines");
+        assert_eq!(
+            parquet_rows(&path),
+            ids.len() as i64,
+            "{ty}: rows vs. input lines"
+        );
         total += ids.len();
     }
     assert!(total > 30_000, "{total} resources");

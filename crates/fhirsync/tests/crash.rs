@@ -28,10 +28,13 @@ fn sync_command(server: &TestServer, delta: &Path) -> Command {
 async fn contents(delta: &Path) -> BTreeMap<String, BTreeMap<String, Option<String>>> {
     let mut out = BTreeMap::new();
     for t in TYPES.split(',') {
-        let batches =
-            fhirsync::tables::query(&delta.display().to_string(), &format!("SELECT id, meta['versionId'] FROM {t}"), None)
-                .await
-                .unwrap();
+        let batches = fhirsync::tables::query(
+            &delta.display().to_string(),
+            &format!("SELECT id, meta['versionId'] FROM {t}"),
+            None,
+        )
+        .await
+        .unwrap();
         let mut rows = BTreeMap::new();
         for b in batches {
             let ids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
@@ -40,7 +43,10 @@ async fn contents(delta: &Path) -> BTreeMap<String, BTreeMap<String, Option<Stri
             let vs = vs.as_any().downcast_ref::<StringArray>().unwrap();
             for i in 0..b.num_rows() {
                 let v = (!vs.is_null(i)).then(|| vs.value(i).to_string());
-                assert!(rows.insert(ids.value(i).to_string(), v).is_none(), "duplicate id in {t}");
+                assert!(
+                    rows.insert(ids.value(i).to_string(), v).is_none(),
+                    "duplicate id in {t}"
+                );
             }
         }
         out.insert(t.to_string(), rows);
@@ -51,7 +57,10 @@ async fn contents(delta: &Path) -> BTreeMap<String, BTreeMap<String, Option<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_syncs_converge_to_the_uninterrupted_result() {
     let server = TestServer::start(ServerConfig {
-        data: DataSource::Synthetic { patients: 10, seed: 42 },
+        data: DataSource::Synthetic {
+            patients: 10,
+            seed: 42,
+        },
         polls_before_complete: 2,
         retry_after_secs: 1,
         resources_per_file: 150,
@@ -62,7 +71,9 @@ async fn killed_syncs_converge_to_the_uninterrupted_result() {
     // Slow files stretch the download phase so kills land in every phase.
     server.faults().add(FaultRule {
         target: FaultTarget::AnyFile,
-        fault: Fault::Slow { bytes_per_sec: 400_000 },
+        fault: Fault::Slow {
+            bytes_per_sec: 400_000,
+        },
         times: None,
     });
     let dir = tempfile::tempdir().unwrap();
@@ -98,13 +109,20 @@ async fn killed_syncs_converge_to_the_uninterrupted_result() {
         // carries a cursor holds every row of the export that cursor names.
         let state = SyncState::load(&delta.join("_fhirsync/state.json")).unwrap();
         if state.last_sync_time.is_some() {
-            assert_eq!(contents(&delta).await, expected, "the state file names a cursor whose data is incomplete");
+            assert_eq!(
+                contents(&delta).await,
+                expected,
+                "the state file names a cursor whose data is incomplete"
+            );
         }
     }
     assert!(kills > 0, "no run was interrupted");
 
     let mut finish = sync_command(&server, &delta);
-    let status = tokio::task::spawn_blocking(move || finish.status()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || finish.status())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "the sync after the kills failed");
     assert_eq!(contents(&delta).await, expected);
     server.shutdown().await;

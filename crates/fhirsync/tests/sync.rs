@@ -4,7 +4,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use arrow::array::{Array, Int64Array, StringArray};
-use bulk_test_server::{DataSource, Fault, FaultHandle, FaultRule, FaultTarget, ServerConfig, TestServer};
+use bulk_test_server::{
+    DataSource, Fault, FaultHandle, FaultRule, FaultTarget, ServerConfig, TestServer,
+};
 use fhirsync::config::{SaveMode, SyncOptions};
 use fhirsync::daemon::RunKind;
 use fhirsync::logging::LogMode;
@@ -48,12 +50,19 @@ async fn run(opts: &SyncOptions, kind: RunKind) -> anyhow::Result<SyncReport> {
 
 /// Runs SQL over the tables in `delta` (DataFusion, identifiers as written).
 async fn sql(delta: &Path, query: &str) -> Vec<arrow::array::RecordBatch> {
-    fhirsync::tables::query(&delta.display().to_string(), query, None).await.unwrap()
+    fhirsync::tables::query(&delta.display().to_string(), query, None)
+        .await
+        .unwrap()
 }
 
 async fn count(delta: &Path, table: &str) -> i64 {
     let batches = sql(delta, &format!("SELECT count(*) AS n FROM {table}")).await;
-    batches[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0)
+    batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0)
 }
 
 /// DataFusion may hand strings back as views; tests compare plain strings.
@@ -63,15 +72,26 @@ fn utf8(a: &arrow::array::ArrayRef) -> arrow::array::ArrayRef {
 
 /// `id -> meta.versionId` of every row of a table.
 async fn versions(delta: &Path, table: &str) -> BTreeMap<String, Option<String>> {
-    let batches = sql(delta, &format!("SELECT id, meta['versionId'] AS v FROM {table}")).await;
+    let batches = sql(
+        delta,
+        &format!("SELECT id, meta['versionId'] AS v FROM {table}"),
+    )
+    .await;
     let mut out = BTreeMap::new();
     for b in batches {
         let ids = utf8(b.column(0));
         let vs = utf8(b.column(1));
-        let (ids, vs) = (ids.as_any().downcast_ref::<StringArray>().unwrap(), vs.as_any().downcast_ref::<StringArray>().unwrap());
+        let (ids, vs) = (
+            ids.as_any().downcast_ref::<StringArray>().unwrap(),
+            vs.as_any().downcast_ref::<StringArray>().unwrap(),
+        );
         for i in 0..b.num_rows() {
             let v = (!vs.is_null(i)).then(|| vs.value(i).to_string());
-            assert!(out.insert(ids.value(i).to_string(), v).is_none(), "duplicate id {} in {table}", ids.value(i));
+            assert!(
+                out.insert(ids.value(i).to_string(), v).is_none(),
+                "duplicate id {} in {table}",
+                ids.value(i)
+            );
         }
     }
     out
@@ -79,7 +99,11 @@ async fn versions(delta: &Path, table: &str) -> BTreeMap<String, Option<String>>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_then_incremental_sync_applies_updates_inserts_and_deletes() {
-    let server = server(DataSource::Synthetic { patients: 12, seed: 7 }).await;
+    let server = server(DataSource::Synthetic {
+        patients: 12,
+        seed: 7,
+    })
+    .await;
     let store = server.store();
     let dir = tempfile::tempdir().unwrap();
     let delta = dir.path().join("delta");
@@ -90,11 +114,18 @@ async fn full_then_incremental_sync_applies_updates_inserts_and_deletes() {
     let server_counts = store.counts();
     for t in TYPES {
         let expected = *server_counts.get(t).unwrap_or(&0) as i64;
-        assert_eq!(count(&delta, t).await, expected, "{t} rows after the full sync");
+        assert_eq!(
+            count(&delta, t).await,
+            expected,
+            "{t} rows after the full sync"
+        );
         assert_eq!(first.tables[t].inserted as i64, expected);
     }
     let state = SyncState::load(&delta.join("_fhirsync/state.json")).unwrap();
-    assert_eq!(state.last_sync_time, first.transaction_time, "state holds the manifest's transactionTime");
+    assert_eq!(
+        state.last_sync_time, first.transaction_time,
+        "state holds the manifest's transactionTime"
+    );
 
     // Change the server: update a patient, add one, delete an observation.
     let patient_id = store.ids("Patient")[0].clone();
@@ -108,14 +139,34 @@ async fn full_then_incremental_sync_applies_updates_inserts_and_deletes() {
     assert!(store.delete("Observation", &gone));
 
     let second = run(&opts, RunKind::Incremental).await.unwrap();
-    assert_eq!(second.since, first.transaction_time, "incremental export starts at the last cursor");
+    assert_eq!(
+        second.since, first.transaction_time,
+        "incremental export starts at the last cursor"
+    );
     assert_eq!(second.tables["Patient"].inserted, 1);
     assert_eq!(second.tables["Patient"].updated, 1);
     assert_eq!(second.tables["Observation"].deleted, 1);
-    assert_eq!(count(&delta, "Patient").await, server_counts["Patient"] as i64 + 1);
-    assert_eq!(count(&delta, "Observation").await, server_counts["Observation"] as i64 - 1);
-    let g = sql(&delta, &format!("SELECT gender FROM Patient WHERE id = '{patient_id}'")).await;
-    assert_eq!(utf8(g[0].column(0)).as_any().downcast_ref::<StringArray>().unwrap().value(0), "other");
+    assert_eq!(
+        count(&delta, "Patient").await,
+        server_counts["Patient"] as i64 + 1
+    );
+    assert_eq!(
+        count(&delta, "Observation").await,
+        server_counts["Observation"] as i64 - 1
+    );
+    let g = sql(
+        &delta,
+        &format!("SELECT gender FROM Patient WHERE id = '{patient_id}'"),
+    )
+    .await;
+    assert_eq!(
+        utf8(g[0].column(0))
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .value(0),
+        "other"
+    );
     let v = versions(&delta, "Observation").await;
     assert!(!v.contains_key(&gone));
 
@@ -131,8 +182,15 @@ async fn full_then_incremental_sync_applies_updates_inserts_and_deletes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_ids_across_files_keep_the_newest_version() {
-    let server = server(DataSource::Synthetic { patients: 6, seed: 3 }).await;
-    server.faults().add(FaultRule::once(FaultTarget::KickOff, Fault::DuplicateIds { count: 5 }));
+    let server = server(DataSource::Synthetic {
+        patients: 6,
+        seed: 3,
+    })
+    .await;
+    server.faults().add(FaultRule::once(
+        FaultTarget::KickOff,
+        Fault::DuplicateIds { count: 5 },
+    ));
     let dir = tempfile::tempdir().unwrap();
     let delta = dir.path().join("delta");
     let opts = options(&server, &delta);
@@ -146,14 +204,22 @@ async fn duplicate_ids_across_files_keep_the_newest_version() {
     for id in server.store().ids("Patient") {
         let current = server.store().get("Patient", &id).unwrap();
         let stored = versions(&delta, "Patient").await;
-        assert_eq!(stored[&id].as_deref(), current["meta"]["versionId"].as_str(), "Patient/{id}");
+        assert_eq!(
+            stored[&id].as_deref(),
+            current["meta"]["versionId"].as_str(),
+            "Patient/{id}"
+        );
     }
     server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_refresh_reconciles_rows_the_server_no_longer_has() {
-    let server = server(DataSource::Synthetic { patients: 8, seed: 11 }).await;
+    let server = server(DataSource::Synthetic {
+        patients: 8,
+        seed: 11,
+    })
+    .await;
     let store = server.store();
     let dir = tempfile::tempdir().unwrap();
     let delta = dir.path().join("delta");
@@ -173,18 +239,50 @@ async fn full_refresh_reconciles_rows_the_server_no_longer_has() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_faults_do_not_change_the_tables() {
-    let clean_server = server(DataSource::Synthetic { patients: 6, seed: 5 }).await;
-    let faulty_server = server(DataSource::Synthetic { patients: 6, seed: 5 }).await;
+    let clean_server = server(DataSource::Synthetic {
+        patients: 6,
+        seed: 5,
+    })
+    .await;
+    let faulty_server = server(DataSource::Synthetic {
+        patients: 6,
+        seed: 5,
+    })
+    .await;
     let faults: FaultHandle = faulty_server.faults();
-    faults.add(FaultRule::once(FaultTarget::Status, Fault::Transient { status: 503 }));
-    faults.add(FaultRule::once(FaultTarget::AnyFile, Fault::ResetAfter { bytes: 1000 }));
-    faults.add(FaultRule::once(FaultTarget::FileType("Observation".into()), Fault::Truncate { bytes: 500, chunked: false }));
+    faults.add(FaultRule::once(
+        FaultTarget::Status,
+        Fault::Transient { status: 503 },
+    ));
+    faults.add(FaultRule::once(
+        FaultTarget::AnyFile,
+        Fault::ResetAfter { bytes: 1000 },
+    ));
+    faults.add(FaultRule::once(
+        FaultTarget::FileType("Observation".into()),
+        Fault::Truncate {
+            bytes: 500,
+            chunked: false,
+        },
+    ));
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("clean"), dir.path().join("faulty"));
-    run(&options(&clean_server, &a), RunKind::Incremental).await.unwrap();
-    let report = run(&options(&faulty_server, &b), RunKind::Incremental).await.unwrap();
-    assert!(report.http_retries.get("5xx").copied().unwrap_or(0) >= 1, "{:?}", report.http_retries);
-    assert!(report.http_retries.get("network").copied().unwrap_or(0) >= 1, "{:?}", report.http_retries);
+    run(&options(&clean_server, &a), RunKind::Incremental)
+        .await
+        .unwrap();
+    let report = run(&options(&faulty_server, &b), RunKind::Incremental)
+        .await
+        .unwrap();
+    assert!(
+        report.http_retries.get("5xx").copied().unwrap_or(0) >= 1,
+        "{:?}",
+        report.http_retries
+    );
+    assert!(
+        report.http_retries.get("network").copied().unwrap_or(0) >= 1,
+        "{:?}",
+        report.http_retries
+    );
     for t in TYPES {
         assert_eq!(versions(&a, t).await, versions(&b, t).await, "{t}");
     }
@@ -196,12 +294,24 @@ async fn transient_faults_do_not_change_the_tables() {
 async fn a_second_sync_on_the_same_path_is_refused_while_one_runs() {
     let dir = tempfile::tempdir().unwrap();
     let delta = dir.path().join("delta");
-    let lock = fhirsync::state::SyncLock::try_acquire(&delta.join("_fhirsync/fhirsync.lock")).unwrap();
-    let server = server(DataSource::Synthetic { patients: 2, seed: 1 }).await;
-    let err = run(&options(&server, &delta), RunKind::Incremental).await.unwrap_err();
-    assert!(format!("{err:#}").contains("another fhirsync run holds the lock"), "{err:#}");
+    let lock =
+        fhirsync::state::SyncLock::try_acquire(&delta.join("_fhirsync/fhirsync.lock")).unwrap();
+    let server = server(DataSource::Synthetic {
+        patients: 2,
+        seed: 1,
+    })
+    .await;
+    let err = run(&options(&server, &delta), RunKind::Incremental)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("another fhirsync run holds the lock"),
+        "{err:#}"
+    );
     drop(lock);
-    run(&options(&server, &delta), RunKind::Incremental).await.unwrap();
+    run(&options(&server, &delta), RunKind::Incremental)
+        .await
+        .unwrap();
     server.shutdown().await;
 }
 
@@ -234,9 +344,14 @@ async fn import_merges_by_id_and_never_lets_an_older_version_win() {
     std::fs::create_dir_all(&first).unwrap();
     write_ndjson(
         &first.join("Patient.ndjson"),
-        &[patient("a", 2, "2024-02-01T00:00:00Z", "female"), patient("b", 1, "2024-01-01T00:00:00Z", "male")],
+        &[
+            patient("a", 2, "2024-02-01T00:00:00Z", "female"),
+            patient("b", 1, "2024-01-01T00:00:00Z", "male"),
+        ],
     );
-    sync::run_import(&import(&first, &delta, SaveMode::Merge)).await.unwrap();
+    sync::run_import(&import(&first, &delta, SaveMode::Merge))
+        .await
+        .unwrap();
 
     let second = dir.path().join("second");
     std::fs::create_dir_all(&second).unwrap();
@@ -250,8 +365,13 @@ async fn import_merges_by_id_and_never_lets_an_older_version_win() {
             patient("c", 3, "2024-05-01T00:00:00Z", "female"),
         ],
     );
-    write_ndjson(&second.join("two.ndjson"), &[patient("c", 2, "2024-04-01T00:00:00Z", "male")]);
-    let report = sync::run_import(&import(&second, &delta, SaveMode::Merge)).await.unwrap();
+    write_ndjson(
+        &second.join("two.ndjson"),
+        &[patient("c", 2, "2024-04-01T00:00:00Z", "male")],
+    );
+    let report = sync::run_import(&import(&second, &delta, SaveMode::Merge))
+        .await
+        .unwrap();
     let p = &report.tables["Patient"];
     assert_eq!((p.inserted, p.updated), (1, 1), "{p:?}");
     let v = versions(&delta, "Patient").await;
@@ -277,15 +397,29 @@ async fn bad_lines_are_rejected_with_their_place_and_good_ones_kept() {
     let mut strict = import(&input, &delta, SaveMode::Merge);
     strict.max_rejects = Some(2);
     let err = sync::run_import(&strict).await.unwrap_err();
-    assert!(format!("{err:#}").contains("more than --max-rejects 2"), "{err:#}");
-    assert!(!delta.join("Patient.parquet/_delta_log").exists(), "nothing committed");
+    assert!(
+        format!("{err:#}").contains("more than --max-rejects 2"),
+        "{err:#}"
+    );
+    assert!(
+        !delta.join("Patient.parquet/_delta_log").exists(),
+        "nothing committed"
+    );
 
-    let report = sync::run_import(&import(&input, &delta, SaveMode::Merge)).await.unwrap();
+    let report = sync::run_import(&import(&input, &delta, SaveMode::Merge))
+        .await
+        .unwrap();
     assert_eq!(report.rejects, 3);
     assert_eq!(count(&delta, "Patient").await, 2);
     let rejects = std::fs::read_to_string(report.rejects_file.unwrap()).unwrap();
-    let records: Vec<serde_json::Value> = rejects.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let lines: Vec<u64> = records.iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    let records: Vec<serde_json::Value> = rejects
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let lines: Vec<u64> = records
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
     assert_eq!(lines, vec![2, 3, 4]);
     assert!(records.iter().all(|r| r["file"] == "mixed.ndjson"));
 }
@@ -298,17 +432,43 @@ async fn save_modes_behave_as_delta_users_expect() {
     let b = dir.path().join("b");
     std::fs::create_dir_all(&a).unwrap();
     std::fs::create_dir_all(&b).unwrap();
-    write_ndjson(&a.join("p.ndjson"), &[patient("1", 1, "2024-01-01T00:00:00Z", "male"), patient("2", 1, "2024-01-01T00:00:00Z", "male")]);
-    write_ndjson(&b.join("p.ndjson"), &[patient("3", 1, "2024-01-01T00:00:00Z", "female")]);
+    write_ndjson(
+        &a.join("p.ndjson"),
+        &[
+            patient("1", 1, "2024-01-01T00:00:00Z", "male"),
+            patient("2", 1, "2024-01-01T00:00:00Z", "male"),
+        ],
+    );
+    write_ndjson(
+        &b.join("p.ndjson"),
+        &[patient("3", 1, "2024-01-01T00:00:00Z", "female")],
+    );
 
-    sync::run_import(&import(&a, &delta, SaveMode::Error)).await.unwrap();
+    sync::run_import(&import(&a, &delta, SaveMode::Error))
+        .await
+        .unwrap();
     assert_eq!(count(&delta, "Patient").await, 2);
-    assert!(sync::run_import(&import(&b, &delta, SaveMode::Error)).await.is_err(), "error mode refuses an existing table");
-    sync::run_import(&import(&b, &delta, SaveMode::Ignore)).await.unwrap();
-    assert_eq!(count(&delta, "Patient").await, 2, "ignore leaves an existing table alone");
-    sync::run_import(&import(&b, &delta, SaveMode::Append)).await.unwrap();
+    assert!(
+        sync::run_import(&import(&b, &delta, SaveMode::Error))
+            .await
+            .is_err(),
+        "error mode refuses an existing table"
+    );
+    sync::run_import(&import(&b, &delta, SaveMode::Ignore))
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&delta, "Patient").await,
+        2,
+        "ignore leaves an existing table alone"
+    );
+    sync::run_import(&import(&b, &delta, SaveMode::Append))
+        .await
+        .unwrap();
     assert_eq!(count(&delta, "Patient").await, 3);
-    sync::run_import(&import(&b, &delta, SaveMode::Overwrite)).await.unwrap();
+    sync::run_import(&import(&b, &delta, SaveMode::Overwrite))
+        .await
+        .unwrap();
     assert_eq!(count(&delta, "Patient").await, 1);
     assert!(versions(&delta, "Patient").await.contains_key("3"));
 }
@@ -316,16 +476,27 @@ async fn save_modes_behave_as_delta_users_expect() {
 /// Python's `deltalake` (delta-rs's Python binding, a separate reader) must see the same rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_read_back_by_an_independent_reader() {
-    let probe = std::process::Command::new("python3").args(["-c", "import deltalake, pyarrow"]).status();
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import deltalake, pyarrow"])
+        .status();
     if !probe.is_ok_and(|s| s.success()) {
-        assert!(std::env::var_os("CI").is_none(), "python3 with deltalake and pyarrow is required in CI (.ci/requirements.txt)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 with deltalake and pyarrow is required in CI (.ci/requirements.txt)"
+        );
         eprintln!("skipped: python3 with deltalake and pyarrow is not installed");
         return;
     }
-    let server = server(DataSource::Synthetic { patients: 5, seed: 21 }).await;
+    let server = server(DataSource::Synthetic {
+        patients: 5,
+        seed: 21,
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let delta = dir.path().join("delta");
-    run(&options(&server, &delta), RunKind::Incremental).await.unwrap();
+    run(&options(&server, &delta), RunKind::Incremental)
+        .await
+        .unwrap();
     let script = r#"
 import json, sys
 from deltalake import DeltaTable
@@ -339,16 +510,34 @@ for t in sys.argv[2:]:
     out[t] = {"rows": len(ids), "distinct": len(set(ids)), "versions": dict(zip(ids, versions)), "fhirsync_commits": len(meta)}
 print(json.dumps(out))
 "#;
-    let out = std::process::Command::new("python3").arg("-c").arg(script).arg(&delta).args(TYPES).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&delta)
+        .args(TYPES)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for t in TYPES {
         let ours = versions(&delta, t).await;
-        assert_eq!(seen[t]["rows"].as_u64().unwrap() as usize, ours.len(), "{t}");
+        assert_eq!(
+            seen[t]["rows"].as_u64().unwrap() as usize,
+            ours.len(),
+            "{t}"
+        );
         assert_eq!(seen[t]["distinct"], seen[t]["rows"], "{t}");
-        let theirs: BTreeMap<String, Option<String>> = serde_json::from_value(seen[t]["versions"].clone()).unwrap();
+        let theirs: BTreeMap<String, Option<String>> =
+            serde_json::from_value(seen[t]["versions"].clone()).unwrap();
         assert_eq!(theirs, ours, "{t}");
-        assert!(seen[t]["fhirsync_commits"].as_u64().unwrap() >= 1, "{t}: the cursor commit is in the history");
+        assert!(
+            seen[t]["fhirsync_commits"].as_u64().unwrap() >= 1,
+            "{t}: the cursor commit is in the history"
+        );
     }
     server.shutdown().await;
 }
@@ -357,11 +546,18 @@ print(json.dumps(out))
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_into_s3_then_incremental() {
     if std::env::var_os("FHIRSYNC_TEST_S3_ENDPOINT").is_none() {
-        assert!(std::env::var_os("CI").is_none(), "FHIRSYNC_TEST_S3_ENDPOINT must be set in CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "FHIRSYNC_TEST_S3_ENDPOINT must be set in CI"
+        );
         eprintln!("skipped: FHIRSYNC_TEST_S3_ENDPOINT not set");
         return;
     }
-    let server = server(DataSource::Synthetic { patients: 4, seed: 2 }).await;
+    let server = server(DataSource::Synthetic {
+        patients: 4,
+        seed: 2,
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("s3://fhirsync-test/sync-{}", uuid::Uuid::new_v4());
     let mut opts = SyncOptions::new(server.base_url(), prefix.clone());
@@ -369,11 +565,24 @@ async fn sync_into_s3_then_incremental() {
     opts.state_file = Some(dir.path().join("state.json"));
     run(&opts, RunKind::Incremental).await.unwrap();
     let store = server.store();
-    store.upsert(json!({"resourceType": "Patient", "id": "s3-new", "gender": "female"})).unwrap();
+    store
+        .upsert(json!({"resourceType": "Patient", "id": "s3-new", "gender": "female"}))
+        .unwrap();
     let second = run(&opts, RunKind::Incremental).await.unwrap();
     assert_eq!(second.tables["Patient"].inserted, 1);
-    let rows = fhirsync::tables::query(&prefix, "SELECT count(*) FROM Patient", Some(&["Patient".to_string()])).await.unwrap();
-    let n = rows[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+    let rows = fhirsync::tables::query(
+        &prefix,
+        "SELECT count(*) FROM Patient",
+        Some(&["Patient".to_string()]),
+    )
+    .await
+    .unwrap();
+    let n = rows[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0);
     assert_eq!(n as u64, store.counts()["Patient"]);
     server.shutdown().await;
 }

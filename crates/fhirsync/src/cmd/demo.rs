@@ -32,12 +32,18 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
                 dir.display()
             );
         }
-        std::fs::remove_dir_all(dir).with_context(|| format!("removing the previous demo in {}", dir.display()))?;
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("removing the previous demo in {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join(MARKER), "made by `fhirsync demo`; safe to delete\n")?;
+    std::fs::write(
+        dir.join(MARKER),
+        "made by `fhirsync demo`; safe to delete\n",
+    )?;
 
-    println!("== starting the built-in Bulk Data server with the bundled Synthea export (100 patients)");
+    println!(
+        "== starting the built-in Bulk Data server with the bundled Synthea export (100 patients)"
+    );
     let server = TestServer::start(ServerConfig {
         data: DataSource::Synthea,
         polls_before_complete: 1,
@@ -56,12 +62,23 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
     };
 
     println!("\n== first sync: a full export into {}", dir.display());
-    let report = sync::run_sync(&opts, RunKind::Incremental, sync::client_config(&opts, mode).await?, CancellationToken::new()).await?;
+    let report = sync::run_sync(
+        &opts,
+        RunKind::Incremental,
+        sync::client_config(&opts, mode).await?,
+        CancellationToken::new(),
+    )
+    .await?;
     super::sync::print_report(&report, false)?;
 
-    println!("\n== the server changes: one patient updated, one patient and an observation added, one observation deleted");
+    println!(
+        "\n== the server changes: one patient updated, one patient and an observation added, one observation deleted"
+    );
     let patients = store.ids("Patient");
-    let changed = patients.first().context("the demo data has no patients")?.clone();
+    let changed = patients
+        .first()
+        .context("the demo data has no patients")?
+        .clone();
     let mut patient = store.get("Patient", &changed).context("patient vanished")?;
     patient["gender"] = json!("unknown");
     patient["name"] = json!([{ "family": "Changed", "given": ["Demo"] }]);
@@ -82,16 +99,27 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
         "effectiveDateTime": "2024-05-06T07:08:09+02:00",
         "valueQuantity": { "value": 170.3, "unit": "cm", "system": "http://unitsofmeasure.org", "code": "cm" }
     }))?;
-    if let Some(obs) = store.ids("Observation").into_iter().find(|id| id != "demo-new-observation") {
+    if let Some(obs) = store
+        .ids("Observation")
+        .into_iter()
+        .find(|id| id != "demo-new-observation")
+    {
         store.delete("Observation", &obs);
     }
 
     println!("\n== second sync: incremental (_since the first export's transactionTime)");
-    let report = sync::run_sync(&opts, RunKind::Incremental, sync::client_config(&opts, mode).await?, CancellationToken::new()).await?;
+    let report = sync::run_sync(
+        &opts,
+        RunKind::Incremental,
+        sync::client_config(&opts, mode).await?,
+        CancellationToken::new(),
+    )
+    .await?;
     super::sync::print_report(&report, false)?;
     server.shutdown().await;
 
-    let sql = "SELECT gender, count(*) AS patients FROM Patient GROUP BY gender ORDER BY patients DESC";
+    let sql =
+        "SELECT gender, count(*) AS patients FROM Patient GROUP BY gender ORDER BY patients DESC";
     println!("\n== a query over the tables: {sql}");
     let batches = fhirsync::tables::query(&dir.display().to_string(), sql, None).await?;
     println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);

@@ -51,9 +51,13 @@ pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
         extensions: args.extensions,
     };
     let _lock = match fhirsync::config::default_state_file(&args.delta_path, None) {
-        Some(state) => Some(SyncLock::try_acquire(&state.with_file_name("fhirsync.lock"))?),
+        Some(state) => Some(SyncLock::try_acquire(
+            &state.with_file_name("fhirsync.lock"),
+        )?),
         None => None,
     };
-    let report = fhirsync::sync::run_import(&request).await.with_context(|| format!("importing {}", args.input.display()))?;
+    let report = fhirsync::sync::run_import(&request)
+        .await
+        .with_context(|| format!("importing {}", args.input.display()))?;
     super::sync::print_report(&report, args.json)
 }

@@ -37,14 +37,21 @@ pub struct Args {
 
 pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
     let sink = DeltaSink::new(&args.delta_path, StorageOptions::from_env())?;
-    let tables = fhirsync::tables::list_tables(&sink, &args.delta_path, args.types.as_deref()).await?;
+    let tables =
+        fhirsync::tables::list_tables(&sink, &args.delta_path, args.types.as_deref()).await?;
     for (name, mut table) in tables {
         if !args.no_optimize {
             let r = table
-                .optimize(OptimizeOptions { zorder_by_id: args.zorder, target_file_size: None })
+                .optimize(OptimizeOptions {
+                    zorder_by_id: args.zorder,
+                    target_file_size: None,
+                })
                 .await
                 .with_context(|| format!("compacting the {name} table"))?;
-            println!("{name}: compacted {} files into {} (version {})", r.files_removed, r.files_added, r.version);
+            println!(
+                "{name}: compacted {} files into {} (version {})",
+                r.files_removed, r.files_added, r.version
+            );
         }
         if let Some(retention) = args.vacuum_retention {
             let r = table
@@ -54,7 +61,10 @@ pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
             println!("{name}: vacuum removed {} files", r.files_deleted);
         }
         if args.checkpoint {
-            let v = table.checkpoint().await.with_context(|| format!("checkpointing the {name} table"))?;
+            let v = table
+                .checkpoint()
+                .await
+                .with_context(|| format!("checkpointing the {name} table"))?;
             println!("{name}: checkpoint written at version {v}");
         }
     }

@@ -27,7 +27,8 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
-    let batches = fhirsync::tables::query(&args.delta_path, &args.sql, args.types.as_deref()).await?;
+    let batches =
+        fhirsync::tables::query(&args.delta_path, &args.sql, args.types.as_deref()).await?;
     match args.format {
         OutputFormat::Table => println!("{}", pretty_format_batches(&batches)?),
         OutputFormat::Json => {
@@ -46,4 +47,3 @@ pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -19,19 +19,28 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
-    let state = match fhirsync::config::default_state_file(&args.delta_path, args.state_file.as_deref()) {
-        Some(path) => Some((path.clone(), SyncState::load(&path)?)),
-        None => None,
-    };
+    let state =
+        match fhirsync::config::default_state_file(&args.delta_path, args.state_file.as_deref()) {
+            Some(path) => Some((path.clone(), SyncState::load(&path)?)),
+            None => None,
+        };
     let sink = DeltaSink::new(&args.delta_path, StorageOptions::from_env())?;
     let tables = fhirsync::tables::list_tables(&sink, &args.delta_path, None).await?;
     let mut stats = Vec::new();
     for (name, table) in &tables {
-        stats.push((name.clone(), table.stats().await.with_context(|| format!("reading the {name} table"))?));
+        stats.push((
+            name.clone(),
+            table
+                .stats()
+                .await
+                .with_context(|| format!("reading the {name} table"))?,
+        ));
     }
     if args.json {
-        let tables: serde_json::Map<String, serde_json::Value> =
-            stats.iter().map(|(n, s)| Ok((n.clone(), serde_json::to_value(s)?))).collect::<anyhow::Result<_>>()?;
+        let tables: serde_json::Map<String, serde_json::Value> = stats
+            .iter()
+            .map(|(n, s)| Ok((n.clone(), serde_json::to_value(s)?)))
+            .collect::<anyhow::Result<_>>()?;
         let out = serde_json::json!({
             "delta_path": args.delta_path,
             "state_file": state.as_ref().map(|(p, _)| p.display().to_string()),
@@ -43,16 +52,24 @@ pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
     }
     if let Some((path, s)) = &state {
         println!("state file:        {}", path.display());
-        println!("cursor (last_sync_time): {}", s.last_sync_time.as_deref().unwrap_or("-"));
+        println!(
+            "cursor (last_sync_time): {}",
+            s.last_sync_time.as_deref().unwrap_or("-")
+        );
         println!(
             "last success:      {}",
-            s.last_success_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
+            s.last_success_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "-".into())
         );
         if let Some(e) = &s.last_error {
             println!("last error:        {e}");
         }
     }
-    println!("{:<24} {:>8} {:>12} {:>7} {:>12}  last cursor", "table", "version", "rows", "files", "size (MB)");
+    println!(
+        "{:<24} {:>8} {:>12} {:>7} {:>12}  last cursor",
+        "table", "version", "rows", "files", "size (MB)"
+    );
     for (name, s) in &stats {
         let cursor = s
             .last_sync

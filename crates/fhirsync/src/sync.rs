@@ -622,6 +622,8 @@ pub struct Applier {
     shared: Arc<Shared>,
     permits: Arc<tokio::sync::Semaphore>,
     tasks: tokio::task::JoinSet<anyhow::Result<u64>>,
+    /// Resources encoded by files whose task has already been joined.
+    resources: u64,
     started: Instant,
 }
 
@@ -656,6 +658,7 @@ impl Applier {
             shared,
             permits: Arc::new(tokio::sync::Semaphore::new(parallel)),
             tasks: tokio::task::JoinSet::new(),
+            resources: 0,
             started: Instant::now(),
         })
     }
@@ -663,7 +666,7 @@ impl Applier {
     /// Starts encoding `file`; waits while every core is busy. Errors of earlier files surface here.
     pub async fn add(&mut self, file: InputFile) -> anyhow::Result<()> {
         while let Some(done) = self.tasks.try_join_next() {
-            done.map_err(|e| anyhow!("an encoding thread failed: {e}"))??;
+            self.resources += done.map_err(|e| anyhow!("an encoding thread failed: {e}"))??;
         }
         let permit = self.permits.clone().acquire_owned().await?;
         let shared = self.shared.clone();
@@ -686,7 +689,7 @@ impl Applier {
         deletions: Vec<(String, String)>,
         transaction_time: DateTime<Utc>,
     ) -> anyhow::Result<SyncReport> {
-        let mut resources = 0u64;
+        let mut resources = self.resources;
         while let Some(joined) = self.tasks.join_next().await {
             resources += joined.map_err(|e| anyhow!("an encoding thread failed: {e}"))??;
         }

@@ -112,7 +112,10 @@ async fn full_then_incremental_sync_applies_updates_inserts_and_deletes() {
     let first = run(&opts, RunKind::Incremental).await.unwrap();
     assert!(first.since.is_none(), "the first sync is a full export");
     let table_sum: u64 = first.tables.values().map(|t| t.resources).sum();
-    assert_eq!(first.resources, table_sum, "every encoded resource is counted once");
+    assert_eq!(
+        first.resources, table_sum,
+        "every encoded resource is counted once"
+    );
     let server_counts = store.counts();
     for t in TYPES {
         let expected = *server_counts.get(t).unwrap_or(&0) as i64;

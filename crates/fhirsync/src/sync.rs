@@ -325,17 +325,27 @@ async fn sync_locked(
     let mut applier = Applier::new(&sink, encoder_for(opts), apply).await?;
 
     // Files are encoded as they finish downloading, while the others still download.
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<InputFile>();
     let mut client_config = client_config;
     let inner = client_config.events.take();
     client_config.events = Some(Arc::new(move |event: &fhir_bulk::BulkEvent| {
         if let fhir_bulk::BulkEvent::DownloadComplete {
             kind: fhir_bulk::FileKind::Output,
             path,
+            resource_type,
             ..
         } = event
         {
-            let _ = done_tx.send(path.clone());
+            let _ = done_tx.send(InputFile {
+                path: path.clone(),
+                label: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                expected_type: Some(resource_type.clone()),
+                download_rejects: 0,
+                download_rejects_path: None,
+            });
         }
         if let Some(h) = &inner {
             h(event);
@@ -349,37 +359,24 @@ async fn sync_locked(
     let summary = loop {
         tokio::select! {
             r = &mut export => break r?,
-            Some(path) = done_rx.recv() => {
-                let label = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                encoding.insert(path.clone());
-                applier.add(InputFile { path, label, expected_type: None, download_rejects: 0, download_rejects_path: None }).await?;
+            Some(file) = done_rx.recv() => {
+                encoding.insert(file.path.clone());
+                applier.add(file).await?;
             }
             _ = cancel.cancelled() => bail!("sync cancelled during the export; the next run resumes it"),
         }
     };
-    while let Ok(path) = done_rx.try_recv() {
-        let label = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        encoding.insert(path.clone());
-        applier
-            .add(InputFile {
-                path,
-                label,
-                expected_type: None,
-                download_rejects: 0,
-                download_rejects_path: None,
-            })
-            .await?;
+    while let Ok(file) = done_rx.try_recv() {
+        encoding.insert(file.path.clone());
+        applier.add(file).await?;
     }
-    // Files taken over from an interrupted run were not downloaded now: encode them too. The
-    // client already set aside lines of the wrong type, so every file is read as it is.
+    // Files taken over from an interrupted run were not downloaded now: encode them too; the
+    // lines the client set aside are recorded for every file once its counts are known.
     for f in summary.outputs() {
         let file = InputFile {
             path: f.path.clone(),
             label: f.name.clone(),
-            expected_type: None,
+            expected_type: Some(f.resource_type.clone()),
             download_rejects: f.rejected_lines,
             download_rejects_path: f.rejects_path.clone(),
         };

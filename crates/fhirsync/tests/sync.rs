@@ -513,7 +513,11 @@ for t in sys.argv[2:]:
     versions = [m["versionId"] for m in tbl.column("meta").to_pylist()]
     meta = [h for h in dt.history() if any(k.startswith("fhirsync.") for k in h)]
     out[t] = {"rows": len(ids), "distinct": len(set(ids)), "versions": dict(zip(ids, versions)), "fhirsync_commits": len(meta)}
-print(json.dumps(out))
+print(json.dumps(out), flush=True)
+# The native reader's threads can abort the interpreter's shutdown ("terminate called without
+# an active exception"); the answer is printed, so leave without that shutdown.
+import os
+os._exit(0)
 "#;
     let out = std::process::Command::new("python3")
         .arg("-c")

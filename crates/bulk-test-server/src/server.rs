@@ -233,6 +233,10 @@ async fn route(state: &Arc<State>, origin: Origin, req: Request) -> Response {
             ),
         },
         ["auth", "token"] => token(state, req).await,
+        [ty, id] if ty.starts_with(|c: char| c.is_ascii_uppercase()) => {
+            let (ty, id) = (ty.to_string(), id.to_string());
+            read(state, &ty, &id, req)
+        }
         _ => outcome(
             StatusCode::NOT_FOUND,
             "error",
@@ -379,6 +383,38 @@ fn parameters_body(body: &[u8]) -> Result<Vec<(String, String)>, BadRequest> {
         out.push((name.to_string(), value));
     }
     Ok(out)
+}
+
+/// `GET [base]/[type]/[id]`: the current version of one resource (clients read a Group's
+/// members this way).
+fn read(state: &Arc<State>, ty: &str, id: &str, req: Request) -> Response {
+    if *req.method() != Method::GET {
+        return outcome(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "error",
+            "not-supported",
+            "Only GET is supported on resources",
+        );
+    }
+    if let Some(smart) = &state.smart
+        && let Err(r) = smart.check_bearer(req.headers())
+    {
+        return r;
+    }
+    match state.store.get(ty, id) {
+        Some(resource) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, FHIR_JSON)],
+            resource.to_string(),
+        )
+            .into_response(),
+        None => outcome(
+            StatusCode::NOT_FOUND,
+            "error",
+            "not-found",
+            &format!("{ty}/{id} is not known"),
+        ),
+    }
 }
 
 async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> Response {

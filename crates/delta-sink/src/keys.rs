@@ -132,6 +132,71 @@ impl KeyColumns {
     }
 }
 
+/// The `reference` strings of one Reference column (`struct<reference, ...>`) or list of
+/// References of a batch.
+pub(crate) enum RefColumn {
+    Single(StringArray),
+    List {
+        offsets: arrow::buffer::OffsetBuffer<i32>,
+        nulls: Option<arrow::buffer::NullBuffer>,
+        refs: StringArray,
+    },
+}
+
+impl RefColumn {
+    /// Finds `column` in `batch`; `None` when it is absent or not Reference-shaped.
+    pub(crate) fn from_batch(batch: &RecordBatch, column: &str) -> Option<Self> {
+        let col = batch.column_by_name(column)?;
+        if let Some(st) = col.as_struct_opt() {
+            let r = with_parent_nulls(st.column_by_name("reference")?, st.nulls());
+            return to_utf8(&r).ok().map(RefColumn::Single);
+        }
+        let list = col.as_list_opt::<i32>()?;
+        let st = list.values().as_struct_opt()?;
+        let r = with_parent_nulls(st.column_by_name("reference")?, st.nulls());
+        Some(RefColumn::List {
+            offsets: list.offsets().clone(),
+            nulls: list.nulls().cloned(),
+            refs: to_utf8(&r).ok()?,
+        })
+    }
+
+    /// Whether row `i` holds a reference to `target_type/<id>` with the id in `targets`.
+    pub(crate) fn refers_to(&self, i: usize, target_type: &str, targets: &IdSet) -> bool {
+        let hit = |refs: &StringArray, j: usize| {
+            refs.is_valid(j)
+                && reference_id(refs.value(j), target_type).is_some_and(|id| targets.contains(id))
+        };
+        match self {
+            RefColumn::Single(refs) => hit(refs, i),
+            RefColumn::List {
+                offsets,
+                nulls,
+                refs,
+            } => {
+                if nulls.as_ref().is_some_and(|n| n.is_null(i)) {
+                    return false;
+                }
+                let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+                (start..end).any(|j| hit(refs, j))
+            }
+        }
+    }
+}
+
+/// The id in a reference to `target_type`: `Patient/1`, `Patient/1/_history/2` or an
+/// absolute URL ending so; `None` for other types, contained (`#x`) or `urn:` references.
+pub fn reference_id<'a>(reference: &'a str, target_type: &str) -> Option<&'a str> {
+    let r = reference.split(['?', '#']).next().unwrap_or_default();
+    let r = match r.find("/_history/") {
+        Some(i) => &r[..i],
+        None => r,
+    };
+    let mut parts = r.rsplit('/');
+    let id = parts.next().filter(|s| !s.is_empty())?;
+    (parts.next()? == target_type).then_some(id)
+}
+
 fn to_utf8(a: &ArrayRef) -> Result<StringArray, arrow::error::ArrowError> {
     match a.data_type() {
         DataType::Utf8 => Ok(a.as_string::<i32>().clone()),
@@ -198,6 +263,12 @@ impl IdSet {
         self.sorted = false;
     }
 
+    /// Adds every id of `other`.
+    pub fn merge(&mut self, other: &IdSet) {
+        self.hashes.extend_from_slice(&other.hashes);
+        self.sorted = false;
+    }
+
     /// Sorts and deduplicates; call once after inserting (lookups do it lazily otherwise).
     pub fn seal(&mut self) {
         if !self.sorted {
@@ -237,7 +308,7 @@ impl<S: AsRef<str>> FromIterator<S> for IdSet {
 }
 
 /// Stable 64-bit fingerprint (SipHash-1-3 with fixed keys).
-fn fingerprint(id: &str) -> u64 {
+pub(crate) fn fingerprint(id: &str) -> u64 {
     let mut h =
         std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
             .build_hasher();
@@ -255,6 +326,21 @@ mod tests {
             last_updated: lu,
             version_id: v.map(Box::from),
         }
+    }
+
+    #[test]
+    fn reference_ids() {
+        assert_eq!(reference_id("Patient/p1", "Patient"), Some("p1"));
+        assert_eq!(reference_id("Patient/p1/_history/3", "Patient"), Some("p1"));
+        assert_eq!(
+            reference_id("https://fhir.example/r4/Patient/p1", "Patient"),
+            Some("p1")
+        );
+        assert_eq!(reference_id("Group/p1", "Patient"), None);
+        assert_eq!(reference_id("urn:uuid:p1", "Patient"), None);
+        assert_eq!(reference_id("#p1", "Patient"), None);
+        assert_eq!(reference_id("Patient/", "Patient"), None);
+        assert_eq!(reference_id("p1", "Patient"), None);
     }
 
     #[test]

@@ -27,10 +27,10 @@ mod stage;
 mod table;
 
 pub use error::{Result, SinkError};
-pub use keys::{IdSet, Recency, compare_version_ids};
+pub use keys::{IdSet, Recency, compare_version_ids, reference_id};
 pub use location::{AWS_ENV_VARS, StorageOptions, register_object_stores, root_url, table_url};
 pub use table::{
     CommitOptions, Cursor, DeltaSink, METADATA_PREFIX, OptimizeOptions, OptimizeReport,
-    ResourceTable, SaveMode, SinkConfig, SyncMetadata, TableStats, TableWriter, VacuumReport,
-    WriteOutcome, WriteStatus,
+    ReconcileScope, ResourceTable, SaveMode, SinkConfig, SyncMetadata, TableStats, TableWriter,
+    VacuumReport, WriteOutcome, WriteStatus,
 };

@@ -13,7 +13,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Add, Remove, StructType, Transaction};
+use deltalake::kernel::{Action, Add, LogicalFileView, Remove, StructType, Transaction};
 use deltalake::operations::get_num_idx_cols_and_stats_columns;
 use deltalake::protocol::DeltaOperation;
 use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore};
@@ -31,7 +31,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::error::{Result, SinkError};
-use crate::keys::{IdSet, KeyColumns, Recency};
+use crate::keys::{IdSet, KeyColumns, Recency, RefColumn, fingerprint};
 use crate::location::{StorageOptions, register_object_stores, root_url, table_url};
 use crate::stage::{Stage, Staged, describe_difference};
 
@@ -103,6 +103,9 @@ pub struct SinkConfig {
     /// size), it folds them into its rewrite, so incremental syncs do not pile up small
     /// files between maintenance runs. 0 disables.
     pub compact_small_files: usize,
+    /// Ids indexed per pass when matching the input against the table: a larger input is
+    /// matched in several passes (by id fingerprint), so memory does not grow with it.
+    pub index_bucket_rows: usize,
 }
 
 impl Default for SinkConfig {
@@ -115,6 +118,7 @@ impl Default for SinkConfig {
             staging_file_rows: 256 * 1024,
             read_batch_rows: 8 * 1024,
             compact_small_files: 16,
+            index_bucket_rows: 256 * 1024,
         }
     }
 }
@@ -714,42 +718,76 @@ impl ResourceTable {
         }
         let mut out = WriteOutcome::empty(WriteStatus::Committed, None);
 
-        // 1. Index the input by id, newest wins.
-        let mut incoming = self.index_staged(&staged, &mut out)?;
-        for (id, inc) in incoming.iter_mut() {
-            if let Some(tt) = deletes.get(id.as_ref())
-                && inc.recency.last_updated.is_none_or(|lu| lu <= *tt)
-            {
-                inc.fate = Fate::Deleted;
+        // 1. Plan which input rows to write and which stored rows to drop. The input is
+        // indexed by id one bucket of ids (by fingerprint) at a time, so memory stays
+        // bounded whatever the export's size; each pass reads only key columns.
+        let scan_needed = exists
+            && mode != SaveMode::Overwrite
+            && (mode == SaveMode::Merge && input_rows > 0
+                || !deletes.is_empty()
+                || reconcile.is_some());
+        let table_files: Vec<LogicalFileView> = if exists {
+            let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+            snapshot.log_data().iter().collect()
+        } else {
+            Vec::new()
+        };
+        let mut removed: Vec<Vec<u32>> = vec![Vec::new(); table_files.len()];
+        let mut winners = RowMarks::default();
+        let buckets = Buckets::for_rows(input_rows, self.config.index_bucket_rows);
+        for bucket in buckets.iter() {
+            let mut incoming = self.index_staged(&staged, bucket, &mut out)?;
+            for (id, inc) in incoming.iter_mut() {
+                if let Some(tt) = deletes.get(id.as_ref())
+                    && inc.recency.last_updated.is_none_or(|lu| lu <= *tt)
+                {
+                    inc.fate = Fate::Deleted;
+                }
+            }
+            if scan_needed {
+                self.scan_table(
+                    mode,
+                    bucket,
+                    &table_files,
+                    &mut incoming,
+                    &deletes,
+                    reconcile.as_ref(),
+                    &mut out,
+                    &mut removed,
+                )
+                .await?;
+            }
+            for inc in incoming.values() {
+                match inc.fate {
+                    Fate::Insert => out.inserted += 1,
+                    Fate::Update => out.updated += 1,
+                    Fate::Unchanged | Fate::Deleted => out.unchanged += 1,
+                }
+                if matches!(inc.fate, Fate::Insert | Fate::Update) {
+                    winners.set(inc.file, inc.row);
+                }
             }
         }
 
-        // 2. Decide, per stored file, which rows go.
-        let scan_needed = exists
-            && (mode == SaveMode::Merge && !incoming.is_empty()
-                || !deletes.is_empty()
-                || reconcile.is_some());
+        // 2. Decide, per stored file, whether it goes and what is rewritten.
         let mut removes: Vec<Remove> = Vec::new();
         let mut rewrites: Vec<FileRewrite> = Vec::new();
         if exists && mode == SaveMode::Overwrite {
-            let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
-            for f in snapshot.log_data().iter() {
+            for f in &table_files {
                 removes.push(f.remove_action(true));
             }
         } else if scan_needed {
-            self.plan_removals(
-                mode,
-                &mut incoming,
-                &deletes,
-                reconcile.as_ref(),
+            self.plan_rewrites(
+                table_files,
+                removed,
+                out.inserted > 0,
                 &mut out,
                 &mut removes,
                 &mut rewrites,
-            )
-            .await?;
+            );
         }
 
-        // 3. Write the surviving input rows, then the rewritten files.
+        // 3. Write the winning input rows, then the rewritten files.
         let store = self.table.object_store();
         let (num_idx, stats_cols) = {
             let props = self.table.snapshot().ok().map(|s| s.table_config());
@@ -767,9 +805,12 @@ impl ResourceTable {
             )
         };
         let mut adds: Vec<Add> = Vec::new();
-        if !incoming.is_empty() {
+        if winners.any() {
             let mut dw = DeltaWriter::new(store.clone(), wcfg(schema.clone()));
             for (fi, path) in staged.files.iter().enumerate() {
+                if !winners.any_in(fi as u32) {
+                    continue;
+                }
                 let file = staged.open(path).map_err(|e| SinkError::Io {
                     table: self.name.clone(),
                     context: format!("opening staged file {}", path.display()),
@@ -783,20 +824,9 @@ impl ResourceTable {
                 let mut offset = 0u32;
                 for batch in reader {
                     let batch = batch.map_err(|e| self.arrow_err(e))?;
-                    let keys = KeyColumns::from_batch(&batch).map_err(|d| self.invalid(d))?;
-                    let mask: BooleanArray =
-                        (0..batch.num_rows())
-                            .map(|i| {
-                                let row = offset + i as u32;
-                                Some(keys.id(i).and_then(|id| incoming.get(id)).is_some_and(
-                                    |inc| {
-                                        inc.file == fi as u32
-                                            && inc.row == row
-                                            && matches!(inc.fate, Fate::Insert | Fate::Update)
-                                    },
-                                ))
-                            })
-                            .collect();
+                    let mask: BooleanArray = (0..batch.num_rows())
+                        .map(|i| Some(winners.get(fi as u32, offset + i as u32)))
+                        .collect();
                     offset += batch.num_rows() as u32;
                     let kept = filter_record_batch(&batch, &mask).map_err(|e| self.arrow_err(e))?;
                     if kept.num_rows() > 0 {
@@ -809,14 +839,7 @@ impl ResourceTable {
             adds.extend(dw.close().await.map_err(|e| self.err(e))?);
         }
         drop(staged);
-        for inc in incoming.values() {
-            match inc.fate {
-                Fate::Insert => out.inserted += 1,
-                Fate::Update => out.updated += 1,
-                Fate::Unchanged | Fate::Deleted => out.unchanged += 1,
-            }
-        }
-        drop(incoming);
+        drop(winners);
 
         if !rewrites.is_empty() {
             out.files_rewritten = rewrites.len() as u64 - out.files_compacted;
@@ -978,10 +1001,12 @@ impl ResourceTable {
         props.with_metadata(meta)
     }
 
-    /// Reads the key columns of the staged input and keeps, per id, the newest row.
+    /// Reads the key columns of the staged input and keeps, per id of `bucket`, the newest
+    /// row.
     fn index_staged(
         &self,
         staged: &Staged,
+        bucket: Bucket,
         out: &mut WriteOutcome,
     ) -> Result<HashMap<Box<str>, Incoming>> {
         let mut index: HashMap<Box<str>, Incoming> = HashMap::new();
@@ -998,7 +1023,7 @@ impl ResourceTable {
             );
             let reader = builder
                 .with_projection(mask)
-                .with_batch_size(64 * 1024)
+                .with_batch_size(KEY_BATCH_ROWS)
                 .build()
                 .map_err(|e| self.pq(e))?;
             let mut offset = 0u32;
@@ -1008,9 +1033,15 @@ impl ResourceTable {
                 for i in 0..keys.len() {
                     let row = offset + i as u32;
                     let Some(id) = keys.id(i) else {
-                        out.rejected += 1;
+                        // Counted once, in the first pass.
+                        if bucket.index == 0 {
+                            out.rejected += 1;
+                        }
                         continue;
                     };
+                    if !bucket.contains(id) {
+                        continue;
+                    }
                     let recency = keys.recency(i);
                     match index.get_mut(id) {
                         Some(prev) => {
@@ -1041,40 +1072,38 @@ impl ResourceTable {
                 offset += keys.len() as u32;
             }
         }
-        if out.rejected > 0 {
+        if bucket.index == 0 && out.rejected > 0 {
             tracing::warn!(table = %self.name, rows = out.rejected, "input rows without id were skipped");
         }
         Ok(index)
     }
 
-    /// Scans the key columns of every stored file and records which rows to drop.
+    /// Streams the key columns of every stored file and records, for the ids of `bucket`,
+    /// which rows go (replaced, deleted or reconciled) in `removed` (by file position).
     #[allow(clippy::too_many_arguments)]
-    async fn plan_removals(
+    async fn scan_table(
         &self,
         mode: SaveMode,
+        bucket: Bucket,
+        files: &[LogicalFileView],
         incoming: &mut HashMap<Box<str>, Incoming>,
         deletes: &HashMap<Box<str>, i64>,
-        reconcile: Option<&(IdSet, Option<IdSet>)>,
+        reconcile: Option<&(IdSet, ReconcileScope)>,
         out: &mut WriteOutcome,
-        removes: &mut Vec<Remove>,
-        rewrites: &mut Vec<FileRewrite>,
+        removed: &mut [Vec<u32>],
     ) -> Result<()> {
-        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
         let store = self.table.object_store();
-        let files: Vec<_> = snapshot.log_data().iter().collect();
-        // Read key columns of several files at once: latency matters on S3.
         let name = self.name.clone();
-        let batch_rows = 64 * 1024;
-        let small_threshold = self.config.target_file_size / 8;
-        let small_limit = self.config.compact_small_files;
-        let small_total = files
-            .iter()
-            .filter(|f| (f.size() as u64) < small_threshold)
-            .count();
-        let mut small_untouched = Vec::new();
-        let mut stream = futures::stream::iter(files.into_iter().map(|f| {
+        let scope_columns: Vec<String> = reconcile
+            .map(|(_, scope)| scope.columns().to_vec())
+            .unwrap_or_default();
+        // Open (read the footers of) a few files ahead: latency matters on S3. Key batches
+        // are consumed one at a time, so memory is one batch whatever the file sizes.
+        let mut opened = futures::stream::iter(files.iter().enumerate().map(|(fi, f)| {
             let store = store.clone();
             let name = name.clone();
+            let f = f.clone();
+            let scope_columns = scope_columns.clone();
             async move {
                 if f.deletion_vector_descriptor().is_some() {
                     return Err(SinkError::InvalidData {
@@ -1086,24 +1115,33 @@ impl ResourceTable {
                         ),
                     });
                 }
-                let keys =
-                    read_keys(&store, &f.object_store_path(), f.size(), batch_rows, &name).await?;
-                Ok::<_, SinkError>((f, keys))
+                let path = f.object_store_path();
+                let stream = open_keys(&store, &path, f.size(), &scope_columns, &name).await?;
+                Ok::<_, SinkError>((fi, path, stream))
             }
         }))
         .buffered(4);
-        while let Some(item) = stream.next().await {
-            let (file, batches) = item?;
-            let mut removed: Vec<u32> = Vec::new();
+        while let Some(item) = opened.next().await {
+            let (fi, path, mut stream) = item?;
             let mut row = 0u32;
-            for keys in &batches {
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| self.pq(e))?;
+                let keys = KeyColumns::from_batch(&batch)
+                    .map_err(|d| self.invalid(format!("file {path}: {d}")))?;
+                let refs: Vec<RefColumn> = scope_columns
+                    .iter()
+                    .filter_map(|c| RefColumn::from_batch(&batch, c))
+                    .collect();
                 for i in 0..keys.len() {
                     let r = row + i as u32;
                     let Some(id) = keys.id(i) else { continue };
+                    if !bucket.contains(id) {
+                        continue;
+                    }
                     if let Some(tt) = deletes.get(id)
                         && keys.last_updated(i).is_none_or(|lu| lu <= *tt)
                     {
-                        removed.push(r);
+                        removed[fi].push(r);
                         out.deleted += 1;
                         continue;
                     }
@@ -1113,7 +1151,7 @@ impl ResourceTable {
                         // A deleted id keeps its stored row unless the delete applied above.
                         if inc.fate != Fate::Deleted {
                             if inc.recency.supersedes(&keys.recency(i)) {
-                                removed.push(r);
+                                removed[fi].push(r);
                                 if inc.fate == Fate::Insert {
                                     inc.fate = Fate::Update;
                                 }
@@ -1125,30 +1163,61 @@ impl ResourceTable {
                         }
                         continue;
                     }
-                    if let Some((keep, candidates)) = reconcile {
-                        let in_scope = candidates.as_ref().is_none_or(|c| c.contains(id));
+                    if let Some((keep, scope)) = reconcile {
+                        let in_scope = match scope {
+                            ReconcileScope::All => true,
+                            ReconcileScope::Ids(ids) => ids.contains(id),
+                            ReconcileScope::References {
+                                target_type,
+                                targets,
+                                ..
+                            } => refs.iter().any(|r| r.refers_to(i, target_type, targets)),
+                        };
                         if in_scope && !keep.contains(id) {
-                            removed.push(r);
+                            removed[fi].push(r);
                             out.reconciled += 1;
                         }
                     }
                 }
                 row += keys.len() as u32;
             }
-            if removed.is_empty() {
-                if small_limit > 0 && (file.size() as u64) < small_threshold {
+        }
+        Ok(())
+    }
+
+    /// Turns the removed rows per stored file into remove actions and rewrites; folds small
+    /// untouched files into the rewrite when there are many and a commit happens anyway.
+    fn plan_rewrites(
+        &self,
+        files: Vec<LogicalFileView>,
+        removed: Vec<Vec<u32>>,
+        inserting: bool,
+        out: &mut WriteOutcome,
+        removes: &mut Vec<Remove>,
+        rewrites: &mut Vec<FileRewrite>,
+    ) {
+        let small_threshold = self.config.target_file_size / 8;
+        let small_limit = self.config.compact_small_files;
+        let is_small = |f: &LogicalFileView| (f.size() as u64) < small_threshold;
+        let small_total = files.iter().filter(|f| is_small(f)).count();
+        let mut small_untouched = Vec::new();
+        for (file, mut rows) in files.into_iter().zip(removed) {
+            if rows.is_empty() {
+                if small_limit > 0 && is_small(&file) {
                     small_untouched.push(file);
                 }
-            } else {
-                removes.push(file.remove_action(true));
-                if (removed.len() as u64) < file.num_records().map(|n| n as u64).unwrap_or(u64::MAX)
-                {
-                    rewrites.push((file.object_store_path(), file.size(), removed));
-                }
+                continue;
+            }
+            // Bucket passes record rows out of order; the copy wants them sorted.
+            rows.sort_unstable();
+            rows.dedup();
+            removes.push(file.remove_action(true));
+            if (rows.len() as u64) < file.num_records().map(|n| n as u64).unwrap_or(u64::MAX) {
+                rewrites.push((file.object_store_path(), file.size(), rows));
             }
         }
         // Only worth it once there is something to compact and a commit happens anyway.
-        let committing = !removes.is_empty() || incoming.values().any(|i| i.fate == Fate::Insert);
+        let committing = !removes.is_empty() || inserting;
         if small_limit > 0 && small_total >= small_limit && small_untouched.len() > 1 && committing
         {
             for file in small_untouched {
@@ -1157,9 +1226,7 @@ impl ResourceTable {
                 out.files_compacted += 1;
             }
         }
-        Ok(())
     }
-
     /// Compacts small files (bin-packing, or z-order by `id`).
     pub async fn optimize(&mut self, options: OptimizeOptions) -> Result<OptimizeReport> {
         self.reload().await?;
@@ -1442,13 +1509,21 @@ async fn load_table(
 }
 
 /// Reads only `id`, `meta.versionId`, `meta.lastUpdated` of one table file.
-async fn read_keys(
+#[allow(deprecated)]
+type KeyStream = parquet::arrow::async_reader::ParquetRecordBatchStream<ParquetObjectReader>;
+
+/// Rows per batch when reading key columns.
+const KEY_BATCH_ROWS: usize = 64 * 1024;
+
+/// Opens a stream of the key columns (`id`, `meta.versionId`, `meta.lastUpdated`) of one
+/// table file, plus the `reference` leaves of `ref_columns`.
+async fn open_keys(
     store: &Arc<dyn ObjectStore>,
     path: &deltalake::Path,
     size: i64,
-    batch_rows: usize,
+    ref_columns: &[String],
     table: &str,
-) -> Result<Vec<KeyColumns>> {
+) -> Result<KeyStream> {
     let pq = |source| SinkError::Parquet {
         table: table.to_string(),
         source,
@@ -1459,26 +1534,98 @@ async fn read_keys(
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(pq)?;
-    let mask = ProjectionMask::columns(
-        builder.parquet_schema(),
-        ["id", "meta.versionId", "meta.lastUpdated"],
-    );
-    let mut stream = builder
+    let leaves: Vec<usize> = builder
+        .parquet_schema()
+        .columns()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            let parts: Vec<&str> = c.path().parts().iter().map(String::as_str).collect();
+            let key = matches!(
+                parts.as_slice(),
+                ["id"] | ["meta", "versionId"] | ["meta", "lastUpdated"]
+            );
+            let reference = parts.len() <= 4
+                && parts.last() == Some(&"reference")
+                && ref_columns.iter().any(|c| c == parts[0])
+                && !parts.contains(&"identifier");
+            key || reference
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::leaves(builder.parquet_schema(), leaves);
+    builder
         .with_projection(mask)
-        .with_batch_size(batch_rows)
+        .with_batch_size(KEY_BATCH_ROWS)
         .build()
-        .map_err(pq)?;
-    let mut out = Vec::new();
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(pq)?;
-        out.push(
-            KeyColumns::from_batch(&batch).map_err(|d| SinkError::InvalidData {
-                table: table.to_string(),
-                detail: format!("file {path}: {d}"),
-            })?,
-        );
+        .map_err(pq)
+}
+
+/// One pass of the bucketed input index: the ids whose fingerprint falls in it.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    index: u64,
+    count: u64,
+}
+
+impl Bucket {
+    fn contains(&self, id: &str) -> bool {
+        self.count <= 1 || fingerprint(id) % self.count == self.index
     }
-    Ok(out)
+}
+
+/// How many passes an input of `rows` rows needs so that one pass indexes about
+/// `bucket_rows` ids.
+struct Buckets(u64);
+
+impl Buckets {
+    fn for_rows(rows: u64, bucket_rows: usize) -> Self {
+        Self(rows.div_ceil(bucket_rows.max(1) as u64).max(1))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Bucket> + '_ {
+        (0..self.0).map(|index| Bucket {
+            index,
+            count: self.0,
+        })
+    }
+}
+
+/// One bit per staged row: whether it is written.
+#[derive(Default)]
+struct RowMarks {
+    files: Vec<Vec<u64>>,
+}
+
+impl RowMarks {
+    fn set(&mut self, file: u32, row: u32) {
+        let (f, w) = (file as usize, row as usize / 64);
+        if self.files.len() <= f {
+            self.files.resize_with(f + 1, Vec::new);
+        }
+        let bits = &mut self.files[f];
+        if bits.len() <= w {
+            bits.resize(w + 1, 0);
+        }
+        bits[w] |= 1 << (row % 64);
+    }
+
+    fn get(&self, file: u32, row: u32) -> bool {
+        self.files
+            .get(file as usize)
+            .and_then(|bits| bits.get(row as usize / 64))
+            .is_some_and(|w| w & (1 << (row % 64)) != 0)
+    }
+
+    fn any_in(&self, file: u32) -> bool {
+        self.files
+            .get(file as usize)
+            .is_some_and(|bits| bits.iter().any(|w| *w != 0))
+    }
+
+    fn any(&self) -> bool {
+        (0..self.files.len()).any(|f| self.any_in(f as u32))
+    }
 }
 
 /// Staged input for one commit: batches, deletes and an optional reconciliation set.
@@ -1486,7 +1633,42 @@ pub struct TableWriter {
     stage: Stage,
     schema: SchemaRef,
     deletes: HashMap<Box<str>, i64>,
-    reconcile: Option<(IdSet, Option<IdSet>)>,
+    reconcile: Option<(IdSet, ReconcileScope)>,
+}
+
+/// Which stored rows a reconciliation may remove (those whose id the export lacks).
+#[derive(Debug, Clone)]
+pub enum ReconcileScope {
+    /// Every stored row.
+    All,
+    /// Stored rows whose id is in the set.
+    Ids(IdSet),
+    /// Stored rows that reference `<target_type>/<id>`, id in `targets`, in one of
+    /// `columns` (top-level Reference or list-of-Reference columns), e.g. the rows of a
+    /// Group's patients.
+    References {
+        columns: Vec<String>,
+        target_type: String,
+        targets: IdSet,
+    },
+}
+
+impl ReconcileScope {
+    fn seal(&mut self) {
+        match self {
+            ReconcileScope::All => {}
+            ReconcileScope::Ids(ids) => ids.seal(),
+            ReconcileScope::References { targets, .. } => targets.seal(),
+        }
+    }
+
+    /// Columns the scan must read besides the keys.
+    fn columns(&self) -> &[String] {
+        match self {
+            ReconcileScope::References { columns, .. } => columns,
+            _ => &[],
+        }
+    }
 }
 
 impl TableWriter {
@@ -1521,12 +1703,17 @@ impl TableWriter {
 
     /// Removes stored rows whose id is not in `keep` (only those in `candidates`, if
     /// given). `keep` should be every id the server exported for the type.
-    pub fn reconcile(&mut self, mut keep: IdSet, candidates: Option<IdSet>) {
+    pub fn reconcile(&mut self, keep: IdSet, candidates: Option<IdSet>) {
+        self.reconcile_within(
+            keep,
+            candidates.map_or(ReconcileScope::All, ReconcileScope::Ids),
+        );
+    }
+
+    /// Removes stored rows within `scope` whose id is not in `keep`.
+    pub fn reconcile_within(&mut self, mut keep: IdSet, mut scope: ReconcileScope) {
         keep.seal();
-        let candidates = candidates.map(|mut c| {
-            c.seal();
-            c
-        });
-        self.reconcile = Some((keep, candidates));
+        scope.seal();
+        self.reconcile = Some((keep, scope));
     }
 }

@@ -60,6 +60,9 @@ pub enum BulkError {
     #[error("kick-off {url} answered HTTP {status} without a Content-Location header")]
     MissingContentLocation { url: Url, status: u16 },
 
+    #[error("{url}: not a FHIR resource: {message}")]
+    InvalidResource { url: Url, message: String },
+
     #[error("invalid manifest from {url}: {message}")]
     InvalidManifest { url: Url, message: String },
 

@@ -769,7 +769,8 @@ pub struct SyncArgs {
     #[arg(long)]
     pub full_refresh: bool,
 
-    /// After a full export, delete rows whose ids the server no longer returns
+    /// With --full-refresh --group-id: delete rows of the group's patients that the
+    /// server no longer returns (system-level full refreshes always do)
     #[arg(long)]
     pub reconcile: bool,
 

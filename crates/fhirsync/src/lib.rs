@@ -1,5 +1,6 @@
 //! fhirsync: the sync layer that ties the Bulk Data client, the FHIR encoder and the Delta sink
 //! together, plus the pieces shared by the `fhirsync` binary's subcommands.
+pub mod compartment;
 pub mod config;
 pub mod daemon;
 pub mod encode;

@@ -21,8 +21,8 @@ use anyhow::{Context, anyhow, bail};
 use arrow::array::RecordBatch;
 use chrono::{DateTime, SecondsFormat, Utc};
 use delta_sink::{
-    CommitOptions, Cursor, DeltaSink, IdSet, ResourceTable, StorageOptions, TableWriter,
-    WriteOutcome, WriteStatus,
+    CommitOptions, Cursor, DeltaSink, IdSet, ReconcileScope, ResourceTable, StorageOptions,
+    TableWriter, WriteOutcome, WriteStatus,
 };
 use fhir_bulk::{
     BulkClient, BulkError, ClientConfig, ExportOptions, ExportRequest, ExportSummary, JobState,
@@ -30,6 +30,7 @@ use fhir_bulk::{
 use fhir_encoder::{Encoder, EncoderOptions};
 use tokio_util::sync::CancellationToken;
 
+use crate::compartment;
 use crate::config::{SaveMode, SyncOptions};
 use crate::daemon::{RunKind, SyncOutcome, TypeCounts};
 use crate::encode::{self, EncodeReject};
@@ -315,13 +316,6 @@ async fn sync_locked(
         max_rejects: opts.max_rejects,
         rejects_dir: rejects_dir(opts, work),
     };
-    if full && opts.reconcile && opts.group_id.is_some() {
-        // Deciding which stored rows belong to the group's patients needs each table's patient
-        // reference; until that exists, refuse rather than delete other patients' rows.
-        bail!(
-            "--reconcile with --group-id is not supported yet: run the full refresh without --reconcile"
-        );
-    }
     let mut applier = Applier::new(&sink, encoder_for(opts), apply).await?;
 
     // Files are encoded as they finish downloading, while the others still download.
@@ -387,6 +381,10 @@ async fn sync_locked(
         } else {
             applier.add(file).await?;
         }
+    }
+    if reconcile && let Some(group_id) = &opts.group_id {
+        let members = group_members(&client, group_id, &applier).await?;
+        applier.reconcile_within_group(members);
     }
     let transaction_time = summary.manifest.transaction_time.with_timezone(&Utc);
     let deletions: Vec<(String, String)> = summary
@@ -622,6 +620,8 @@ pub struct Applier {
     /// Resources encoded by files whose task has already been joined.
     resources: u64,
     started: Instant,
+    /// For a Group-scoped reconciliation: the group's patient ids.
+    group_members: Option<IdSet>,
 }
 
 impl Applier {
@@ -657,6 +657,7 @@ impl Applier {
             tasks: tokio::task::JoinSet::new(),
             resources: 0,
             started: Instant::now(),
+            group_members: None,
         })
     }
 
@@ -672,6 +673,28 @@ impl Applier {
             encode_one(&shared, &file).with_context(|| format!("encoding {}", file.path.display()))
         });
         Ok(())
+    }
+
+    /// Limits reconciliation to the rows of these patients (a Group's members): `Patient`
+    /// rows by id, other types by their patient references (the Patient compartment).
+    pub fn reconcile_within_group(&mut self, members: IdSet) {
+        self.group_members = Some(members);
+    }
+
+    /// The ids of `resource_type` encoded so far when reconciling (else `None`).
+    pub fn exported_ids(&self, resource_type: &str) -> anyhow::Result<Option<IdSet>> {
+        let slots = self
+            .shared
+            .slots
+            .lock()
+            .map_err(|_| anyhow!("a writer thread panicked"))?;
+        let Some(slot) = slots.get(resource_type) else {
+            return Ok(None);
+        };
+        let slot = slot
+            .lock()
+            .map_err(|_| anyhow!("a writer thread panicked"))?;
+        Ok(slot.exported_ids.clone())
     }
 
     /// Records the lines the bulk client set aside while downloading `file`.
@@ -690,6 +713,7 @@ impl Applier {
         while let Some(joined) = self.tasks.join_next().await {
             resources += joined.map_err(|e| anyhow!("an encoding thread failed: {e}"))??;
         }
+        let group_members = self.group_members.take();
         let shared = self.shared;
         let input = &shared.input;
         let total_rejects = shared
@@ -785,7 +809,11 @@ impl Applier {
                 }
                 if let Some(mut ids) = ids {
                     ids.seal();
-                    writer.reconcile(ids, None);
+                    match reconcile_scope(&resource_type, writer.schema(), group_members.as_ref()) {
+                        Some(scope) => writer.reconcile_within(ids, scope),
+                        None => tracing::warn!(resource_type = %resource_type,
+                            "not reconciled: no top-level element ties its rows to a patient of the group"),
+                    }
                 }
             }
             let cursor = Cursor::new(input.app_id.clone(), transaction_time, input.app_id.clone());
@@ -809,6 +837,88 @@ impl Applier {
         report.duration = self.started.elapsed();
         Ok(report)
     }
+}
+
+/// Which stored rows of `resource_type` a reconciliation may remove: all of them, or with
+/// `group_members` those of the group's patients (`None` when nothing ties the type's rows
+/// to a patient, so none may go).
+fn reconcile_scope(
+    resource_type: &str,
+    schema: &arrow::datatypes::SchemaRef,
+    group_members: Option<&IdSet>,
+) -> Option<ReconcileScope> {
+    let Some(members) = group_members else {
+        return Some(ReconcileScope::All);
+    };
+    if resource_type == "Patient" {
+        return Some(ReconcileScope::Ids(members.clone()));
+    }
+    let columns = compartment::patient_link_columns(resource_type, schema);
+    (!columns.is_empty()).then(|| ReconcileScope::References {
+        columns,
+        target_type: "Patient".to_string(),
+        targets: members.clone(),
+    })
+}
+
+/// The patient ids of Group `group_id`: its `member[].entity` references read from the
+/// server, plus the Patient resources of the group's export (when Patient was exported).
+/// Fails when neither is available, rather than guess which rows belong to the group.
+async fn group_members(
+    client: &BulkClient,
+    group_id: &str,
+    applier: &Applier,
+) -> anyhow::Result<IdSet> {
+    let exported = applier.exported_ids("Patient")?;
+    let mut members = IdSet::new();
+    match client.read_resource("Group", group_id).await {
+        Ok(group) => {
+            let refs = group
+                .get("member")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.pointer("/entity/reference")?.as_str());
+            let (mut patients, mut others) = (0u64, 0u64);
+            for r in refs {
+                match delta_sink::reference_id(r, "Patient") {
+                    Some(id) => {
+                        members.insert(id);
+                        patients += 1;
+                    }
+                    None => others += 1,
+                }
+            }
+            if others > 0 {
+                tracing::warn!(
+                    group = group_id,
+                    members = others,
+                    "group members that are not Patient references are not reconciled"
+                );
+            }
+            tracing::info!(
+                group = group_id,
+                patients,
+                "group members read for reconciliation"
+            );
+        }
+        Err(e) if exported.is_some() => {
+            tracing::warn!(group = group_id, error = %e,
+                "could not read the Group; reconciling within the exported Patient resources");
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "--reconcile with --group-id needs the group's members: reading Group/{group_id} \
+                 failed and Patient is not among the exported types"
+            )));
+        }
+    }
+    if let Some(mut ids) = exported {
+        ids.seal();
+        members.merge(&ids);
+    }
+    members.seal();
+    Ok(members)
 }
 
 /// Applies local files in one go (imports).

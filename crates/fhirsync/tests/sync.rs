@@ -595,3 +595,86 @@ async fn sync_into_s3_then_incremental() {
     assert_eq!(n as u64, store.counts()["Patient"]);
     server.shutdown().await;
 }
+
+/// The first Observation of `patient` on the server.
+fn observation_of(store: &bulk_test_server::StoreHandle, patient: &str) -> String {
+    store
+        .ids("Observation")
+        .into_iter()
+        .find(|id| {
+            store.get("Observation", id).is_some_and(|o| {
+                o.pointer("/subject/reference").and_then(|r| r.as_str())
+                    == Some(&format!("Patient/{patient}"))
+            })
+        })
+        .unwrap_or_else(|| panic!("no Observation of {patient}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_full_refresh_reconciles_only_the_groups_patients() {
+    let server = server(DataSource::Synthetic {
+        patients: 8,
+        seed: 5,
+    })
+    .await;
+    let store = server.store();
+    let members: Vec<String> = store
+        .get("Group", "grp-0")
+        .unwrap()
+        .pointer("/member")
+        .and_then(|m| m.as_array())
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m.pointer("/entity/reference").unwrap().as_str().unwrap()["Patient/".len()..]
+                .to_string()
+        })
+        .collect();
+    let outsider = (0..8)
+        .map(|p| format!("pat-{p}"))
+        .find(|p| !members.contains(p))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let delta = dir.path().join("delta");
+    let mut opts = options(&server, &delta);
+    run(&opts, RunKind::Incremental).await.unwrap();
+    let (patients, observations) = (
+        count(&delta, "Patient").await,
+        count(&delta, "Observation").await,
+    );
+
+    // Gone from the server: an Observation of a member, one of a non-member, and a member.
+    let member_obs = observation_of(&store, &members[0]);
+    let outsider_obs = observation_of(&store, &outsider);
+    store.delete("Observation", &member_obs);
+    store.delete("Observation", &outsider_obs);
+    store.delete("Patient", &members[1]);
+
+    opts.group_id = Some("grp-0".into());
+    opts.full_refresh = true;
+    // Without --reconcile a Group refresh removes nothing.
+    let report = run(&opts, RunKind::FullRefresh).await.unwrap();
+    assert!(
+        report.tables.values().all(|t| t.reconciled == 0),
+        "{report:?}"
+    );
+    assert_eq!(count(&delta, "Observation").await, observations);
+
+    opts.reconcile = true;
+    let report = run(&opts, RunKind::FullRefresh).await.unwrap();
+    assert_eq!(report.tables["Observation"].reconciled, 1, "{report:?}");
+    assert_eq!(report.tables["Patient"].reconciled, 1, "{report:?}");
+    let stored = versions(&delta, "Observation").await;
+    assert!(
+        !stored.contains_key(&member_obs),
+        "the member's deleted row goes"
+    );
+    assert!(
+        stored.contains_key(&outsider_obs),
+        "a non-member's row stays: it is outside the group's data"
+    );
+    assert!(!versions(&delta, "Patient").await.contains_key(&members[1]));
+    assert_eq!(count(&delta, "Patient").await, patients - 1);
+    assert_eq!(count(&delta, "Observation").await, observations - 1);
+    server.shutdown().await;
+}

@@ -9,7 +9,7 @@ use parquet::arrow::ArrowWriter;
 
 /// Encoded bytes a staged row group may buffer before it is written out.
 const STAGE_ROW_GROUP_BYTES: usize = 4 << 20;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::SinkError;
@@ -125,9 +125,11 @@ impl Stage {
             .join(format!("stage-{:05}.parquet", self.files.len()));
         let file =
             File::create(&path).map_err(|e| self.io(format!("creating {}", path.display()), e))?;
-        // Fast compression: staged files live only until the commit.
+        // Snappy: staged files live only until the commit, and every column writer of a
+        // zstd file holds its own zstd contexts (about 1 MB each once used), which across
+        // the wide FHIR schemas of all types staged at once came to hundreds of MB.
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+            .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(16 * 1024))
             .build();
         let writer =

@@ -641,9 +641,8 @@ impl StoreHandle {
             .overlay
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        let mut next = (**guard).clone();
-        next.insert(key, m);
-        *guard = Arc::new(next);
+        // Copies the overlay only while an export still holds the previous snapshot.
+        Arc::make_mut(&mut *guard).insert(key, m);
     }
 
     fn current_version(&self, ty: &str, id: &str) -> u64 {

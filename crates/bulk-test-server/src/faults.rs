@@ -16,6 +16,8 @@ pub enum FaultTarget {
     FileType(String),
     /// The token endpoint.
     Token,
+    /// Resource reads (`GET [base]/[type]/[id]`).
+    Read,
 }
 
 /// How `Retry-After` is written on a 429.

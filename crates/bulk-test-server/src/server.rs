@@ -401,6 +401,11 @@ fn read(state: &Arc<State>, ty: &str, id: &str, req: Request) -> Response {
     {
         return r;
     }
+    if let Some(f) = state.faults.take_for(&FaultTarget::Read)
+        && let Some(r) = fault_response(&f)
+    {
+        return r;
+    }
     match state.store.get(ty, id) {
         Some(resource) => (
             StatusCode::OK,

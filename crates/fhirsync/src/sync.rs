@@ -716,16 +716,10 @@ impl Applier {
         let group_members = self.group_members.take();
         let shared = self.shared;
         let input = &shared.input;
-        let total_rejects = shared
-            .rejects
-            .lock()
-            .map_err(|_| anyhow!("poisoned"))?
-            .count;
-        let rejects_file = shared
-            .rejects
-            .lock()
-            .map_err(|_| anyhow!("poisoned"))?
-            .finish()?;
+        let (total_rejects, rejects_file) = {
+            let mut log = shared.rejects.lock().map_err(|_| anyhow!("poisoned"))?;
+            (log.count, log.finish()?)
+        };
         if let Some(max) = input.max_rejects
             && total_rejects > max
         {

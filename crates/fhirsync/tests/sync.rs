@@ -660,9 +660,24 @@ async fn group_full_refresh_reconciles_only_the_groups_patients() {
     );
     assert_eq!(count(&delta, "Observation").await, observations);
 
+    // The Group cannot be read: the members are the patients the group's export returned,
+    // which leaves out the deleted member (their rows stay until the Group can be read).
     opts.reconcile = true;
+    server
+        .faults()
+        .add(FaultRule::always(FaultTarget::Read, Fault::Fatal { status: 403 }));
     let report = run(&opts, RunKind::FullRefresh).await.unwrap();
     assert_eq!(report.tables["Observation"].reconciled, 1, "{report:?}");
+    assert_eq!(report.tables["Patient"].reconciled, 0, "{report:?}");
+    // Without Patient among the types nothing tells the members: refuse.
+    let mut no_patients = opts.clone();
+    no_patients.resource_types.retain(|t| t != "Patient");
+    let err = run(&no_patients, RunKind::FullRefresh).await.unwrap_err();
+    assert!(format!("{err:#}").contains("Group/grp-0"), "{err:#}");
+    server.faults().clear();
+
+    let report = run(&opts, RunKind::FullRefresh).await.unwrap();
+    assert_eq!(report.tables["Observation"].reconciled, 0, "{report:?}");
     assert_eq!(report.tables["Patient"].reconciled, 1, "{report:?}");
     let stored = versions(&delta, "Observation").await;
     assert!(

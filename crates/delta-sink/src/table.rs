@@ -1,6 +1,6 @@
 //! One resource type's Delta table: staged writes merged by id in a single commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,7 +26,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde_json::Value;
 use url::Url;
 
@@ -116,7 +118,7 @@ impl Default for SinkConfig {
             row_group_rows: 64 * 1024,
             staging_dir: None,
             staging_file_rows: 256 * 1024,
-            read_batch_rows: 8 * 1024,
+            read_batch_rows: 2 * 1024,
             compact_small_files: 16,
             index_bucket_rows: 256 * 1024,
         }
@@ -126,12 +128,32 @@ impl Default for SinkConfig {
 impl SinkConfig {
     /// zstd writer properties used for every table file.
     pub fn writer_properties(&self) -> WriterProperties {
+        self.writer_properties_builder().build()
+    }
+
+    fn writer_properties_builder(&self) -> parquet::file::properties::WriterPropertiesBuilder {
         WriterProperties::builder()
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(self.zstd_level).unwrap_or_default(),
-            ))
+            .set_compression(self.zstd())
             .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
-            .build()
+    }
+
+    fn zstd(&self) -> Compression {
+        Compression::ZSTD(ZstdLevel::try_new(self.zstd_level).unwrap_or_default())
+    }
+
+    /// Writer properties that use zstd only for the leaf columns in `dense` (the ones
+    /// holding values) and Snappy for the rest. Every column writer of a zstd column
+    /// allocates its own zstd contexts (~100 KB, more once used), and the FHIR schemas have
+    /// hundreds to thousands of leaf columns, most of them empty; their pages are only
+    /// definition/repetition levels, which Snappy compresses about as well without the cost.
+    fn writer_properties_for(&self, dense: &HashSet<ColumnPath>) -> WriterProperties {
+        let mut b = self
+            .writer_properties_builder()
+            .set_compression(Compression::SNAPPY);
+        for path in dense {
+            b = b.set_column_compression(path.clone(), self.zstd());
+        }
+        b.build()
     }
 }
 
@@ -793,11 +815,33 @@ impl ResourceTable {
             let props = self.table.snapshot().ok().map(|s| s.table_config());
             get_num_idx_cols_and_stats_columns(props, HashMap::new())
         };
+        // Which leaf columns hold values: only those get zstd (see
+        // `SinkConfig::writer_properties_for`).
+        let mut dense: HashSet<ColumnPath> = HashSet::new();
+        for path in &staged.files {
+            let file = staged.open(path).map_err(|e| SinkError::Io {
+                table: self.name.clone(),
+                context: format!("opening staged file {}", path.display()),
+                source: e,
+            })?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| self.pq(e))?;
+            add_dense_columns(builder.metadata(), &mut dense);
+        }
+        for (path, size, _) in &rewrites {
+            #[allow(deprecated)]
+            let reader = ParquetObjectReader::new(store.clone(), path.clone())
+                .with_file_size(u64::try_from(*size).unwrap_or(0));
+            let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .map_err(|e| self.pq(e))?;
+            add_dense_columns(builder.metadata(), &mut dense);
+        }
+        let props = self.config.writer_properties_for(&dense);
         let wcfg = |schema: SchemaRef| {
             WriterConfig::new(
                 schema,
                 Vec::new(),
-                Some(self.config.writer_properties()),
+                Some(props.clone()),
                 NonZeroU64::new(self.config.target_file_size),
                 Some(self.config.read_batch_rows),
                 num_idx,
@@ -843,7 +887,6 @@ impl ResourceTable {
 
         if !rewrites.is_empty() {
             out.files_rewritten = rewrites.len() as u64 - out.files_compacted;
-            let props = self.config.writer_properties();
             let target = NonZeroU64::new(self.config.target_file_size);
             let batch_rows = self.config.read_batch_rows;
             let stats_cols = stats_cols.clone();
@@ -1559,6 +1602,22 @@ async fn open_keys(
         .with_batch_size(KEY_BATCH_ROWS)
         .build()
         .map_err(pq)
+}
+
+/// Adds the leaf columns of `meta` that hold at least one value (by their chunk statistics;
+/// a chunk without statistics counts as holding values).
+fn add_dense_columns(meta: &ParquetMetaData, dense: &mut HashSet<ColumnPath>) {
+    for rg in meta.row_groups() {
+        for col in rg.columns() {
+            let all_null = col
+                .statistics()
+                .and_then(|s| s.null_count_opt())
+                .is_some_and(|nulls| i64::try_from(nulls).is_ok_and(|n| n == col.num_values()));
+            if !all_null && !dense.contains(col.column_path()) {
+                dense.insert(col.column_path().clone());
+            }
+        }
+    }
 }
 
 /// One pass of the bucketed input index: the ids whose fingerprint falls in it.

@@ -663,9 +663,10 @@ async fn group_full_refresh_reconciles_only_the_groups_patients() {
     // The Group cannot be read: the members are the patients the group's export returned,
     // which leaves out the deleted member (their rows stay until the Group can be read).
     opts.reconcile = true;
-    server
-        .faults()
-        .add(FaultRule::always(FaultTarget::Read, Fault::Fatal { status: 403 }));
+    server.faults().add(FaultRule::always(
+        FaultTarget::Read,
+        Fault::Fatal { status: 403 },
+    ));
     let report = run(&opts, RunKind::FullRefresh).await.unwrap();
     assert_eq!(report.tables["Observation"].reconciled, 1, "{report:?}");
     assert_eq!(report.tables["Patient"].reconciled, 0, "{report:?}");

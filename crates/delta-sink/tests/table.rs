@@ -945,3 +945,38 @@ async fn reconciliation_within_a_group_touches_only_its_patients_rows() {
         ["o1", "o3", "o5", "o9"]
     );
 }
+
+/// Columns holding values are zstd-compressed; empty ones Snappy (no per-column zstd
+/// contexts for the many empty leaves of a FHIR schema).
+#[tokio::test]
+async fn only_columns_with_values_get_zstd() {
+    use parquet::basic::Compression;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().unwrap();
+    let sink = sink_at(dir.path().to_str().unwrap()).await;
+    let mut t = sink.table("Observation").await.unwrap();
+    let rows: Vec<RowSpec> = (0..10)
+        .map(|i| RowSpec::new(format!("z{i}"), 1, us(1)))
+        .collect();
+    // `subject` null in every row.
+    let b = with_subjects(batch(&rows, 1), &[None; 10]);
+    write(&mut t, &[b], SaveMode::Merge, None).await;
+    let file = std::fs::read_dir(dir.path().join("Observation.parquet"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .unwrap();
+    let reader = SerializedFileReader::new(std::fs::File::open(file).unwrap()).unwrap();
+    let rg = reader.metadata().row_group(0);
+    let codec = |path: &str| {
+        rg.columns()
+            .iter()
+            .find(|c| c.column_path().string() == path)
+            .unwrap_or_else(|| panic!("no column {path}"))
+            .compression()
+    };
+    assert!(matches!(codec("id"), Compression::ZSTD(_)));
+    assert!(matches!(codec("meta.lastUpdated"), Compression::ZSTD(_)));
+    assert_eq!(codec("subject.reference"), Compression::SNAPPY);
+    assert_eq!(read_all(&t).await.len(), 10);
+}

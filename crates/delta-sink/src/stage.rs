@@ -130,6 +130,11 @@ impl Stage {
         // the wide FHIR schemas of all types staged at once came to hundreds of MB.
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
+            // A writer keeps the metadata of every row group (and page indexes) until it
+            // closes: with a thousand leaf columns per type that grew with the export.
+            // Chunk statistics stay (the commit reads null counts); no page indexes.
+            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
+            .set_offset_index_disabled(true)
             .set_max_row_group_row_count(Some(16 * 1024))
             .build();
         let writer =

@@ -117,7 +117,7 @@ impl Default for SinkConfig {
             zstd_level: 3,
             row_group_rows: 64 * 1024,
             staging_dir: None,
-            staging_file_rows: 256 * 1024,
+            staging_file_rows: 64 * 1024,
             read_batch_rows: 2 * 1024,
             compact_small_files: 16,
             index_bucket_rows: 256 * 1024,

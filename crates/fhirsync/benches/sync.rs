@@ -436,6 +436,8 @@ fn parent(args: &[String]) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the `fhirsync` binary does, so the child syncs' RSS is the binary's.
+    fhirsync::memory::limit_malloc_arenas();
     let args: Vec<String> = std::env::args().collect();
     // `cargo test --benches` lists and runs benches with `--list`/no args: nothing to do there.
     if args.iter().any(|a| a == "--list") {

@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod encode;
 pub mod health;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod progress;
 pub mod schedule;

@@ -48,6 +48,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    fhirsync::memory::limit_malloc_arenas();
     let cli = Cli::parse();
     let mode = match logging::init(cli.log_format, &cli.log_level) {
         Ok(mode) => mode,

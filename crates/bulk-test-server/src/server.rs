@@ -385,6 +385,20 @@ fn parameters_body(body: &[u8]) -> Result<Vec<(String, String)>, BadRequest> {
     Ok(out)
 }
 
+/// The answer that stops a FHIR API request before it is served: a missing or invalid
+/// token (with SMART), or a fault injected for `target`.
+fn refuse(state: &State, req: &Request, target: &FaultTarget) -> Option<Response> {
+    if let Some(smart) = &state.smart
+        && let Err(r) = smart.check_bearer(req.headers())
+    {
+        return Some(r);
+    }
+    state
+        .faults
+        .take_for(target)
+        .and_then(|f| fault_response(&f))
+}
+
 /// `GET [base]/[type]/[id]`: the current version of one resource (clients read a Group's
 /// members this way).
 fn read(state: &Arc<State>, ty: &str, id: &str, req: Request) -> Response {
@@ -396,14 +410,7 @@ fn read(state: &Arc<State>, ty: &str, id: &str, req: Request) -> Response {
             "Only GET is supported on resources",
         );
     }
-    if let Some(smart) = &state.smart
-        && let Err(r) = smart.check_bearer(req.headers())
-    {
-        return r;
-    }
-    if let Some(f) = state.faults.take_for(&FaultTarget::Read)
-        && let Some(r) = fault_response(&f)
-    {
+    if let Some(r) = refuse(state, &req, &FaultTarget::Read) {
         return r;
     }
     match state.store.get(ty, id) {
@@ -435,14 +442,7 @@ async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> Response {
             );
         }
     };
-    if let Some(smart) = &state.smart
-        && let Err(r) = smart.check_bearer(req.headers())
-    {
-        return r;
-    }
-    if let Some(f) = state.faults.take_for(&FaultTarget::KickOff)
-        && let Some(r) = fault_response(&f)
-    {
+    if let Some(r) = refuse(state, &req, &FaultTarget::KickOff) {
         return r;
     }
     let headers = req.headers().clone();

@@ -496,6 +496,19 @@ impl ResourceTable {
         }
     }
 
+    fn open_staged(
+        &self,
+        staged: &Staged,
+        path: &std::path::Path,
+    ) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
+        let file = staged.open(path).map_err(|e| SinkError::Io {
+            table: self.name.clone(),
+            context: format!("opening staged file {}", path.display()),
+            source: e,
+        })?;
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| self.pq(e))
+    }
+
     fn invalid(&self, detail: String) -> SinkError {
         SinkError::InvalidData {
             table: self.name.clone(),
@@ -819,12 +832,7 @@ impl ResourceTable {
         // `SinkConfig::writer_properties_for`).
         let mut dense: HashSet<ColumnPath> = HashSet::new();
         for path in &staged.files {
-            let file = staged.open(path).map_err(|e| SinkError::Io {
-                table: self.name.clone(),
-                context: format!("opening staged file {}", path.display()),
-                source: e,
-            })?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| self.pq(e))?;
+            let builder = self.open_staged(&staged, path)?;
             add_dense_columns(builder.metadata(), &mut dense);
         }
         for (path, size, _) in &rewrites {
@@ -855,13 +863,8 @@ impl ResourceTable {
                 if !winners.any_in(fi as u32) {
                     continue;
                 }
-                let file = staged.open(path).map_err(|e| SinkError::Io {
-                    table: self.name.clone(),
-                    context: format!("opening staged file {}", path.display()),
-                    source: e,
-                })?;
-                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                    .map_err(|e| self.pq(e))?
+                let reader = self
+                    .open_staged(&staged, path)?
                     .with_batch_size(self.config.read_batch_rows)
                     .build()
                     .map_err(|e| self.pq(e))?;
@@ -1054,12 +1057,7 @@ impl ResourceTable {
     ) -> Result<HashMap<Box<str>, Incoming>> {
         let mut index: HashMap<Box<str>, Incoming> = HashMap::new();
         for (fi, path) in staged.files.iter().enumerate() {
-            let file = staged.open(path).map_err(|e| SinkError::Io {
-                table: self.name.clone(),
-                context: format!("opening staged file {}", path.display()),
-                source: e,
-            })?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| self.pq(e))?;
+            let builder = self.open_staged(staged, path)?;
             let mask = ProjectionMask::columns(
                 builder.parquet_schema(),
                 ["id", "meta.versionId", "meta.lastUpdated"],

@@ -70,7 +70,7 @@ async fn build(dir: &Path, rows: usize) {
             .iter()
             .map(|id| RowSpec::new(id.clone(), 1, T0))
             .collect();
-        w.push(&observation_batch(&specs, &mut rng)).unwrap();
+        w.push(&observation_batch(&specs, &mut rng)).await.unwrap();
     }
     let staged = start.elapsed();
     let cursor = Cursor::new(
@@ -132,7 +132,7 @@ async fn merge(dir: &Path, changed_pct: f64, new_pct: f64) {
     let start = Instant::now();
     let mut w = table.writer(observation_schema());
     for b in &batches {
-        w.push(b).unwrap();
+        w.push(b).await.unwrap();
     }
     // A fresh cursor version per run: re-running one export would be skipped.
     let mut cursor = Cursor::new("bench", chrono::Utc::now(), "merge");

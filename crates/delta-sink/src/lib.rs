@@ -2,8 +2,10 @@
 //! committed with the data.
 //!
 //! One table per resource type at `<root>/<Type>.parquet` (local path or `s3://`).
-//! A write stages its batches as Parquet on local disk, then [`ResourceTable::commit`]
-//! applies them — with deletes, reconciliation and the sync cursor — as one Delta commit.
+//! A write streams its batches into new data files in the table's location, then
+//! [`ResourceTable::commit`] applies them — with deletes, reconciliation and the sync
+//! cursor — as one Delta commit: files whose rows all win are added as written, the rest
+//! rewritten without the losing rows.
 //!
 //! ```no_run
 //! # async fn demo(schema: arrow::datatypes::SchemaRef, batch: arrow::array::RecordBatch) -> delta_sink::Result<()> {
@@ -11,7 +13,7 @@
 //! let sink = DeltaSink::new("./delta", StorageOptions::new())?;
 //! let mut table = sink.table("Patient").await?;
 //! let mut w = table.writer(schema);
-//! w.push(&batch)?;
+//! w.push(&batch).await?;
 //! let tt = chrono::Utc::now();
 //! let cursor = Cursor::new("server-a/Patient", tt, "sync-42");
 //! let outcome = table.commit(w, CommitOptions { mode: SaveMode::Merge, cursor: Some(cursor) }).await?;

@@ -1,48 +1,77 @@
-//! Local staging of incoming batches as Parquet, so memory does not grow with the export.
-
-use std::fs::File;
-use std::path::{Path, PathBuf};
+//! Incoming batches written straight into new, not yet committed data files of the table,
+//! so that a row is encoded once: the commit adopts every file whose rows all win as it
+//! is and rewrites only files that hold losing rows (duplicates, stale or deleted rows).
+//! Files of a write that never commits are deleted (or left to `vacuum` after a crash).
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use parquet::arrow::ArrowWriter;
-
-/// Encoded bytes a staged row group may buffer before it is written out.
-const STAGE_ROW_GROUP_BYTES: usize = 4 << 20;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
+use deltalake::kernel::Add;
+use deltalake::{DeltaTableBuilder, ObjectStore};
+use futures::StreamExt;
+use std::sync::Arc;
+use url::Url;
 
 use crate::error::SinkError;
+use crate::location::StorageOptions;
 
-/// Batches staged on local disk, in arrival order.
+/// One data file written by a [`Stage`], not yet part of the table.
+#[derive(Debug, Clone)]
+pub(crate) struct NewFile {
+    pub(crate) add: Add,
+    pub(crate) rows: u64,
+}
+
+/// How a stage sizes its files.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileSizing {
+    /// Rows of the first file, and the fewest rows any file gets.
+    pub(crate) min_rows: u64,
+    /// Compressed bytes a file aims at (later files are sized from the bytes per row seen).
+    pub(crate) target_bytes: u64,
+}
+
+/// The new data files of one write, in the order their rows arrived.
 pub(crate) struct Stage {
     table: String,
-    parent: Option<PathBuf>,
-    dir: Option<tempfile::TempDir>,
+    url: Url,
+    storage: StorageOptions,
     schema: SchemaRef,
-    files: Vec<PathBuf>,
-    current: Option<ArrowWriter<File>>,
-    current_rows: usize,
-    rows_per_file: usize,
+    config: WriterConfig,
+    sizing: FileSizing,
+    store: Option<Arc<dyn ObjectStore>>,
+    current: Option<DeltaWriter>,
+    current_rows: u64,
+    file_rows: u64,
+    files: Vec<NewFile>,
     rows: u64,
 }
 
 impl Stage {
     pub(crate) fn new(
         table: String,
+        url: Url,
+        storage: StorageOptions,
+        config: WriterConfig,
         schema: SchemaRef,
-        parent: Option<PathBuf>,
-        rows_per_file: usize,
+        sizing: FileSizing,
     ) -> Self {
+        let sizing = FileSizing {
+            min_rows: sizing.min_rows.max(1),
+            ..sizing
+        };
         Self {
             table,
-            parent,
-            dir: None,
+            url,
+            storage,
             schema,
-            files: Vec::new(),
+            config,
+            sizing,
+            store: None,
             current: None,
             current_rows: 0,
-            rows_per_file: rows_per_file.max(1),
+            file_rows: sizing.min_rows,
+            files: Vec::new(),
             rows: 0,
         }
     }
@@ -51,22 +80,41 @@ impl Stage {
         self.rows
     }
 
-    fn io(&self, context: String, source: std::io::Error) -> SinkError {
-        SinkError::Io {
-            table: self.table.clone(),
-            context,
-            source,
-        }
+    pub(crate) fn table(&self) -> &str {
+        &self.table
     }
 
-    fn pq(&self, source: parquet::errors::ParquetError) -> SinkError {
-        SinkError::Parquet {
-            table: self.table.clone(),
-            source,
-        }
+    fn delta(&self, source: deltalake::DeltaTableError) -> SinkError {
+        SinkError::delta(&self.table, source)
     }
 
-    pub(crate) fn push(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+    /// The table's object store. A local table directory is created here: files go in
+    /// before the first commit.
+    fn store(&mut self) -> Result<Arc<dyn ObjectStore>, SinkError> {
+        if let Some(store) = &self.store {
+            return Ok(store.clone());
+        }
+        if self.url.scheme() == "file"
+            && let Ok(path) = self.url.to_file_path()
+        {
+            std::fs::create_dir_all(&path).map_err(|e| SinkError::Io {
+                table: self.table.clone(),
+                context: format!("creating {}", path.display()),
+                source: e,
+            })?;
+        }
+        let table = DeltaTableBuilder::from_url(self.url.clone())
+            .and_then(|b| {
+                b.with_storage_options(self.storage.as_map().clone())
+                    .build()
+            })
+            .map_err(|e| self.delta(e))?;
+        let store = table.object_store();
+        self.store = Some(store.clone());
+        Ok(store)
+    }
+
+    pub(crate) async fn push(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -79,98 +127,93 @@ impl Stage {
                 ),
             });
         }
-        if self.current.is_none() {
-            self.open_next()?;
-        }
         let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec()).map_err(
             |source| SinkError::Arrow {
                 table: self.table.clone(),
                 source,
             },
         )?;
+        if self.current.is_none() {
+            let store = self.store()?;
+            self.current = Some(DeltaWriter::new(store, self.config.clone()));
+            self.current_rows = 0;
+        }
         let Some(writer) = self.current.as_mut() else {
             return Ok(());
         };
-        if let Err(e) = writer.write(&batch) {
-            return Err(self.pq(e));
+        if let Err(e) = writer.write(&batch).await {
+            return Err(self.delta(e));
         }
-        // A row group is buffered in memory until it is flushed; with one writer per resource
-        // type alive during a sync, bound it by bytes rather than rows.
-        if writer.in_progress_size() > STAGE_ROW_GROUP_BYTES
-            && let Err(e) = writer.flush()
-        {
-            return Err(self.pq(e));
-        }
-        self.current_rows += batch.num_rows();
+        self.current_rows += batch.num_rows() as u64;
         self.rows += batch.num_rows() as u64;
-        if self.current_rows >= self.rows_per_file {
-            self.close_current()?;
+        if self.current_rows >= self.file_rows {
+            self.close_current().await?;
         }
         Ok(())
     }
 
-    fn open_next(&mut self) -> Result<(), SinkError> {
-        if self.dir.is_none() {
-            let builder = tempfile::Builder::new()
-                .prefix("fhirsync-stage-")
-                .tempdir_in(self.parent.clone().unwrap_or_else(std::env::temp_dir));
-            let dir = builder.map_err(|e| self.io("creating staging directory".into(), e))?;
-            self.dir = Some(dir);
-        }
-        let Some(dir) = self.dir.as_ref() else {
+    async fn close_current(&mut self) -> Result<(), SinkError> {
+        let Some(writer) = self.current.take() else {
             return Ok(());
         };
-        let path = dir
-            .path()
-            .join(format!("stage-{:05}.parquet", self.files.len()));
-        let file =
-            File::create(&path).map_err(|e| self.io(format!("creating {}", path.display()), e))?;
-        // Snappy: staged files live only until the commit, and every column writer of a
-        // zstd file holds its own zstd contexts (about 1 MB each once used), which across
-        // the wide FHIR schemas of all types staged at once came to hundreds of MB.
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            // A writer keeps the metadata of every row group (and page indexes) until it
-            // closes: with a thousand leaf columns per type that grew with the export.
-            // Chunk statistics stay (the commit reads null counts); no page indexes.
-            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
-            .set_offset_index_disabled(true)
-            .set_max_row_group_row_count(Some(16 * 1024))
-            .build();
-        let writer =
-            ArrowWriter::try_new(file, self.schema.clone(), Some(props)).map_err(|e| self.pq(e))?;
-        self.files.push(path);
-        self.current = Some(writer);
-        self.current_rows = 0;
+        let adds = writer.close().await.map_err(|e| self.delta(e))?;
+        // One writer without a target size writes exactly one file.
+        let [add] = <[Add; 1]>::try_from(adds).map_err(|adds| SinkError::InvalidData {
+            table: self.table.clone(),
+            detail: format!("expected one data file per write, got {}", adds.len()),
+        })?;
+        let rows = self.current_rows;
+        // Size the next file from this one's bytes per row.
+        let size = u64::try_from(add.size).unwrap_or(0).max(1);
+        self.file_rows = (self.sizing.target_bytes.saturating_mul(rows) / size)
+            .clamp(self.sizing.min_rows, u64::from(u32::MAX));
+        self.files.push(NewFile { add, rows });
         Ok(())
     }
 
-    fn close_current(&mut self) -> Result<(), SinkError> {
-        if let Some(w) = self.current.take() {
-            w.close().map_err(|e| self.pq(e))?;
-        }
-        Ok(())
-    }
-
-    /// Flushes and returns the staged files (kept alive by the returned guard).
-    pub(crate) fn finish(mut self) -> Result<Staged, SinkError> {
-        self.close_current()?;
+    /// Closes the last file and returns them all.
+    pub(crate) async fn finish(mut self) -> Result<Staged, SinkError> {
+        self.close_current().await?;
         Ok(Staged {
-            _dir: self.dir.take(),
+            store: self.store.take(),
             files: std::mem::take(&mut self.files),
         })
     }
 }
 
-/// Finished staging files; the directory is removed on drop.
+/// The files a finished [`Stage`] wrote.
 pub(crate) struct Staged {
-    _dir: Option<tempfile::TempDir>,
-    pub(crate) files: Vec<PathBuf>,
+    pub(crate) store: Option<Arc<dyn ObjectStore>>,
+    pub(crate) files: Vec<NewFile>,
 }
 
 impl Staged {
-    pub(crate) fn open(&self, path: &Path) -> std::io::Result<File> {
-        File::open(path)
+    /// Deletes the files in `paths` (best effort: a file left behind is not part of the
+    /// table, and `vacuum` removes it).
+    pub(crate) async fn delete(&self, paths: Vec<deltalake::Path>, table: &str) {
+        let Some(store) = &self.store else { return };
+        if paths.is_empty() {
+            return;
+        }
+        let stream = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+        let mut results = store.delete_stream(stream);
+        while let Some(r) = results.next().await {
+            if let Err(e) = r {
+                tracing::warn!(table, error = %e, "could not delete an uncommitted data file");
+            }
+        }
+    }
+
+    /// Deletes every file (the write did not commit).
+    pub(crate) async fn discard(&self, table: &str) {
+        let paths = self.files.iter().map(|f| f.path()).collect();
+        self.delete(paths, table).await;
+    }
+}
+
+impl NewFile {
+    pub(crate) fn path(&self) -> deltalake::Path {
+        deltalake::Path::from(self.add.path.as_str())
     }
 }
 

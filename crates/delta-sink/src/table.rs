@@ -2,7 +2,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +18,6 @@ use deltalake::protocol::DeltaOperation;
 use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 // ParquetObjectReader is deprecated in favour of hand-written readers, but it is the
 // ranged-read object-store reader delta-rs itself uses; it reads only the needed columns.
 #[allow(deprecated)]
@@ -35,7 +33,7 @@ use url::Url;
 use crate::error::{Result, SinkError};
 use crate::keys::{IdSet, KeyColumns, Recency, RefColumn, fingerprint};
 use crate::location::{StorageOptions, register_object_stores, root_url, table_url};
-use crate::stage::{Stage, Staged, describe_difference};
+use crate::stage::{FileSizing, Stage, Staged, describe_difference};
 
 /// Prefix of the commit metadata keys this crate writes.
 pub const METADATA_PREFIX: &str = "fhirsync.";
@@ -86,6 +84,9 @@ impl std::fmt::Display for SaveMode {
     }
 }
 
+/// Page and dictionary page size limit of new data files.
+const NEW_FILE_PAGE_BYTES: usize = 256 * 1024;
+
 /// Tuning for writes. Defaults suit production; tests shrink the sizes.
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
@@ -95,10 +96,15 @@ pub struct SinkConfig {
     pub zstd_level: i32,
     /// Rows per Parquet row group in table files.
     pub row_group_rows: usize,
-    /// Directory for staging files (default: the system temp dir).
-    pub staging_dir: Option<PathBuf>,
-    /// Rows per staging file.
-    pub staging_file_rows: usize,
+    /// Rows of the first data file a write starts, and the fewest any of its files gets.
+    pub new_file_rows: u64,
+    /// Compressed size the data files of a write aim at; after the first file, the rows
+    /// per file follow from the bytes per row seen. Smaller than `target_file_size`: a
+    /// sync keeps one file open per type, and an open file holds its row groups' metadata.
+    pub new_file_bytes: u64,
+    /// Encoded bytes a row group of a new data file may buffer before it is written out
+    /// (a sync has one row group in progress per type).
+    pub new_row_group_bytes: usize,
     /// Batch size when reading staged and table files.
     pub read_batch_rows: usize,
     /// When a merge finds at least this many small files (under an eighth of the target
@@ -116,11 +122,12 @@ impl Default for SinkConfig {
             target_file_size: 128 * 1024 * 1024,
             zstd_level: 3,
             row_group_rows: 64 * 1024,
-            staging_dir: None,
-            staging_file_rows: 64 * 1024,
+            new_file_rows: 64 * 1024,
+            new_file_bytes: 32 * 1024 * 1024,
+            new_row_group_bytes: 4 * 1024 * 1024,
             read_batch_rows: 2 * 1024,
             compact_small_files: 16,
-            index_bucket_rows: 256 * 1024,
+            index_bucket_rows: 128 * 1024,
         }
     }
 }
@@ -139,6 +146,27 @@ impl SinkConfig {
 
     fn zstd(&self) -> Compression {
         Compression::ZSTD(ZstdLevel::try_new(self.zstd_level).unwrap_or_default())
+    }
+
+    /// Writer properties of the data files a write creates as batches arrive: Snappy, as
+    /// Spark and Pathling write (zstd would give each of a thousand column writers per type
+    /// its own contexts, for every type of a sync at once), row groups bounded by bytes,
+    /// chunk statistics (for the Delta file statistics), no page indexes (an open file
+    /// keeps them in memory until it closes).
+    fn new_file_properties(&self) -> WriterProperties {
+        WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
+            .set_offset_index_disabled(true)
+            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
+            .set_max_row_group_bytes(Some(self.new_row_group_bytes.max(1)))
+            // Every column writer buffers its current page and dictionary (1 MiB each by
+            // default) until the row group flushes; with a writer per type open at once
+            // that was most of a sync's heap. Low-cardinality columns (codes, systems)
+            // keep their dictionaries; high-cardinality ones fall back to plain sooner.
+            .set_dictionary_page_size_limit(NEW_FILE_PAGE_BYTES)
+            .set_data_page_size_limit(NEW_FILE_PAGE_BYTES)
+            .build()
     }
 
     /// Writer properties that use zstd only for the leaf columns in `dense` (the ones
@@ -489,26 +517,6 @@ impl ResourceTable {
         }
     }
 
-    fn arrow_err(&self, source: arrow::error::ArrowError) -> SinkError {
-        SinkError::Arrow {
-            table: self.name.clone(),
-            source,
-        }
-    }
-
-    fn open_staged(
-        &self,
-        staged: &Staged,
-        path: &std::path::Path,
-    ) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
-        let file = staged.open(path).map_err(|e| SinkError::Io {
-            table: self.name.clone(),
-            context: format!("opening staged file {}", path.display()),
-            source: e,
-        })?;
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| self.pq(e))
-    }
-
     fn invalid(&self, detail: String) -> SinkError {
         SinkError::InvalidData {
             table: self.name.clone(),
@@ -602,15 +610,34 @@ impl ResourceTable {
     }
 
     /// Starts a write whose batches must have `schema` (the Pathling encoding of the
-    /// resource type: `id`, `meta{versionId, lastUpdated}`, ...). Batches are staged on
-    /// local disk; nothing touches the table until [`ResourceTable::commit`].
+    /// resource type: `id`, `meta{versionId, lastUpdated}`, ...). Batches are written into
+    /// new data files in the table's location as they come; the table sees them only once
+    /// [`ResourceTable::commit`] commits.
     pub fn writer(&self, schema: SchemaRef) -> TableWriter {
+        let (num_idx, stats_cols) = {
+            let props = self.table.snapshot().ok().map(|s| s.table_config());
+            get_num_idx_cols_and_stats_columns(props, HashMap::new())
+        };
+        let config = WriterConfig::new(
+            schema.clone(),
+            Vec::new(),
+            Some(self.config.new_file_properties()),
+            None,
+            Some(self.config.read_batch_rows),
+            num_idx,
+            stats_cols,
+        );
         TableWriter {
             stage: Stage::new(
                 self.name.clone(),
+                self.url.clone(),
+                self.storage.clone(),
+                config,
                 schema.clone(),
-                self.config.staging_dir.clone(),
-                self.config.staging_file_rows,
+                FileSizing {
+                    min_rows: self.config.new_file_rows,
+                    target_bytes: self.config.new_file_bytes,
+                },
             ),
             schema,
             deletes: HashMap::new(),
@@ -685,6 +712,64 @@ impl ResourceTable {
         writer: TableWriter,
         options: CommitOptions,
     ) -> Result<WriteOutcome> {
+        let TableWriter {
+            stage,
+            schema,
+            deletes,
+            reconcile,
+        } = writer;
+        let input_rows = stage.rows();
+        let staged = stage.finish().await?;
+        let mut keep: HashSet<String> = HashSet::new();
+        let mut committing = false;
+        let result = self
+            .commit_staged(
+                &staged,
+                CommitInput {
+                    schema,
+                    deletes,
+                    reconcile,
+                    input_rows,
+                },
+                options,
+                &mut keep,
+                &mut committing,
+            )
+            .await;
+        match &result {
+            // Written files the commit did not take (rewritten or all rows lost) go.
+            Ok(_) => {
+                let unused = staged
+                    .files
+                    .iter()
+                    .filter(|f| !keep.contains(&f.add.path))
+                    .map(|f| f.path())
+                    .collect();
+                staged.delete(unused, &self.name).await;
+            }
+            Err(_) if !committing => staged.discard(&self.name).await,
+            // The commit may have landed: its files must stay (vacuum takes them otherwise).
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// [`ResourceTable::commit`] once the writer's files are closed: records in `keep` the
+    /// new files the commit adds, and sets `committing` once the commit is attempted.
+    async fn commit_staged(
+        &mut self,
+        staged: &Staged,
+        input: CommitInput,
+        options: CommitOptions,
+        keep: &mut HashSet<String>,
+        committing: &mut bool,
+    ) -> Result<WriteOutcome> {
+        let CommitInput {
+            schema,
+            deletes,
+            reconcile,
+            input_rows,
+        } = input;
         self.reload().await?;
         let exists = self.exists();
         let mode = options.mode;
@@ -713,13 +798,6 @@ impl ResourceTable {
                 self.version(),
             ));
         }
-        let TableWriter {
-            stage,
-            schema,
-            deletes,
-            reconcile,
-        } = writer;
-        let input_rows = stage.rows();
         if !exists && input_rows == 0 && schema.fields().is_empty() {
             return Ok(WriteOutcome::empty(WriteStatus::NothingToDo, None));
         }
@@ -745,7 +823,6 @@ impl ResourceTable {
                 });
             }
         }
-        let staged = stage.finish()?;
         if !exists {
             self.table = load_table(&self.url, &self.storage, true)
                 .await
@@ -753,7 +830,7 @@ impl ResourceTable {
         }
         let mut out = WriteOutcome::empty(WriteStatus::Committed, None);
 
-        // 1. Plan which input rows to write and which stored rows to drop. The input is
+        // 1. Plan which input rows to keep and which stored rows to drop. The input is
         // indexed by id one bucket of ids (by fingerprint) at a time, so memory stays
         // bounded whatever the export's size; each pass reads only key columns.
         let scan_needed = exists
@@ -771,7 +848,7 @@ impl ResourceTable {
         let mut winners = RowMarks::default();
         let buckets = Buckets::for_rows(input_rows, self.config.index_bucket_rows);
         for bucket in buckets.iter() {
-            let mut incoming = self.index_staged(&staged, bucket, &mut out)?;
+            let mut incoming = self.index_staged(staged, bucket, &mut out).await?;
             for (id, inc) in incoming.iter_mut() {
                 if let Some(tt) = deletes.get(id.as_ref())
                     && inc.recency.last_updated.is_none_or(|lu| lu <= *tt)
@@ -821,78 +898,46 @@ impl ResourceTable {
                 &mut rewrites,
             );
         }
+        let stored_rewrites = rewrites.len() as u64;
 
-        // 3. Write the winning input rows, then the rewritten files.
-        let store = self.table.object_store();
-        let (num_idx, stats_cols) = {
-            let props = self.table.snapshot().ok().map(|s| s.table_config());
-            get_num_idx_cols_and_stats_columns(props, HashMap::new())
-        };
-        // Which leaf columns hold values: only those get zstd (see
-        // `SinkConfig::writer_properties_for`).
-        let mut dense: HashSet<ColumnPath> = HashSet::new();
-        for path in &staged.files {
-            let builder = self.open_staged(&staged, path)?;
-            add_dense_columns(builder.metadata(), &mut dense);
-        }
-        for (path, size, _) in &rewrites {
-            #[allow(deprecated)]
-            let reader = ParquetObjectReader::new(store.clone(), path.clone())
-                .with_file_size(u64::try_from(*size).unwrap_or(0));
-            let builder = ParquetRecordBatchStreamBuilder::new(reader)
-                .await
-                .map_err(|e| self.pq(e))?;
-            add_dense_columns(builder.metadata(), &mut dense);
-        }
-        let props = self.config.writer_properties_for(&dense);
-        let wcfg = |schema: SchemaRef| {
-            WriterConfig::new(
-                schema,
-                Vec::new(),
-                Some(props.clone()),
-                NonZeroU64::new(self.config.target_file_size),
-                Some(self.config.read_batch_rows),
-                num_idx,
-                stats_cols.clone(),
-            )
-        };
+        // 3. New files whose rows all won are added as written; files with some winners
+        // are rewritten without the losers; the others are dropped.
         let mut adds: Vec<Add> = Vec::new();
-        if winners.any() {
-            let mut dw = DeltaWriter::new(store.clone(), wcfg(schema.clone()));
-            for (fi, path) in staged.files.iter().enumerate() {
-                if !winners.any_in(fi as u32) {
-                    continue;
-                }
-                let reader = self
-                    .open_staged(&staged, path)?
-                    .with_batch_size(self.config.read_batch_rows)
-                    .build()
-                    .map_err(|e| self.pq(e))?;
-                let mut offset = 0u32;
-                for batch in reader {
-                    let batch = batch.map_err(|e| self.arrow_err(e))?;
-                    let mask: BooleanArray = (0..batch.num_rows())
-                        .map(|i| Some(winners.get(fi as u32, offset + i as u32)))
-                        .collect();
-                    offset += batch.num_rows() as u32;
-                    let kept = filter_record_batch(&batch, &mask).map_err(|e| self.arrow_err(e))?;
-                    if kept.num_rows() > 0 {
-                        let kept = RecordBatch::try_new(schema.clone(), kept.columns().to_vec())
-                            .map_err(|e| self.arrow_err(e))?;
-                        dw.write(&kept).await.map_err(|e| self.err(e))?;
-                    }
-                }
+        for (fi, f) in staged.files.iter().enumerate() {
+            let won = winners.count_in(fi as u32);
+            if won == f.rows {
+                keep.insert(f.add.path.clone());
+                adds.push(f.add.clone());
+            } else if won > 0 {
+                let rows = u32::try_from(f.rows).unwrap_or(u32::MAX);
+                let losers: Vec<u32> = (0..rows).filter(|r| !winners.get(fi as u32, *r)).collect();
+                rewrites.push((f.path(), f.add.size, losers));
             }
-            adds.extend(dw.close().await.map_err(|e| self.err(e))?);
         }
-        drop(staged);
         drop(winners);
 
         if !rewrites.is_empty() {
-            out.files_rewritten = rewrites.len() as u64 - out.files_compacted;
+            out.files_rewritten = stored_rewrites - out.files_compacted;
+            let store = self.table.object_store();
+            let (num_idx, stats_cols) = {
+                let props = self.table.snapshot().ok().map(|s| s.table_config());
+                get_num_idx_cols_and_stats_columns(props, HashMap::new())
+            };
+            // Which leaf columns hold values: only those get zstd (see
+            // `SinkConfig::writer_properties_for`).
+            let mut dense: HashSet<ColumnPath> = HashSet::new();
+            for (path, size, _) in &rewrites {
+                #[allow(deprecated)]
+                let reader = ParquetObjectReader::new(store.clone(), path.clone())
+                    .with_file_size(u64::try_from(*size).unwrap_or(0));
+                let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                    .await
+                    .map_err(|e| self.pq(e))?;
+                add_dense_columns(builder.metadata(), &mut dense);
+            }
+            let props = self.config.writer_properties_for(&dense);
             let target = NonZeroU64::new(self.config.target_file_size);
             let batch_rows = self.config.read_batch_rows;
-            let stats_cols = stats_cols.clone();
             let wcfg: WriterConfigFn = Arc::new(move |schema: SchemaRef| {
                 WriterConfig::new(
                     schema,
@@ -936,6 +981,7 @@ impl ResourceTable {
         let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
         actions.extend(removes.into_iter().map(Action::Remove));
         let props = self.commit_properties(mode, &options, &out);
+        *committing = true;
         if !exists {
             let table = self
                 .table
@@ -1047,30 +1093,34 @@ impl ResourceTable {
         props.with_metadata(meta)
     }
 
-    /// Reads the key columns of the staged input and keeps, per id of `bucket`, the newest
+    /// Reads the key columns of the new files and keeps, per id of `bucket`, the newest
     /// row.
-    fn index_staged(
+    async fn index_staged(
         &self,
         staged: &Staged,
         bucket: Bucket,
         out: &mut WriteOutcome,
     ) -> Result<HashMap<Box<str>, Incoming>> {
         let mut index: HashMap<Box<str>, Incoming> = HashMap::new();
-        for (fi, path) in staged.files.iter().enumerate() {
-            let builder = self.open_staged(staged, path)?;
-            let mask = ProjectionMask::columns(
-                builder.parquet_schema(),
-                ["id", "meta.versionId", "meta.lastUpdated"],
-            );
-            let reader = builder
-                .with_projection(mask)
-                .with_batch_size(KEY_BATCH_ROWS)
-                .build()
-                .map_err(|e| self.pq(e))?;
+        let Some(store) = &staged.store else {
+            return Ok(index);
+        };
+        let mut opened = futures::stream::iter(staged.files.iter().enumerate().map(|(fi, f)| {
+            let (store, name) = (store.clone(), self.name.clone());
+            async move {
+                let path = f.path();
+                let stream = open_keys(&store, &path, f.add.size, &[], &name).await?;
+                Ok::<_, SinkError>((fi, path, stream))
+            }
+        }))
+        .buffered(4);
+        while let Some(item) = opened.next().await {
+            let (fi, path, mut stream) = item?;
             let mut offset = 0u32;
-            for batch in reader {
-                let batch = batch.map_err(|e| self.arrow_err(e))?;
-                let keys = KeyColumns::from_batch(&batch).map_err(|d| self.invalid(d))?;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| self.pq(e))?;
+                let keys = KeyColumns::from_batch(&batch)
+                    .map_err(|d| self.invalid(format!("file {path}: {d}")))?;
                 for i in 0..keys.len() {
                     let row = offset + i as u32;
                     let Some(id) = keys.id(i) else {
@@ -1083,30 +1133,22 @@ impl ResourceTable {
                     if !bucket.contains(id) {
                         continue;
                     }
-                    let recency = keys.recency(i);
+                    let incoming = Incoming {
+                        recency: keys.recency(i),
+                        file: fi as u32,
+                        row,
+                        fate: Fate::Insert,
+                    };
                     match index.get_mut(id) {
                         Some(prev) => {
                             out.duplicates += 1;
                             // Later rows win ties: "not older" replaces.
-                            if recency.compare(&prev.recency) != std::cmp::Ordering::Less {
-                                *prev = Incoming {
-                                    recency,
-                                    file: fi as u32,
-                                    row,
-                                    fate: Fate::Insert,
-                                };
+                            if incoming.recency.compare(&prev.recency) != std::cmp::Ordering::Less {
+                                *prev = incoming;
                             }
                         }
                         None => {
-                            index.insert(
-                                id.into(),
-                                Incoming {
-                                    recency,
-                                    file: fi as u32,
-                                    row,
-                                    fate: Fate::Insert,
-                                },
-                            );
+                            index.insert(id.into(), incoming);
                         }
                     }
                 }
@@ -1674,18 +1716,23 @@ impl RowMarks {
             .is_some_and(|w| w & (1 << (row % 64)) != 0)
     }
 
-    fn any_in(&self, file: u32) -> bool {
-        self.files
-            .get(file as usize)
-            .is_some_and(|bits| bits.iter().any(|w| *w != 0))
-    }
-
-    fn any(&self) -> bool {
-        (0..self.files.len()).any(|f| self.any_in(f as u32))
+    fn count_in(&self, file: u32) -> u64 {
+        self.files.get(file as usize).map_or(0, |bits| {
+            bits.iter().map(|w| u64::from(w.count_ones())).sum()
+        })
     }
 }
 
-/// Staged input for one commit: batches, deletes and an optional reconciliation set.
+/// What a [`TableWriter`] hands to the commit besides its files.
+struct CommitInput {
+    schema: SchemaRef,
+    deletes: HashMap<Box<str>, i64>,
+    reconcile: Option<(IdSet, ReconcileScope)>,
+    input_rows: u64,
+}
+
+/// Input of one commit: rows (written into new files as they come), deletes and an
+/// optional reconciliation set.
 pub struct TableWriter {
     stage: Stage,
     schema: SchemaRef,
@@ -1729,9 +1776,17 @@ impl ReconcileScope {
 }
 
 impl TableWriter {
-    /// Stages one batch on local disk (blocking file I/O; memory stays at one batch).
-    pub fn push(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.stage.push(batch)
+    /// Writes one batch into the write's current new data file (memory stays at about one
+    /// row group per writer).
+    pub async fn push(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.stage.push(batch).await
+    }
+
+    /// Abandons the write: deletes the data files written so far.
+    pub async fn discard(self) -> Result<()> {
+        let name = self.stage.table().to_string();
+        self.stage.finish().await?.discard(&name).await;
+        Ok(())
     }
 
     /// Rows staged so far.

@@ -41,7 +41,8 @@ fn batch(rows: &[RowSpec], marker: i32) -> RecordBatch {
 
 fn small_config() -> SinkConfig {
     SinkConfig {
-        staging_file_rows: 7, // several staging files even for tiny inputs
+        new_file_rows: 7, // several new files even for tiny inputs
+        new_file_bytes: 1,
         read_batch_rows: 5,
         index_bucket_rows: 4, // several matching passes even for tiny inputs
         ..SinkConfig::default()
@@ -102,7 +103,7 @@ async fn write(
 ) -> delta_sink::WriteOutcome {
     let mut w = table.writer(observation_schema());
     for b in batches {
-        w.push(b).unwrap();
+        w.push(b).await.unwrap();
     }
     table
         .commit(w, CommitOptions { mode, cursor })
@@ -262,6 +263,7 @@ async fn deletes_respect_transaction_time() {
         ],
         2,
     ))
+    .await
     .unwrap();
     w.delete(["keep", "x"], at(30));
     let before = t.version().unwrap();
@@ -322,7 +324,7 @@ async fn save_modes() {
     .await;
     assert_eq!(out.inserted, 2);
     let mut w = t.writer(observation_schema());
-    w.push(&c).unwrap();
+    w.push(&c).await.unwrap();
     let err = t
         .commit(
             w,
@@ -447,6 +449,7 @@ async fn schema_mismatch_is_a_clear_error() {
     let mut w = t.writer(other);
     let err = w
         .push(&batch(&[RowSpec::new("a", 1, us(1))], 1))
+        .await
         .unwrap_err();
     assert!(matches!(err, SinkError::SchemaMismatch { .. }), "{err}");
     assert!(
@@ -568,9 +571,13 @@ async fn concurrent_writers_conflict_with_a_typed_error() {
     let mut t1 = sink.table("Observation").await.unwrap();
     let mut t2 = sink.table("Observation").await.unwrap();
     let mut w1 = t1.writer(observation_schema());
-    w1.push(&batch(&[RowSpec::new("a", 2, us(2))], 2)).unwrap();
+    w1.push(&batch(&[RowSpec::new("a", 2, us(2))], 2))
+        .await
+        .unwrap();
     let mut w2 = t2.writer(observation_schema());
-    w2.push(&batch(&[RowSpec::new("a", 3, us(3))], 3)).unwrap();
+    w2.push(&batch(&[RowSpec::new("a", 3, us(3))], 3))
+        .await
+        .unwrap();
     let c = |v: i64| Some(Cursor::new("app", at(v), "s"));
     let (r1, r2) = tokio::join!(
         t1.commit(
@@ -713,7 +720,7 @@ async fn input_schema_must_match_the_table() {
         .project(&(0..full.num_columns() - 1).collect::<Vec<_>>())
         .unwrap();
     let mut w = t.writer(narrow.schema());
-    w.push(&narrow).unwrap();
+    w.push(&narrow).await.unwrap();
     let err = t.commit(w, CommitOptions::default()).await.unwrap_err();
     assert!(matches!(err, SinkError::SchemaMismatch { .. }), "{err}");
     assert!(err.to_string().contains("_fid"), "{err}");
@@ -850,7 +857,7 @@ async fn bucketed_matching_equals_a_single_pass() {
             let first = write(&mut t, &[batch(&stored, 1)], SaveMode::Merge, None).await;
             let mut w = t.writer(observation_schema());
             for chunk in incoming.chunks(30) {
-                w.push(&batch(chunk, 2)).unwrap();
+                w.push(&batch(chunk, 2)).await.unwrap();
             }
             w.delete(&deleted, at(2));
             w.reconcile(keep.clone(), None);
@@ -927,6 +934,7 @@ async fn reconciliation_within_a_group_touches_only_its_patients_rows() {
         batch(&[RowSpec::new("o9", 1, us(2))], 2),
         &[Some("Patient/m2")],
     ))
+    .await
     .unwrap();
     let keep: IdSet = ["o1", "o9"].into_iter().collect();
     w.reconcile_within(
@@ -946,10 +954,11 @@ async fn reconciliation_within_a_group_touches_only_its_patients_rows() {
     );
 }
 
-/// Columns holding values are zstd-compressed; empty ones Snappy (no per-column zstd
-/// contexts for the many empty leaves of a FHIR schema).
+/// New rows are written once, as Snappy files (as Spark and Pathling write); files that
+/// are rewritten get zstd for the columns holding values and Snappy for the empty ones (no
+/// per-column zstd contexts for the many empty leaves of a FHIR schema).
 #[tokio::test]
-async fn only_columns_with_values_get_zstd() {
+async fn new_files_are_snappy_and_rewrites_zstd_only_where_columns_hold_values() {
     use parquet::basic::Compression;
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let dir = tempfile::tempdir().unwrap();
@@ -958,25 +967,118 @@ async fn only_columns_with_values_get_zstd() {
     let rows: Vec<RowSpec> = (0..10)
         .map(|i| RowSpec::new(format!("z{i}"), 1, us(1)))
         .collect();
-    // `subject` null in every row.
-    let b = with_subjects(batch(&rows, 1), &[None; 10]);
-    write(&mut t, &[b], SaveMode::Merge, None).await;
-    let file = std::fs::read_dir(dir.path().join("Observation.parquet"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .unwrap();
-    let reader = SerializedFileReader::new(std::fs::File::open(file).unwrap()).unwrap();
-    let rg = reader.metadata().row_group(0);
-    let codec = |path: &str| {
-        rg.columns()
-            .iter()
-            .find(|c| c.column_path().string() == path)
-            .unwrap_or_else(|| panic!("no column {path}"))
-            .compression()
+    // `subject` null in every row; a new file after the first batch (7 rows).
+    let b1 = with_subjects(batch(&rows[..7], 1), &[None; 7]);
+    let b2 = with_subjects(batch(&rows[7..], 1), &[None; 3]);
+    write(&mut t, &[b1, b2], SaveMode::Merge, None).await;
+    // The codec of `column` in every data file of the table directory, by file name.
+    let codecs = |column: &str| -> BTreeMap<String, Compression> {
+        std::fs::read_dir(dir.path().join("Observation.parquet"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .map(|p| {
+                let reader = SerializedFileReader::new(std::fs::File::open(&p).unwrap()).unwrap();
+                let codec = reader
+                    .metadata()
+                    .row_group(0)
+                    .columns()
+                    .iter()
+                    .find(|c| c.column_path().string() == column)
+                    .unwrap_or_else(|| panic!("no column {column}"))
+                    .compression();
+                (p.file_name().unwrap().to_string_lossy().into_owned(), codec)
+            })
+            .collect()
     };
-    assert!(matches!(codec("id"), Compression::ZSTD(_)));
-    assert!(matches!(codec("meta.lastUpdated"), Compression::ZSTD(_)));
-    assert_eq!(codec("subject.reference"), Compression::SNAPPY);
+    let first = codecs("id");
+    assert!(first.len() > 1, "10 rows in 7-row files: {first:?}");
+    assert!(
+        first.values().all(|c| *c == Compression::SNAPPY),
+        "{first:?}"
+    );
+
+    // A newer z0 rewrites the file that held it.
+    let update = with_subjects(batch(&[RowSpec::new("z0", 2, us(2))], 2), &[None]);
+    let out = write(&mut t, &[update], SaveMode::Merge, None).await;
+    assert_eq!((out.updated, out.files_rewritten), (1, 1), "{out:?}");
+    let ids = codecs("id");
+    let rewritten: Vec<&String> = ids
+        .iter()
+        .filter(|(_, c)| matches!(c, Compression::ZSTD(_)))
+        .map(|(f, _)| f)
+        .collect();
+    assert_eq!(rewritten.len(), 1, "{ids:?}");
+    let updated = codecs("meta.lastUpdated");
+    assert!(matches!(updated[rewritten[0]], Compression::ZSTD(_)));
+    assert_eq!(
+        codecs("subject.reference")[rewritten[0]],
+        Compression::SNAPPY
+    );
     assert_eq!(read_all(&t).await.len(), 10);
+}
+
+/// Rows are written into the table directory before the commit; files the commit does not
+/// take (all rows lost, or rewritten without the losers) and files of writes that never
+/// commit are deleted, so the directory holds only the table's files.
+#[tokio::test]
+async fn files_a_commit_does_not_take_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = sink_at(dir.path().to_str().unwrap()).await;
+    let mut t = sink.table("Observation").await.unwrap();
+    let data_files = || {
+        std::fs::read_dir(dir.path().join("Observation.parquet"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "parquet")
+            })
+            .count() as u64
+    };
+    let ids: Vec<String> = (0..7).map(|i| format!("d{i}")).collect();
+    let v1: Vec<RowSpec> = ids.iter().map(|id| RowSpec::new(id, 1, us(1))).collect();
+    let v2: Vec<RowSpec> = ids.iter().map(|id| RowSpec::new(id, 2, us(2))).collect();
+    // Three new files: every row of the first loses, the second wins whole, the third
+    // has a winner (d9) and a stale copy of d0.
+    let third = [RowSpec::new("d9", 1, us(1)), RowSpec::new("d0", 1, us(1))];
+    let out = write(
+        &mut t,
+        &[batch(&v1, 1), batch(&v2, 2), batch(&third, 3)],
+        SaveMode::Merge,
+        None,
+    )
+    .await;
+    assert_eq!((out.inserted, out.duplicates), (8, 8), "{out:?}");
+    let stats = t.stats().await.unwrap();
+    assert_eq!((stats.rows, stats.files), (Some(8), 2), "{stats:?}");
+    assert_eq!(data_files(), 2);
+    let stored = read_all(&t).await;
+    assert_eq!(only(&stored, "d0").0.as_deref(), Some("2"));
+
+    // Writes that do not commit leave nothing behind.
+    let rows = [RowSpec::new("x", 1, us(5))];
+    let out = write(&mut t, &[batch(&rows, 4)], SaveMode::Ignore, None).await;
+    assert_eq!(out.status, delta_sink::WriteStatus::IgnoredExisting);
+    let mut w = t.writer(observation_schema());
+    w.push(&batch(&rows, 5)).await.unwrap();
+    let err = t
+        .commit(
+            w,
+            CommitOptions {
+                mode: SaveMode::ErrorIfExists,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SinkError::TableExists { .. }), "{err}");
+    let mut w = t.writer(observation_schema());
+    w.push(&batch(&v2, 6)).await.unwrap(); // 7 rows: a full file, written out
+    assert_eq!(data_files(), 3);
+    w.discard().await.unwrap();
+    assert_eq!(data_files(), 2);
+    assert_eq!(read_all(&t).await.len(), 8);
 }

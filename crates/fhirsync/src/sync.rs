@@ -590,9 +590,10 @@ impl Shared {
             .writer
             .as_mut()
             .ok_or_else(|| anyhow!("writer already committed"))?;
-        writer
-            .push(batch)
-            .with_context(|| format!("staging {resource_type} rows"))?;
+        // Called from an encoding thread (blocking pool): the write's uploads run on the runtime.
+        self.runtime
+            .block_on(writer.push(batch))
+            .with_context(|| format!("writing {resource_type} rows"))?;
         Ok(())
     }
 
@@ -723,6 +724,7 @@ impl Applier {
         if let Some(max) = input.max_rejects
             && total_rejects > max
         {
+            discard_writers(&shared).await;
             bail!(
                 "{total_rejects} resources were rejected, more than --max-rejects {max}; nothing was committed{}",
                 rejects_file
@@ -765,71 +767,115 @@ impl Applier {
             rejects_file,
             ..Default::default()
         };
-        let version = transaction_time.timestamp_millis();
+        // One table at a time: a commit's memory (id index, rewrites) is bounded per table.
         for (resource_type, slot) in slots {
-            let (table, writer, ids, res, rej) = {
-                let mut s = slot.lock().map_err(|_| anyhow!("poisoned"))?;
-                (
-                    s.table.take(),
-                    s.writer.take(),
-                    s.exported_ids.take(),
-                    s.resources,
-                    s.rejected,
-                )
-            };
-            let mut entry = TableReport {
-                resources: res,
-                rejected: rej,
-                ..Default::default()
-            };
-            let (Some(mut table), Some(mut writer)) = (table, writer) else {
-                continue;
-            };
-            if input.mode == SaveMode::Merge
-                && table
-                    .committed_version(&input.app_id)
-                    .await?
-                    .is_some_and(|v| v >= version)
-            {
-                tracing::info!(resource_type = %resource_type, "this export is already in the table: skipped");
-                entry.status = Some(WriteStatus::AlreadyApplied);
-                entry.version = table.version();
+            let deletions = by_type.remove(&resource_type);
+            let committed = commit_table(
+                input,
+                resource_type,
+                slot,
+                deletions,
+                group_members.as_ref(),
+                transaction_time,
+            )
+            .await?;
+            if let Some((resource_type, entry)) = committed {
                 report.tables.insert(resource_type, entry);
-                continue;
             }
-            if input.mode == SaveMode::Merge {
-                if let Some(ids) = by_type.remove(&resource_type) {
-                    writer.delete(ids, transaction_time);
-                }
-                if let Some(mut ids) = ids {
-                    ids.seal();
-                    match reconcile_scope(&resource_type, writer.schema(), group_members.as_ref()) {
-                        Some(scope) => writer.reconcile_within(ids, scope),
-                        None => tracing::warn!(resource_type = %resource_type,
-                            "not reconciled: no top-level element ties its rows to a patient of the group"),
-                    }
-                }
-            }
-            let cursor = Cursor::new(input.app_id.clone(), transaction_time, input.app_id.clone());
-            let options = CommitOptions {
-                mode: sink_mode(input.mode),
-                cursor: Some(cursor),
-            };
-            let outcome: WriteOutcome = table
-                .commit(writer, options)
-                .await
-                .with_context(|| format!("committing the {resource_type} table"))?;
-            entry.status = Some(outcome.status);
-            entry.version = outcome.version;
-            entry.inserted = outcome.inserted;
-            entry.updated = outcome.updated;
-            entry.unchanged = outcome.unchanged + outcome.duplicates;
-            entry.deleted = outcome.deleted;
-            entry.reconciled = outcome.reconciled;
-            report.tables.insert(resource_type, entry);
         }
         report.duration = self.started.elapsed();
         Ok(report)
+    }
+}
+
+/// Commits one type's writer with its deletions, reconciliation and the cursor; `None` for
+/// a slot without a table.
+async fn commit_table(
+    input: &ApplyInput,
+    resource_type: String,
+    slot: Arc<Mutex<TypeSlot>>,
+    deletions: Option<Vec<String>>,
+    group_members: Option<&IdSet>,
+    transaction_time: DateTime<Utc>,
+) -> anyhow::Result<Option<(String, TableReport)>> {
+    let version = transaction_time.timestamp_millis();
+    let (table, writer, ids, res, rej) = {
+        let mut s = slot.lock().map_err(|_| anyhow!("poisoned"))?;
+        (
+            s.table.take(),
+            s.writer.take(),
+            s.exported_ids.take(),
+            s.resources,
+            s.rejected,
+        )
+    };
+    let mut entry = TableReport {
+        resources: res,
+        rejected: rej,
+        ..Default::default()
+    };
+    let (Some(mut table), Some(mut writer)) = (table, writer) else {
+        return Ok(None);
+    };
+    if input.mode == SaveMode::Merge
+        && table
+            .committed_version(&input.app_id)
+            .await?
+            .is_some_and(|v| v >= version)
+    {
+        tracing::info!(resource_type = %resource_type, "this export is already in the table: skipped");
+        if let Err(e) = writer.discard().await {
+            tracing::warn!(resource_type = %resource_type, error = %e, "could not delete the rows written again");
+        }
+        entry.status = Some(WriteStatus::AlreadyApplied);
+        entry.version = table.version();
+        return Ok(Some((resource_type, entry)));
+    }
+    if input.mode == SaveMode::Merge {
+        if let Some(ids) = deletions {
+            writer.delete(ids, transaction_time);
+        }
+        if let Some(mut ids) = ids {
+            ids.seal();
+            match reconcile_scope(&resource_type, writer.schema(), group_members) {
+                Some(scope) => writer.reconcile_within(ids, scope),
+                None => tracing::warn!(resource_type = %resource_type,
+                    "not reconciled: no top-level element ties its rows to a patient of the group"),
+            }
+        }
+    }
+    let cursor = Cursor::new(input.app_id.clone(), transaction_time, input.app_id.clone());
+    let options = CommitOptions {
+        mode: sink_mode(input.mode),
+        cursor: Some(cursor),
+    };
+    let outcome: WriteOutcome = table
+        .commit(writer, options)
+        .await
+        .with_context(|| format!("committing the {resource_type} table"))?;
+    entry.status = Some(outcome.status);
+    entry.version = outcome.version;
+    entry.inserted = outcome.inserted;
+    entry.updated = outcome.updated;
+    entry.unchanged = outcome.unchanged + outcome.duplicates;
+    entry.deleted = outcome.deleted;
+    entry.reconciled = outcome.reconciled;
+    Ok(Some((resource_type, entry)))
+}
+
+/// Deletes the data files the writers wrote: nothing of this export will be committed.
+async fn discard_writers(shared: &Shared) {
+    let slots: Vec<(String, Arc<Mutex<TypeSlot>>)> = match shared.slots.lock() {
+        Ok(slots) => slots.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        Err(_) => return,
+    };
+    for (resource_type, slot) in slots {
+        let writer = slot.lock().ok().and_then(|mut s| s.writer.take());
+        if let Some(writer) = writer
+            && let Err(e) = writer.discard().await
+        {
+            tracing::warn!(resource_type = %resource_type, error = %e, "could not delete uncommitted rows");
+        }
     }
 }
 

@@ -72,7 +72,7 @@ async fn build(dir: &Path, rows: usize) {
             .collect();
         w.push(&observation_batch(&specs, &mut rng)).await.unwrap();
     }
-    let staged = start.elapsed();
+    let written = start.elapsed();
     let cursor = Cursor::new(
         "bench",
         chrono::DateTime::from_timestamp_micros(T0).unwrap(),
@@ -91,8 +91,8 @@ async fn build(dir: &Path, rows: usize) {
     let total = start.elapsed();
     let stats = table.stats().await.unwrap();
     println!(
-        "build rows={rows} stage={:.2}s total={:.2}s inserted={} files={} table_bytes={} peak_rss={:.0}MiB",
-        staged.as_secs_f64(),
+        "build rows={rows} write={:.2}s total={:.2}s inserted={} files={} table_bytes={} peak_rss={:.0}MiB",
+        written.as_secs_f64(),
         total.as_secs_f64(),
         out.inserted,
         stats.files,

@@ -59,7 +59,7 @@ pub enum SinkError {
         #[source]
         source: DeltaTableError,
     },
-    /// Reading or writing Parquet (staged input or table files).
+    /// Reading or writing Parquet (new or stored table files).
     #[error("table {table}: parquet: {source}")]
     Parquet {
         /// Table URL.
@@ -77,7 +77,7 @@ pub enum SinkError {
         #[source]
         source: arrow::error::ArrowError,
     },
-    /// Local file system (staging area).
+    /// Local file system.
     #[error("table {table}: {context}: {source}")]
     Io {
         /// Table URL.

@@ -1,4 +1,4 @@
-//! One resource type's Delta table: staged writes merged by id in a single commit.
+//! One resource type's Delta table: writes merged by id in a single commit.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
@@ -105,7 +105,7 @@ pub struct SinkConfig {
     /// Encoded bytes a row group of a new data file may buffer before it is written out
     /// (a sync has one row group in progress per type).
     pub new_row_group_bytes: usize,
-    /// Batch size when reading staged and table files.
+    /// Batch size when reading and rewriting table files.
     pub read_batch_rows: usize,
     /// When a merge finds at least this many small files (under an eighth of the target
     /// size), it folds them into its rewrite, so incremental syncs do not pile up small

@@ -34,8 +34,10 @@ fn cpu_seconds() -> f64 {
 }
 
 fn fixture_lines() -> Vec<Vec<u8>> {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bulk-test-server/data/synthea-100");
+    let dir = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../bulk-test-server/data/synthea-100");
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .expect("fixture directory")
         .map(|e| e.expect("entry").path())

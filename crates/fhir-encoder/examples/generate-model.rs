@@ -34,7 +34,9 @@ const NOT_IN_R4: [&str; 17] = [
 const FHIR_TYPE_EXT: &str = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    );
     let defs = root.join("definitions/fhir-r4");
     let mut types = BTreeMap::new();
     let mut primitives = Vec::new();

@@ -193,7 +193,7 @@ fn child(args: &[String]) -> anyhow::Result<()> {
         let out = json!({
             "wall_s": finished.duration_since(started).as_secs_f64(),
             "bytes": report.bytes_downloaded,
-            // Per table: counted as batches are staged.
+            // Per table: counted as batches are written.
             "resources": resources,
             "rejects": report.rejects,
             "inserted": inserted,

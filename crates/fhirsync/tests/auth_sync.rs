@@ -8,9 +8,11 @@ use bulk_test_server::smart::{RegisteredClient, SmartServerConfig};
 use bulk_test_server::{DataSource, ServerConfig, TestServer};
 
 fn key(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../smart-auth/tests/keys")
-        .join(name)
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../smart-auth/tests/keys")
+    .join(name)
 }
 
 fn jwks(public: &str) -> serde_json::Value {

@@ -10,7 +10,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 fn synthea() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bulk-test-server/data/synthea-100")
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../bulk-test-server/data/synthea-100")
 }
 
 fn encode(input: &Path, output: &Path) -> Output {

@@ -229,9 +229,11 @@ async fn an_incremental_export_lists_changes_and_deletions() {
 }
 
 fn key(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../smart-auth/tests/keys")
-        .join(name)
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../smart-auth/tests/keys")
+    .join(name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,9 +11,11 @@ use serde_json::json;
 use smart_auth::{AuthConfig, SecretSource, SigningKey, TokenProvider};
 
 fn key_text(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/keys")
-        .join(name);
+    let path = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/keys")
+    .join(name);
     std::fs::read_to_string(path).expect("fixture key")
 }
 

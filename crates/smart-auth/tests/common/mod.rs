@@ -22,9 +22,11 @@ pub const SECRET_CLIENT: &str = "secret client/1";
 pub const CLIENT_SECRET: &str = "s3cr3t: with spaces+plus&percent%";
 
 pub fn key_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/keys")
-        .join(name)
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/keys")
+    .join(name)
 }
 
 pub fn key_text(name: &str) -> String {

@@ -1365,6 +1365,9 @@ impl ResourceTable {
             .table
             .clone()
             .vacuum()
+            // Full: also files that no commit ever added (left by a failed or killed write),
+            // not only those of `remove` actions.
+            .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
             .with_retention_period(retention)
             .with_enforce_retention_duration(enforce_retention)
             .with_dry_run(dry_run)

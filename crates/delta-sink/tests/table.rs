@@ -1081,4 +1081,15 @@ async fn files_a_commit_does_not_take_are_deleted() {
     w.discard().await.unwrap();
     assert_eq!(data_files(), 2);
     assert_eq!(read_all(&t).await.len(), 8);
+
+    // A write that stops without commit or discard (a killed sync) leaves its closed files;
+    // vacuum removes them.
+    let mut w = t.writer(observation_schema());
+    w.push(&batch(&v2, 7)).await.unwrap();
+    drop(w);
+    assert_eq!(data_files(), 3);
+    let report = t.vacuum(Duration::ZERO, false, false).await.unwrap();
+    assert_eq!(report.files_deleted, 1, "{report:?}");
+    assert_eq!(data_files(), 2);
+    assert_eq!(read_all(&t).await.len(), 8);
 }

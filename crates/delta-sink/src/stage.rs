@@ -5,15 +5,16 @@
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use deltalake::ObjectStore;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::kernel::Add;
-use deltalake::{DeltaTableBuilder, ObjectStore};
 use futures::StreamExt;
 use std::sync::Arc;
 use url::Url;
 
 use crate::error::SinkError;
 use crate::location::StorageOptions;
+use crate::table::load_table;
 
 /// One data file written by a [`Stage`], not yet part of the table.
 #[derive(Debug, Clone)]
@@ -90,24 +91,12 @@ impl Stage {
 
     /// The table's object store. A local table directory is created here: files go in
     /// before the first commit.
-    fn store(&mut self) -> Result<Arc<dyn ObjectStore>, SinkError> {
+    async fn store(&mut self) -> Result<Arc<dyn ObjectStore>, SinkError> {
         if let Some(store) = &self.store {
             return Ok(store.clone());
         }
-        if self.url.scheme() == "file"
-            && let Ok(path) = self.url.to_file_path()
-        {
-            std::fs::create_dir_all(&path).map_err(|e| SinkError::Io {
-                table: self.table.clone(),
-                context: format!("creating {}", path.display()),
-                source: e,
-            })?;
-        }
-        let table = DeltaTableBuilder::from_url(self.url.clone())
-            .and_then(|b| {
-                b.with_storage_options(self.storage.as_map().clone())
-                    .build()
-            })
+        let table = load_table(&self.url, &self.storage, true)
+            .await
             .map_err(|e| self.delta(e))?;
         let store = table.object_store();
         self.store = Some(store.clone());
@@ -134,7 +123,7 @@ impl Stage {
             },
         )?;
         if self.current.is_none() {
-            let store = self.store()?;
+            let store = self.store().await?;
             self.current = Some(DeltaWriter::new(store, self.config.clone()));
             self.current_rows = 0;
         }

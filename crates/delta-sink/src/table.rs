@@ -154,11 +154,10 @@ impl SinkConfig {
     /// chunk statistics (for the Delta file statistics), no page indexes (an open file
     /// keeps them in memory until it closes).
     fn new_file_properties(&self) -> WriterProperties {
-        WriterProperties::builder()
+        self.writer_properties_builder()
             .set_compression(Compression::SNAPPY)
             .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
             .set_offset_index_disabled(true)
-            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
             .set_max_row_group_bytes(Some(self.new_row_group_bytes.max(1)))
             // Every column writer buffers its current page and dictionary (1 MiB each by
             // default) until the row group flushes; with a writer per type open at once
@@ -517,6 +516,30 @@ impl ResourceTable {
         }
     }
 
+    /// Writer configs for data files of this table: `props`, files of about `target`
+    /// bytes (one file when `None`), Delta statistics for the columns the table's settings
+    /// name (delta-rs' defaults for a new table).
+    fn writer_configs(
+        &self,
+        props: WriterProperties,
+        target: Option<NonZeroU64>,
+    ) -> WriterConfigFn {
+        let table_props = self.table.snapshot().ok().map(|s| s.table_config());
+        let (num_idx, stats_cols) = get_num_idx_cols_and_stats_columns(table_props, HashMap::new());
+        let batch_rows = self.config.read_batch_rows;
+        Arc::new(move |schema: SchemaRef| {
+            WriterConfig::new(
+                schema,
+                Vec::new(),
+                Some(props.clone()),
+                target,
+                Some(batch_rows),
+                num_idx,
+                stats_cols.clone(),
+            )
+        })
+    }
+
     fn invalid(&self, detail: String) -> SinkError {
         SinkError::InvalidData {
             table: self.name.clone(),
@@ -614,19 +637,7 @@ impl ResourceTable {
     /// new data files in the table's location as they come; the table sees them only once
     /// [`ResourceTable::commit`] commits.
     pub fn writer(&self, schema: SchemaRef) -> TableWriter {
-        let (num_idx, stats_cols) = {
-            let props = self.table.snapshot().ok().map(|s| s.table_config());
-            get_num_idx_cols_and_stats_columns(props, HashMap::new())
-        };
-        let config = WriterConfig::new(
-            schema.clone(),
-            Vec::new(),
-            Some(self.config.new_file_properties()),
-            None,
-            Some(self.config.read_batch_rows),
-            num_idx,
-            stats_cols,
-        );
+        let config = self.writer_configs(self.config.new_file_properties(), None)(schema.clone());
         TableWriter {
             stage: Stage::new(
                 self.name.clone(),
@@ -919,10 +930,6 @@ impl ResourceTable {
         if !rewrites.is_empty() {
             out.files_rewritten = stored_rewrites - out.files_compacted;
             let store = self.table.object_store();
-            let (num_idx, stats_cols) = {
-                let props = self.table.snapshot().ok().map(|s| s.table_config());
-                get_num_idx_cols_and_stats_columns(props, HashMap::new())
-            };
             // Which leaf columns hold values: only those get zstd (see
             // `SinkConfig::writer_properties_for`).
             let mut dense: HashSet<ColumnPath> = HashSet::new();
@@ -935,20 +942,10 @@ impl ResourceTable {
                     .map_err(|e| self.pq(e))?;
                 add_dense_columns(builder.metadata(), &mut dense);
             }
-            let props = self.config.writer_properties_for(&dense);
-            let target = NonZeroU64::new(self.config.target_file_size);
-            let batch_rows = self.config.read_batch_rows;
-            let wcfg: WriterConfigFn = Arc::new(move |schema: SchemaRef| {
-                WriterConfig::new(
-                    schema,
-                    Vec::new(),
-                    Some(props.clone()),
-                    target,
-                    Some(batch_rows),
-                    num_idx,
-                    stats_cols.clone(),
-                )
-            });
+            let wcfg = self.writer_configs(
+                self.config.writer_properties_for(&dense),
+                NonZeroU64::new(self.config.target_file_size),
+            );
             adds.extend(
                 rewrite_files(
                     &store,
@@ -1565,7 +1562,7 @@ async fn copy_rows(
 
 /// Builds and loads a table handle. A missing local directory means "no table yet"; it
 /// is created only when `create_dir` is set (right before the first commit).
-async fn load_table(
+pub(crate) async fn load_table(
     url: &Url,
     storage: &StorageOptions,
     create_dir: bool,

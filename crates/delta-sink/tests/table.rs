@@ -954,6 +954,15 @@ async fn reconciliation_within_a_group_touches_only_its_patients_rows() {
     );
 }
 
+/// The Parquet files in a table directory, committed or not.
+fn parquet_files(table_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(table_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect()
+}
+
 /// New rows are written once, as Snappy files (as Spark and Pathling write); files that
 /// are rewritten get zstd for the columns holding values and Snappy for the empty ones (no
 /// per-column zstd contexts for the many empty leaves of a FHIR schema).
@@ -973,10 +982,8 @@ async fn new_files_are_snappy_and_rewrites_zstd_only_where_columns_hold_values()
     write(&mut t, &[b1, b2], SaveMode::Merge, None).await;
     // The codec of `column` in every data file of the table directory, by file name.
     let codecs = |column: &str| -> BTreeMap<String, Compression> {
-        std::fs::read_dir(dir.path().join("Observation.parquet"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        parquet_files(&dir.path().join("Observation.parquet"))
+            .into_iter()
             .map(|p| {
                 let reader = SerializedFileReader::new(std::fs::File::open(&p).unwrap()).unwrap();
                 let codec = reader
@@ -1026,18 +1033,7 @@ async fn files_a_commit_does_not_take_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let sink = sink_at(dir.path().to_str().unwrap()).await;
     let mut t = sink.table("Observation").await.unwrap();
-    let data_files = || {
-        std::fs::read_dir(dir.path().join("Observation.parquet"))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "parquet")
-            })
-            .count() as u64
-    };
+    let data_files = || parquet_files(&dir.path().join("Observation.parquet")).len() as u64;
     let ids: Vec<String> = (0..7).map(|i| format!("d{i}")).collect();
     let v1: Vec<RowSpec> = ids.iter().map(|id| RowSpec::new(id, 1, us(1))).collect();
     let v2: Vec<RowSpec> = ids.iter().map(|id| RowSpec::new(id, 2, us(2))).collect();

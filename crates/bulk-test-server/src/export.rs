@@ -832,6 +832,8 @@ pub(crate) struct PlanInput<'a> {
     pub transaction_time: DateTime<Utc>,
     pub resources_per_file: usize,
     pub duplicates: Option<usize>,
+    /// Add a file of bad lines per type ([`crate::Fault::BadLines`]).
+    pub bad_lines: bool,
 }
 
 fn outcome_line(severity: &str, code: &str, text: &str) -> Arc<str> {
@@ -853,6 +855,7 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
         transaction_time: tx,
         resources_per_file,
         duplicates,
+        bad_lines,
     } = input;
     let base = &store.base;
     let per_file = resources_per_file.max(1) as u64;
@@ -1132,6 +1135,19 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
             let stale: Vec<Seg> = first.iter().map(|l| Seg::Line(stale_copy(l))).collect();
             let n = stale.len() as u64;
             push(&mut files, &ty, FileKind::Output, stale, n);
+        }
+        if bad_lines {
+            let bad: Vec<Seg> = [
+                format!(r#"{{"resourceType":"{ty}","id":"#),
+                format!(r#"{{"resourceType":"{ty}","id":"bad-1",}}"#),
+                format!(r#"{{"resourceType":"{ty}"}}"#),
+                r#"{"resourceType":"NoSuchType","id":"bad-2"}"#.to_string(),
+            ]
+            .into_iter()
+            .map(|l| Seg::Line(Arc::from(l)))
+            .collect();
+            let n = bad.len() as u64;
+            push(&mut files, &ty, FileKind::Output, bad, n);
         }
     }
     if !deleted_lines.is_empty() {

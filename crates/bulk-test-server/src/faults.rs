@@ -55,6 +55,9 @@ pub enum Fault {
     /// file, with an older `meta.lastUpdated` and `versionId`, as servers that export while
     /// data changes do.
     DuplicateIds { count: usize },
+    /// Kick-off: the job's output gets an extra file per type of lines no client should
+    /// load: cut-off JSON, malformed JSON, a resource without `id`, one of an unknown type.
+    BadLines,
     /// Kick-off: accepted (202), but the job then fails: its status URL answers 500 with a
     /// fatal OperationOutcome from then on.
     FailJob,
@@ -97,7 +100,10 @@ impl FaultRule {
 
 /// Faults that shape a job rather than replace a response.
 fn is_job_fault(f: &Fault) -> bool {
-    matches!(f, Fault::DuplicateIds { .. } | Fault::FailJob)
+    matches!(
+        f,
+        Fault::DuplicateIds { .. } | Fault::BadLines | Fault::FailJob
+    )
 }
 
 /// Shared handle to the server's fault rules.
@@ -158,6 +164,12 @@ impl FaultHandle {
             Some(Fault::DuplicateIds { count }) => Some(count),
             _ => None,
         }
+    }
+
+    /// The bad-lines fault is consumed when a job is planned.
+    pub(crate) fn take_bad_lines(&self) -> bool {
+        self.take(|r| r.target == FaultTarget::KickOff && r.fault == Fault::BadLines)
+            .is_some()
     }
 
     /// `FailJob` is consumed when a job is planned.

@@ -546,14 +546,16 @@ async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> Response {
         transaction_time: job.transaction_time,
         resources_per_file: state.cfg.resources_per_file,
         duplicates: state.faults.take_duplicate_ids(),
+        bad_lines: state.faults.take_bad_lines(),
     };
     // Planning may generate every resource (for `_typeFilter` on synthetic data): off the runtime.
-    let (store, overlay, tx, rpf, dup) = (
+    let (store, overlay, tx, rpf, dup, bad) = (
         input.store,
         input.overlay,
         input.transaction_time,
         input.resources_per_file,
         input.duplicates,
+        input.bad_lines,
     );
     let planned_job = job.clone();
     // An injected failure is recorded before the kick-off answers, so no poll can see the job
@@ -574,6 +576,7 @@ async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> Response {
             transaction_time: tx,
             resources_per_file: rpf,
             duplicates: dup,
+            bad_lines: bad,
         };
         let result = export::plan(input, &planned_job).map(|p| {
             for f in &p.files {

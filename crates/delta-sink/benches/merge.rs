@@ -3,7 +3,7 @@
 //! per phase.
 //!
 //! ```text
-//! cargo bench -p delta-sink --bench merge -- [--rows 1000000,100000] [--changed-pct 1] [--new-pct 1] [--dir PATH]
+//! cargo bench -p delta-sink --bench merge -- [--rows 1000000,100000] [--changed-pct 1] [--new-pct 1] [--zstd-level N] [--dir PATH]
 //! ```
 //! Environment: `BENCH_ROWS` (comma-separated sizes) is used when `--rows` is absent.
 
@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use delta_sink::generator::{RowSpec, observation_batch, observation_schema, random_ids};
-use delta_sink::{CommitOptions, Cursor, DeltaSink, SaveMode, StorageOptions};
+use delta_sink::{CommitOptions, Cursor, DeltaSink, SaveMode, SinkConfig, StorageOptions};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -101,7 +101,7 @@ async fn build(dir: &Path, rows: usize) {
     );
 }
 
-async fn merge(dir: &Path, changed_pct: f64, new_pct: f64) {
+async fn merge(dir: &Path, changed_pct: f64, new_pct: f64, config: SinkConfig) {
     let ids_text = std::fs::read_to_string(dir.join("ids.txt")).unwrap();
     let mut ids: Vec<&str> = ids_text.lines().collect();
     let n = ids.len();
@@ -126,7 +126,9 @@ async fn merge(dir: &Path, changed_pct: f64, new_pct: f64) {
     drop(ids_text);
     let before_rss = vm_hwm_mib();
 
-    let sink = DeltaSink::new(dir.to_str().unwrap(), StorageOptions::new()).unwrap();
+    let sink = DeltaSink::new(dir.to_str().unwrap(), StorageOptions::new())
+        .unwrap()
+        .with_config(config);
     let mut table = sink.table("Observation").await.unwrap();
     let files_before = table.stats().await.unwrap().files;
     let start = Instant::now();
@@ -183,7 +185,11 @@ fn main() {
         }
         Some("merge") => {
             let dir = PathBuf::from(arg(&args, "--dir").unwrap());
-            rt.block_on(merge(&dir, changed_pct, new_pct));
+            let mut config = SinkConfig::default();
+            if let Some(level) = arg(&args, "--zstd-level") {
+                config.zstd_level = level.parse().unwrap();
+            }
+            rt.block_on(merge(&dir, changed_pct, new_pct, config));
             return;
         }
         _ => {}
@@ -192,6 +198,9 @@ fn main() {
         .or_else(|| std::env::var("BENCH_ROWS").ok())
         .unwrap_or_else(|| "100000,1000000".to_string());
     let exe = std::env::current_exe().unwrap();
+    let zstd: Vec<String> = arg(&args, "--zstd-level")
+        .map(|l| vec!["--zstd-level".into(), l])
+        .unwrap_or_default();
     for size in sizes.split(',').filter(|s| !s.trim().is_empty()) {
         let tmp = match arg(&args, "--dir") {
             Some(d) => tempfile::tempdir_in(d).unwrap(),
@@ -201,6 +210,7 @@ fn main() {
             let status = Command::new(&exe)
                 .args(["--phase", phase, "--dir", tmp.path().to_str().unwrap()])
                 .args(extra)
+                .args(&zstd)
                 .status()
                 .unwrap();
             assert!(status.success(), "{phase} failed");

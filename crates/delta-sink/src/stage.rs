@@ -81,6 +81,11 @@ impl Stage {
         self.rows
     }
 
+    /// Whether a data file is open (holding buffered rows).
+    pub(crate) fn has_open_file(&self) -> bool {
+        self.current.is_some()
+    }
+
     pub(crate) fn table(&self) -> &str {
         &self.table
     }
@@ -157,6 +162,18 @@ impl Stage {
         self.file_rows = (self.sizing.target_bytes.saturating_mul(rows) / size)
             .clamp(self.sizing.min_rows, u64::from(u32::MAX));
         self.files.push(NewFile { add, rows });
+        Ok(())
+    }
+
+    /// Closes `other`'s last file and takes its files over (a second stage of the same table).
+    pub(crate) async fn absorb(&mut self, other: Stage) -> Result<(), SinkError> {
+        let rows = other.rows;
+        let staged = other.finish().await?;
+        if self.store.is_none() {
+            self.store = staged.store;
+        }
+        self.files.extend(staged.files);
+        self.rows += rows;
         Ok(())
     }
 

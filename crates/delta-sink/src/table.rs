@@ -5,8 +5,7 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{BooleanArray, RecordBatch};
-use arrow::compute::filter_record_batch;
+use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use chrono::{DateTime, SecondsFormat, Utc};
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
@@ -18,6 +17,7 @@ use deltalake::protocol::DeltaOperation;
 use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::RowSelection;
 // ParquetObjectReader is deprecated in favour of hand-written readers, but it is the
 // ranged-read object-store reader delta-rs itself uses; it reads only the needed columns.
 #[allow(deprecated)]
@@ -92,7 +92,8 @@ const NEW_FILE_PAGE_BYTES: usize = 256 * 1024;
 pub struct SinkConfig {
     /// Target size of written data files in bytes (compressed).
     pub target_file_size: u64,
-    /// zstd level for table files.
+    /// zstd level for table files. Level 1: on the 1M-row merge benchmark its files were
+    /// as small as level 3's (216.2 vs 216.7 MB) and the merge ~20% faster.
     pub zstd_level: i32,
     /// Rows per Parquet row group in table files.
     pub row_group_rows: usize,
@@ -120,11 +121,11 @@ impl Default for SinkConfig {
     fn default() -> Self {
         Self {
             target_file_size: 128 * 1024 * 1024,
-            zstd_level: 3,
+            zstd_level: 1,
             row_group_rows: 64 * 1024,
             new_file_rows: 64 * 1024,
             new_file_bytes: 32 * 1024 * 1024,
-            new_row_group_bytes: 4 * 1024 * 1024,
+            new_row_group_bytes: 2 * 1024 * 1024,
             read_batch_rows: 2 * 1024,
             compact_small_files: 16,
             index_bucket_rows: 128 * 1024,
@@ -1485,6 +1486,26 @@ async fn rewrite_group(
     Ok(adds)
 }
 
+/// The rows of a file of `total` rows that are not in `removed` (sorted positions).
+fn kept_rows(removed: &[u32], total: usize) -> RowSelection {
+    let mut ranges = Vec::with_capacity(removed.len() + 1);
+    let mut start = 0usize;
+    for &r in removed {
+        let r = r as usize;
+        if r >= total {
+            break;
+        }
+        if r > start {
+            ranges.push(start..r);
+        }
+        start = start.max(r + 1);
+    }
+    if start < total {
+        ranges.push(start..total);
+    }
+    RowSelection::from_consecutive_ranges(ranges.into_iter(), total)
+}
+
 /// Streams one file's rows, minus `removed`, into the writer for its schema.
 #[allow(clippy::too_many_arguments)]
 async fn copy_rows(
@@ -1508,33 +1529,18 @@ async fn copy_rows(
     #[allow(deprecated)]
     let reader = ParquetObjectReader::new(store.clone(), path.clone())
         .with_file_size(u64::try_from(size).unwrap_or(0));
-    let mut stream = ParquetRecordBatchStreamBuilder::new(reader)
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(pq)?
-        .with_batch_size(batch_rows)
+        .with_batch_size(batch_rows);
+    let total = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+    // The reader skips the removed rows as it decodes: no filtering copy of every batch.
+    let mut stream = builder
+        .with_row_selection(kept_rows(removed, total))
         .build()
         .map_err(pq)?;
-    let mut row = 0u32;
-    let mut next = 0usize;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(pq)?;
-        let n = batch.num_rows() as u32;
-        let kept = if removed.is_empty() {
-            batch
-        } else {
-            // `removed` is sorted: walk it alongside the rows.
-            let mask: BooleanArray = (0..n)
-                .map(|i| {
-                    let r = row + i;
-                    while next < removed.len() && removed[next] < r {
-                        next += 1;
-                    }
-                    Some(!(next < removed.len() && removed[next] == r))
-                })
-                .collect();
-            filter_record_batch(&batch, &mask).map_err(arrow_err)?
-        };
-        row += n;
+    while let Some(kept) = stream.next().await {
+        let kept = kept.map_err(pq)?;
         if kept.num_rows() == 0 {
             continue;
         }
@@ -1782,11 +1788,42 @@ impl TableWriter {
         self.stage.push(batch).await
     }
 
+    /// Takes over the rows of `other`, a writer of the same table: several writers can be
+    /// filled in parallel (each encodes its own files) and committed as one.
+    pub async fn absorb(&mut self, other: TableWriter) -> Result<()> {
+        if other.schema != self.schema {
+            let detail = format!(
+                "writers of one table with different schemas: {}",
+                describe_difference(&self.schema, &other.schema)
+            );
+            let name = other.stage.table().to_string();
+            other.discard().await?;
+            return Err(SinkError::SchemaMismatch {
+                table: name,
+                detail,
+            });
+        }
+        for (id, tt) in other.deletes {
+            let e = self.deletes.entry(id).or_insert(tt);
+            *e = (*e).max(tt);
+        }
+        if self.reconcile.is_none() {
+            self.reconcile = other.reconcile;
+        }
+        self.stage.absorb(other.stage).await
+    }
+
     /// Abandons the write: deletes the data files written so far.
     pub async fn discard(self) -> Result<()> {
         let name = self.stage.table().to_string();
         self.stage.finish().await?.discard(&name).await;
         Ok(())
+    }
+
+    /// Whether the writer has a data file open, i.e. holds rows in memory. It closes a file
+    /// once the file has its rows; the next batch starts a new one.
+    pub fn has_open_file(&self) -> bool {
+        self.stage.has_open_file()
     }
 
     /// Rows staged so far.
@@ -1827,5 +1864,32 @@ impl TableWriter {
         keep.seal();
         scope.seal();
         self.reconcile = Some((keep, scope));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kept_rows;
+
+    fn selected(removed: &[u32], total: usize) -> Vec<usize> {
+        let mut rows = Vec::new();
+        let mut at = 0;
+        for s in kept_rows(removed, total).iter() {
+            if !s.skip {
+                rows.extend(at..at + s.row_count);
+            }
+            at += s.row_count;
+        }
+        assert_eq!(at, total, "the selection covers the whole file");
+        rows
+    }
+
+    #[test]
+    fn kept_rows_select_everything_but_the_removed() {
+        assert_eq!(selected(&[], 4), [0, 1, 2, 3]);
+        assert_eq!(selected(&[0, 2, 5], 6), [1, 3, 4]);
+        assert_eq!(selected(&[1, 1, 2], 4), [0, 3], "duplicates");
+        assert_eq!(selected(&[0, 1, 2], 3), Vec::<usize>::new());
+        assert_eq!(selected(&[3, 9], 4), [0, 1, 2], "positions past the end");
     }
 }

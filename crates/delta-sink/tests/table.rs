@@ -228,6 +228,65 @@ async fn duplicate_ids_in_input_keep_the_newest_across_batches() {
 }
 
 #[tokio::test]
+async fn writers_filled_in_parallel_commit_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = sink_at(dir.path().to_str().unwrap()).await;
+    let mut t = sink.table("Observation").await.unwrap();
+    let (mut w1, mut w2) = (
+        t.writer(observation_schema()),
+        t.writer(observation_schema()),
+    );
+    let b1 = batch(
+        &[RowSpec::new("a", 1, us(10)), RowSpec::new("b", 2, us(20))],
+        1,
+    );
+    let b2 = batch(
+        &[RowSpec::new("a", 3, us(30)), RowSpec::new("c", 1, us(1))],
+        2,
+    );
+    let (r1, r2) = tokio::join!(w1.push(&b1), w2.push(&b2));
+    r1.unwrap();
+    r2.unwrap();
+    w1.absorb(w2).await.unwrap();
+    assert_eq!(w1.staged_rows(), 4);
+    let out = t
+        .commit(
+            w1,
+            CommitOptions {
+                mode: SaveMode::Merge,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((out.inserted, out.duplicates), (3, 1), "{out:?}");
+    let rows = read_all(&t).await;
+    assert_eq!(rows.len(), 3);
+    assert_eq!(
+        only(&rows, "a").0.as_deref(),
+        Some("3"),
+        "newest across writers"
+    );
+    assert_eq!(
+        parquet_files(&dir.path().join("Observation.parquet")).len() as u64,
+        t.stats().await.unwrap().files
+    );
+
+    // Writers of different schemas do not mix.
+    let mut w = t.writer(observation_schema());
+    let other = arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+        "id",
+        arrow::datatypes::DataType::Utf8,
+        true,
+    )]);
+    let err = w
+        .absorb(t.writer(std::sync::Arc::new(other)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SinkError::SchemaMismatch { .. }), "{err}");
+}
+
+#[tokio::test]
 async fn deletes_respect_transaction_time() {
     let dir = tempfile::tempdir().unwrap();
     let sink = sink_at(dir.path().to_str().unwrap()).await;

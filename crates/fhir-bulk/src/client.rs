@@ -87,6 +87,13 @@ pub struct ClientConfig {
     /// Ask for gzip-compressed files (`Accept-Encoding: gzip`): far fewer bytes on real
     /// networks; turning it off saves CPU on both ends when the link is fast.
     pub gzip: bool,
+    /// Parse every NDJSON output line as it arrives (a JSON object of the entry's type with
+    /// an id) and set bad lines aside as rejects. A consumer that parses every line itself
+    /// (the sync's encoder) turns this off so lines are not parsed twice: output files then
+    /// keep the source's lines one for one (a line over `max_line_bytes`, still set aside,
+    /// and a blank line become empty lines), so the consumer's line numbers are the
+    /// server's.
+    pub full_line_checks: bool,
 }
 
 impl ClientConfig {
@@ -103,6 +110,7 @@ impl ClientConfig {
             events: None,
             user_agent: concat!("fhir-bulk/", env!("CARGO_PKG_VERSION")).to_string(),
             gzip: true,
+            full_line_checks: true,
         }
     }
 }

@@ -229,6 +229,9 @@ struct Cursor {
 struct LineSink<'a> {
     file: &'a PlannedFile,
     require_id: bool,
+    /// Parse each line; else keep every line, so line `n` of the output is line `n` of the
+    /// source (see `ClientConfig::full_line_checks`).
+    full_check: bool,
     max_line: usize,
     out: BufWriter<File>,
     out_path: PathBuf,
@@ -285,6 +288,7 @@ impl LineSink<'_> {
                     self.max_line
                 );
                 self.reject(&carry, reason, true).await?;
+                self.placeholder().await?;
                 self.cur.src_offset += len + newline;
             }
             None => self.line(&carry, carry.len() as u64 + newline).await?,
@@ -305,25 +309,48 @@ impl LineSink<'_> {
             );
             self.reject(&line[..REJECT_PREFIX_BYTES.min(line.len())], reason, true)
                 .await?;
-        } else if !line.iter().all(u8::is_ascii_whitespace) {
+            self.placeholder().await?;
+        } else if line.iter().all(u8::is_ascii_whitespace) {
+            self.placeholder().await?;
+        } else if !self.full_check {
+            self.keep(line).await?;
+        } else {
             match check_line(line, &self.file.resource_type, self.require_id) {
-                Ok(()) => {
-                    let path = &self.out_path;
-                    self.out
-                        .write_all(line)
-                        .await
-                        .map_err(|e| BulkError::io(path, e))?;
-                    self.out
-                        .write_all(b"\n")
-                        .await
-                        .map_err(|e| BulkError::io(path, e))?;
-                    self.cur.out_len += line.len() as u64 + 1;
-                    self.cur.lines += 1;
-                }
+                Ok(()) => self.keep(line).await?,
                 Err(reason) => self.reject(line, reason, false).await?,
             }
         }
         self.cur.src_offset += src_len;
+        Ok(())
+    }
+
+    async fn keep(&mut self, line: &[u8]) -> Result<(), BulkError> {
+        let path = &self.out_path;
+        self.out
+            .write_all(line)
+            .await
+            .map_err(|e| BulkError::io(path, e))?;
+        self.out
+            .write_all(b"\n")
+            .await
+            .map_err(|e| BulkError::io(path, e))?;
+        self.cur.out_len += line.len() as u64 + 1;
+        self.cur.lines += 1;
+        Ok(())
+    }
+
+    /// Without full checks, a line not kept leaves an empty line, so the consumer's line
+    /// numbers stay those of the source.
+    async fn placeholder(&mut self) -> Result<(), BulkError> {
+        if self.full_check {
+            return Ok(());
+        }
+        let path = &self.out_path;
+        self.out
+            .write_all(b"\n")
+            .await
+            .map_err(|e| BulkError::io(path, e))?;
+        self.cur.out_len += 1;
         Ok(())
     }
 
@@ -469,6 +496,7 @@ async fn fetch(
     let mut sink = LineSink {
         file,
         require_id: file.kind == FileKind::Output,
+        full_check: client.inner.config.full_line_checks || file.kind != FileKind::Output,
         max_line: client.inner.config.max_line_bytes,
         out: BufWriter::with_capacity(WRITE_BUFFER, out),
         out_path: part_path.clone(),
@@ -878,7 +906,11 @@ mod tests {
     }
 
     /// Feeds `body` to a sink in pieces split at `cuts`; returns (kept, rejects, lines, rejected, src_offset).
-    async fn run_sink(body: &[u8], cuts: &[usize]) -> (Vec<u8>, Vec<u8>, u64, u64, u64) {
+    async fn run_sink(
+        body: &[u8],
+        cuts: &[usize],
+        full_check: bool,
+    ) -> (Vec<u8>, Vec<u8>, u64, u64, u64) {
         let dir = tempfile::tempdir().unwrap();
         let file = PlannedFile {
             kind: FileKind::Output,
@@ -892,6 +924,7 @@ mod tests {
         let mut sink = LineSink {
             file: &file,
             require_id: true,
+            full_check,
             max_line: 64,
             out: BufWriter::new(File::create(&out_path).await.unwrap()),
             out_path: out_path.clone(),
@@ -945,19 +978,32 @@ mod tests {
             lines in proptest::collection::vec(any_line(), 0..12),
             trailing_newline in any::<bool>(),
             cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            full_check in any::<bool>(),
         ) {
             let mut body = lines.join("\n");
             if trailing_newline {
                 body.push('\n');
             }
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let whole = rt.block_on(run_sink(body.as_bytes(), &[]));
-            let split = rt.block_on(run_sink(body.as_bytes(), &cuts));
+            let whole = rt.block_on(run_sink(body.as_bytes(), &[], full_check));
+            let split = rt.block_on(run_sink(body.as_bytes(), &cuts, full_check));
             prop_assert_eq!(&whole, &split);
             prop_assert_eq!(whole.4, body.len() as u64);
             let kept = String::from_utf8(whole.0).unwrap();
-            for line in kept.lines() {
-                prop_assert!(check_line(line.as_bytes(), "Patient", true).is_ok());
+            if full_check {
+                for line in kept.lines() {
+                    prop_assert!(check_line(line.as_bytes(), "Patient", true).is_ok());
+                }
+            } else {
+                // Line for line: what is not kept (over the limit, blank) is an empty line.
+                let source: Vec<&str> = body.lines().collect();
+                let out: Vec<&str> = kept.lines().collect();
+                prop_assert_eq!(out.len(), source.len());
+                for (o, s) in out.iter().zip(&source) {
+                    let s = s.strip_suffix('\r').unwrap_or(s);
+                    let dropped = s.len() > 64 || s.trim().is_empty();
+                    prop_assert_eq!(*o, if dropped { "" } else { s });
+                }
             }
         }
 

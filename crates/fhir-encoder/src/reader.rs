@@ -34,6 +34,8 @@ pub struct NdjsonBatches<R> {
     warnings: Vec<Warning>,
     rows: u64,
     finished: bool,
+    /// Lines of another resource type are rejected (a file of one type, as in a manifest).
+    expected: Option<String>,
 }
 
 impl<R: BufRead> NdjsonBatches<R> {
@@ -60,7 +62,14 @@ impl<R: BufRead> NdjsonBatches<R> {
             warnings: Vec::new(),
             rows: 0,
             finished: false,
+            expected: None,
         }
+    }
+
+    /// Rejects every resource that is not of `resource_type` (the file's type).
+    pub fn expecting(mut self, resource_type: impl Into<String>) -> Self {
+        self.expected = Some(resource_type.into());
+        self
     }
 
     /// Rejected lines so far (since the last call).
@@ -125,6 +134,18 @@ impl<R: BufRead> NdjsonBatches<R> {
             });
             return Ok(true);
         };
+        if let Some(expected) = &self.expected
+            && rt != expected
+        {
+            let reason = format!("a {rt} resource in a file of {expected} resources");
+            let (rt, id) = (rt.to_string(), h.id.map(str::to_string));
+            self.reject(RawReject {
+                resource_type: Some(rt),
+                id,
+                reason,
+            });
+            return Ok(true);
+        }
         // Copied to a reused buffer: the type may live in the tape, which encoding borrows.
         self.rt.clear();
         self.rt.push_str(rt);

@@ -319,6 +319,35 @@ fn mixed_reader_routes_types_and_bounds_batches() {
 }
 
 #[test]
+fn a_file_of_one_type_rejects_the_others_by_line() {
+    let input = concat!(
+        "{\"resourceType\":\"Patient\",\"id\":\"p1\"}\n",
+        "\n",
+        "{\"resourceType\":\"Observation\",\"id\":\"o1\",\"status\":\"final\"}\n",
+        "{\"resourceType\":\"Patient\",\"id\":\"p2\"}\n",
+    );
+    let mut reader = NdjsonBatches::new(
+        Encoder::new(EncoderOptions::default()),
+        input.as_bytes(),
+        "Patient.1.ndjson",
+        BatchLimits::default(),
+    )
+    .expecting("Patient");
+    let batches: Vec<_> = reader.by_ref().map(|b| b.unwrap()).collect();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].0, "Patient");
+    assert_eq!(batches[0].1.num_rows(), 2);
+    let rejects = reader.take_rejects();
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0].line, 3, "blank lines count");
+    assert_eq!(rejects[0].id.as_deref(), Some("o1"));
+    assert_eq!(
+        rejects[0].reason,
+        "a Observation resource in a file of Patient resources"
+    );
+}
+
+#[test]
 fn byte_limit_bounds_pending_data() {
     let mut input = String::new();
     for i in 0..100 {

@@ -240,6 +240,8 @@ pub struct SyncOptions {
     /// Upper bound for one whole export (kick-off to last download).
     pub timeout: Option<Duration>,
     pub max_concurrent_downloads: usize,
+    /// Ask the server for gzip-compressed files (off saves CPU on both ends of a fast link).
+    pub gzip: bool,
     pub save_mode: SaveMode,
     /// Fail the sync when more resources than this are rejected by the encoder.
     pub max_rejects: Option<u64>,
@@ -269,6 +271,7 @@ impl fmt::Debug for SyncOptions {
             .field("elements", &self.elements)
             .field("timeout", &self.timeout)
             .field("max_concurrent_downloads", &self.max_concurrent_downloads)
+            .field("gzip", &self.gzip)
             .field("save_mode", &self.save_mode)
             .field("max_rejects", &self.max_rejects)
             .field("max_nesting_level", &self.max_nesting_level)
@@ -300,6 +303,7 @@ impl SyncOptions {
             elements: Vec::new(),
             timeout: None,
             max_concurrent_downloads: DEFAULT_MAX_CONCURRENT_DOWNLOADS,
+            gzip: true,
             save_mode: SaveMode::Merge,
             max_rejects: None,
             max_nesting_level: DEFAULT_MAX_NESTING_LEVEL,
@@ -798,6 +802,11 @@ pub struct SyncArgs {
     #[arg(long, value_name = "N")]
     pub max_concurrent_downloads: Option<usize>,
 
+    /// Ask for gzip-compressed files (`--gzip=false` for a server on the same host or a fast
+    /// LAN, where compressing costs both ends more CPU than it saves) [default: true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub gzip: Option<bool>,
+
     /// How rows are written to the tables [default: merge]
     #[arg(long, value_enum)]
     pub save_mode: Option<SaveMode>,
@@ -950,6 +959,7 @@ impl SyncArgs {
         if o.max_concurrent_downloads == 0 {
             return Err(invalid("max_concurrent_downloads", "must be at least 1"));
         }
+        o.gzip = self.gzip.or(file.gzip).unwrap_or(true);
         o.save_mode = self.save_mode.or(file.save_mode).unwrap_or_default();
         o.max_rejects = self.max_rejects.or(file.max_rejects);
         o.max_nesting_level = self
@@ -1062,6 +1072,7 @@ pub struct FileOptions {
     pub elements: Option<FileList>,
     pub timeout: Option<FileDuration>,
     pub max_concurrent_downloads: Option<usize>,
+    pub gzip: Option<bool>,
     pub save_mode: Option<SaveMode>,
     pub max_rejects: Option<u64>,
     pub max_nesting_level: Option<usize>,

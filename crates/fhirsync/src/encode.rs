@@ -33,6 +33,9 @@ pub fn encode_ndjson(
         max_bytes: 4 << 20,
     };
     let mut batches = NdjsonBatches::new(encoder.clone(), input, label, limits);
+    if let Some(t) = expected_type {
+        batches = batches.expecting(t);
+    }
     let mut warnings = 0u64;
     loop {
         let next = batches.next();
@@ -45,38 +48,12 @@ pub fn encode_ndjson(
         }
         let Some(item) = next else { break };
         let (resource_type, batch) = item.with_context(|| format!("encoding {label}"))?;
-        match expected_type {
-            Some(expected) if expected != resource_type => {
-                // The bulk client sets such lines aside already; this guards other inputs.
-                for id in ids_of(&batch) {
-                    on_reject(EncodeReject {
-                        resource_type: Some(resource_type.clone()),
-                        id,
-                        file: label.to_string(),
-                        line: 0,
-                        reason: format!(
-                            "a {resource_type} resource in a file of {expected} resources"
-                        ),
-                    })?;
-                }
-            }
-            _ => on_batch(&resource_type, batch)?,
-        }
+        on_batch(&resource_type, batch)?;
     }
     if warnings > 0 {
         tracing::warn!(file = %label, warnings, "elements stored as null because they could not be encoded (see debug log)");
     }
     Ok(())
-}
-
-fn ids_of(batch: &RecordBatch) -> Vec<Option<String>> {
-    let Some(col) = batch.column_by_name("id") else {
-        return vec![None; batch.num_rows()];
-    };
-    match col.as_any().downcast_ref::<arrow::array::StringArray>() {
-        Some(ids) => ids.iter().map(|i| i.map(str::to_owned)).collect(),
-        None => vec![None; batch.num_rows()],
-    }
 }
 
 impl From<Reject> for EncodeReject {

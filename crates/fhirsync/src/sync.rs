@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -516,10 +517,30 @@ pub struct ApplyInput {
 /// One resource type's table while an export is being applied.
 struct TypeSlot {
     table: Option<ResourceTable>,
-    writer: Option<TableWriter>,
+    schema: arrow::datatypes::SchemaRef,
+    /// Writers not in use. An encoding thread takes one for each batch; when another thread
+    /// holds the type's writer, it may open an extra one (see [`Shared::push`]) so that
+    /// neither waits for the other's Parquet encoding. The commit joins them all.
+    idle: Vec<TableWriter>,
+    /// Writers in use or idle.
+    writers: usize,
+    /// Extra writers whose file closed: only their list of files remains.
+    retired: Vec<TableWriter>,
     exported_ids: Option<IdSet>,
     resources: u64,
     rejected: u64,
+}
+
+/// A type's writers and counters, and a signal for threads waiting for a writer.
+struct Slot {
+    state: Mutex<TypeSlot>,
+    returned: Condvar,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, TypeSlot>> {
+        self.state.lock()
+    }
 }
 
 struct Shared {
@@ -527,14 +548,18 @@ struct Shared {
     encoder: Encoder,
     input: ApplyInput,
     runtime: tokio::runtime::Handle,
-    slots: Mutex<BTreeMap<String, Arc<Mutex<TypeSlot>>>>,
+    slots: Mutex<BTreeMap<String, Arc<Slot>>>,
     rejects: Mutex<RejectLog>,
     skipped_types: Mutex<BTreeMap<String, u64>>,
+    /// Extra writers open now, over all types, and how many may be: each open writer holds
+    /// a row group of buffered rows, so only as many as there are threads to fill them.
+    extra_writers: AtomicUsize,
+    max_extra_writers: usize,
 }
 
 impl Shared {
     /// The slot of `resource_type`, opening its table on first use (from a blocking thread).
-    fn slot(&self, resource_type: &str) -> anyhow::Result<Option<Arc<Mutex<TypeSlot>>>> {
+    fn slot(&self, resource_type: &str) -> anyhow::Result<Option<Arc<Slot>>> {
         if let Some(types) = &self.input.types
             && !types.contains(resource_type)
         {
@@ -555,14 +580,20 @@ impl Shared {
             .runtime
             .block_on(self.sink.table(resource_type))
             .with_context(|| format!("opening the {resource_type} table"))?;
-        let writer = table.writer(schema);
-        let slot = Arc::new(Mutex::new(TypeSlot {
-            table: Some(table),
-            writer: Some(writer),
-            exported_ids: self.input.reconcile.then(IdSet::new),
-            resources: 0,
-            rejected: 0,
-        }));
+        let writer = table.writer(schema.clone());
+        let slot = Arc::new(Slot {
+            state: Mutex::new(TypeSlot {
+                table: Some(table),
+                schema,
+                idle: vec![writer],
+                writers: 1,
+                retired: Vec::new(),
+                exported_ids: self.input.reconcile.then(IdSet::new),
+                resources: 0,
+                rejected: 0,
+            }),
+            returned: Condvar::new(),
+        });
         slots.insert(resource_type.to_string(), slot.clone());
         Ok(Some(slot))
     }
@@ -577,24 +608,61 @@ impl Shared {
                 .or_default() += batch.num_rows() as u64;
             return Ok(());
         };
-        let mut slot = slot
-            .lock()
-            .map_err(|_| anyhow!("a writer thread panicked"))?;
-        slot.resources += batch.num_rows() as u64;
-        if let Some(ids) = slot.exported_ids.as_mut()
-            && let Some(col) = batch.column_by_name("id")
-        {
-            ids.extend_from_array(col.as_ref());
-        }
-        let writer = slot
-            .writer
-            .as_mut()
-            .ok_or_else(|| anyhow!("writer already committed"))?;
+        let mut writer = {
+            let mut s = slot
+                .lock()
+                .map_err(|_| anyhow!("a writer thread panicked"))?;
+            s.resources += batch.num_rows() as u64;
+            if let Some(ids) = s.exported_ids.as_mut()
+                && let Some(col) = batch.column_by_name("id")
+            {
+                ids.extend_from_array(col.as_ref());
+            }
+            loop {
+                if let Some(w) = s.idle.pop() {
+                    break w;
+                }
+                let table = s
+                    .table
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("{resource_type} table already committed"))?;
+                if self.take_extra_writer() {
+                    let w = table.writer(s.schema.clone());
+                    s.writers += 1;
+                    break w;
+                }
+                s = slot
+                    .returned
+                    .wait(s)
+                    .map_err(|_| anyhow!("a writer thread panicked"))?;
+            }
+        };
         // Called from an encoding thread (blocking pool): the write's uploads run on the runtime.
-        self.runtime
-            .block_on(writer.push(batch))
-            .with_context(|| format!("writing {resource_type} rows"))?;
-        Ok(())
+        let pushed = self.runtime.block_on(writer.push(batch));
+        {
+            let mut s = slot
+                .lock()
+                .map_err(|_| anyhow!("a writer thread panicked"))?;
+            if s.writers > 1 && !writer.has_open_file() {
+                // A file of a type with an extra writer just closed: this writer retires, so
+                // the extra writer's memory and turn go to whichever type needs one next.
+                s.writers -= 1;
+                s.retired.push(writer);
+                self.extra_writers.fetch_sub(1, Ordering::SeqCst);
+            } else {
+                s.idle.push(writer);
+            }
+        }
+        slot.returned.notify_all();
+        pushed.with_context(|| format!("writing {resource_type} rows"))
+    }
+
+    fn take_extra_writer(&self) -> bool {
+        self.extra_writers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max_extra_writers).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     fn reject(&self, r: EncodeReject) -> anyhow::Result<()> {
@@ -632,6 +700,9 @@ impl Applier {
         input: ApplyInput,
     ) -> anyhow::Result<Self> {
         let rejects = RejectLog::new(input.rejects_dir.clone(), &input);
+        let parallel = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         let shared = Arc::new(Shared {
             sink: sink.clone(),
             encoder,
@@ -640,6 +711,8 @@ impl Applier {
             slots: Mutex::new(BTreeMap::new()),
             rejects: Mutex::new(rejects),
             skipped_types: Mutex::new(BTreeMap::new()),
+            extra_writers: AtomicUsize::new(0),
+            max_extra_writers: parallel.saturating_sub(1),
         });
         // Tables of every requested type take part, so each gets the cursor even with no rows.
         if let Some(types) = &input.types {
@@ -649,9 +722,6 @@ impl Applier {
                 tokio::task::spawn_blocking(move || shared.slot(&t)).await??;
             }
         }
-        let parallel = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
         Ok(Self {
             shared,
             permits: Arc::new(tokio::sync::Semaphore::new(parallel)),
@@ -715,6 +785,7 @@ impl Applier {
             resources += joined.map_err(|e| anyhow!("an encoding thread failed: {e}"))??;
         }
         let group_members = self.group_members.take();
+        crate::memory::release_free_memory();
         let shared = self.shared;
         let input = &shared.input;
         let (total_rejects, rejects_file) = {
@@ -752,7 +823,7 @@ impl Applier {
             tokio::task::spawn_blocking(move || shared.slot(&t)).await??;
         }
 
-        let slots: Vec<(String, Arc<Mutex<TypeSlot>>)> = shared
+        let slots: Vec<(String, Arc<Slot>)> = shared
             .slots
             .lock()
             .map_err(|_| anyhow!("poisoned"))?
@@ -793,22 +864,34 @@ impl Applier {
 async fn commit_table(
     input: &ApplyInput,
     resource_type: String,
-    slot: Arc<Mutex<TypeSlot>>,
+    slot: Arc<Slot>,
     deletions: Option<Vec<String>>,
     group_members: Option<&IdSet>,
     transaction_time: DateTime<Utc>,
 ) -> anyhow::Result<Option<(String, TableReport)>> {
     let version = transaction_time.timestamp_millis();
-    let (table, writer, ids, res, rej) = {
+    let (table, writers, ids, res, rej) = {
         let mut s = slot.lock().map_err(|_| anyhow!("poisoned"))?;
         (
             s.table.take(),
-            s.writer.take(),
+            std::mem::take(&mut s.idle)
+                .into_iter()
+                .chain(std::mem::take(&mut s.retired))
+                .collect::<Vec<_>>(),
             s.exported_ids.take(),
             s.resources,
             s.rejected,
         )
     };
+    let mut writers = writers.into_iter();
+    let mut writer = writers.next();
+    if let Some(w) = writer.as_mut() {
+        for other in writers {
+            w.absorb(other)
+                .await
+                .with_context(|| format!("joining the {resource_type} writers"))?;
+        }
+    }
     let mut entry = TableReport {
         resources: res,
         rejected: rej,
@@ -865,16 +948,23 @@ async fn commit_table(
 
 /// Deletes the data files the writers wrote: nothing of this export will be committed.
 async fn discard_writers(shared: &Shared) {
-    let slots: Vec<(String, Arc<Mutex<TypeSlot>>)> = match shared.slots.lock() {
+    let slots: Vec<(String, Arc<Slot>)> = match shared.slots.lock() {
         Ok(slots) => slots.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         Err(_) => return,
     };
     for (resource_type, slot) in slots {
-        let writer = slot.lock().ok().and_then(|mut s| s.writer.take());
-        if let Some(writer) = writer
-            && let Err(e) = writer.discard().await
-        {
-            tracing::warn!(resource_type = %resource_type, error = %e, "could not delete uncommitted rows");
+        let writers = slot
+            .lock()
+            .map(|mut s| {
+                let mut all = std::mem::take(&mut s.idle);
+                all.append(&mut s.retired);
+                all
+            })
+            .unwrap_or_default();
+        for writer in writers {
+            if let Err(e) = writer.discard().await {
+                tracing::warn!(resource_type = %resource_type, error = %e, "could not delete uncommitted rows");
+            }
         }
     }
 }
@@ -1119,6 +1209,10 @@ pub async fn client_config(
 ) -> anyhow::Result<SyncClient> {
     let mut config = ClientConfig::new(opts.fhir_endpoint.clone());
     config.max_concurrent_downloads = opts.max_concurrent_downloads.max(1);
+    config.gzip = opts.gzip;
+    // The encoder parses and checks every line (and rejects what is not a resource of its
+    // file's type with an id): the download need not parse them too.
+    config.full_line_checks = false;
     if let Some(t) = opts.timeout {
         config.poll.timeout = t;
     }

@@ -62,6 +62,7 @@ fn flag_beats_env_beats_file_beats_default() {
         fhir_endpoint = "http://file.example/fhir"
         delta_path = "/data/file"
         max_concurrent_downloads = 3
+        gzip = false
         "#,
     );
     let e = env(&[("FHIR_ENDPOINT", "http://env.example/fhir")]);
@@ -74,6 +75,13 @@ fn flag_beats_env_beats_file_beats_default() {
         "file value when neither flag nor env is set"
     );
     assert_eq!(o.max_concurrent_downloads, 3);
+    assert!(!o.gzip, "gzip = false in the file");
+    assert!(
+        sync_args(&["--gzip"])
+            .resolve(&e, Some(&f.options))
+            .unwrap()
+            .gzip
+    );
 
     let o = SyncArgs::default().resolve(&e, Some(&f.options)).unwrap();
     assert_eq!(o.fhir_endpoint.as_str(), "http://env.example/fhir");
@@ -94,6 +102,13 @@ fn flag_beats_env_beats_file_beats_default() {
         .unwrap();
     assert_eq!(o.delta_path, "/data/env");
     assert_eq!(o.max_concurrent_downloads, 7);
+    assert!(
+        sync_args(&["--fhir-endpoint", "http://x/fhir"])
+            .resolve(&e, None)
+            .unwrap()
+            .gzip,
+        "gzip by default"
+    );
 }
 
 #[test]

@@ -219,6 +219,54 @@ async fn duplicate_ids_across_files_keep_the_newest_version() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lines_in_downloads_are_rejected_with_the_servers_line_numbers() {
+    let server = server(DataSource::Synthetic {
+        patients: 4,
+        seed: 5,
+    })
+    .await;
+    server
+        .faults()
+        .add(FaultRule::once(FaultTarget::KickOff, Fault::BadLines));
+    let dir = tempfile::tempdir().unwrap();
+    let delta = dir.path().join("delta");
+    let mut opts = options(&server, &delta);
+    opts.gzip = false;
+    let report = run(&opts, RunKind::Incremental).await.unwrap();
+    for t in TYPES {
+        let expected = server.store().counts().get(t).copied().unwrap_or(0) as usize;
+        assert_eq!(
+            versions(&delta, t).await.len(),
+            expected,
+            "{t}: all good rows"
+        );
+    }
+    // Each type's file of bad lines: cut-off JSON, malformed JSON, no id, unknown type.
+    assert_eq!(report.rejects, 4 * TYPES.len() as u64);
+    let text = std::fs::read_to_string(report.rejects_file.as_ref().unwrap()).unwrap();
+    let mut by_file: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    for l in text.lines() {
+        let r: serde_json::Value = serde_json::from_str(l).unwrap();
+        by_file
+            .entry(r["file"].as_str().unwrap().to_string())
+            .or_default()
+            .push((
+                r["line"].as_u64().unwrap(),
+                r["reason"].as_str().unwrap().into(),
+            ));
+    }
+    assert_eq!(by_file.len(), TYPES.len(), "{by_file:?}");
+    for (file, mut rejects) in by_file {
+        rejects.sort();
+        let lines: Vec<u64> = rejects.iter().map(|r| r.0).collect();
+        assert_eq!(lines, [1, 2, 3, 4], "{file}: {rejects:?}");
+        assert!(rejects[2].1.contains("no id"), "{file}: {rejects:?}");
+        assert!(rejects[3].1.contains("NoSuchType"), "{file}: {rejects:?}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_refresh_reconciles_rows_the_server_no_longer_has() {
     let server = server(DataSource::Synthetic {
         patients: 8,

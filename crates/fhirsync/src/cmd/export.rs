@@ -85,6 +85,10 @@ pub struct Args {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     max_concurrent_downloads: u64,
 
+    /// Ask for gzip-compressed files (`--gzip=false` for a server on the same host or a fast LAN)
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set)]
+    gzip: bool,
+
     /// Give up when the server has not finished the export after this many seconds.
     #[arg(long, default_value_t = 24 * 3600, value_name = "SECS")]
     timeout: u64,
@@ -159,6 +163,7 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
     request.validate()?;
     let mut config = ClientConfig::new(args.fhir_endpoint.clone());
     config.max_concurrent_downloads = args.max_concurrent_downloads as usize;
+    config.gzip = args.gzip;
     config.poll.timeout = Duration::from_secs(args.timeout);
     // Flags, then FHIR_CLIENT_ID / FHIR_PRIVATE_KEY / FHIR_CLIENT_SECRET (and `*_FILE`).
     let auth = args

@@ -325,16 +325,7 @@ impl LineSink<'_> {
     }
 
     async fn keep(&mut self, line: &[u8]) -> Result<(), BulkError> {
-        let path = &self.out_path;
-        self.out
-            .write_all(line)
-            .await
-            .map_err(|e| BulkError::io(path, e))?;
-        self.out
-            .write_all(b"\n")
-            .await
-            .map_err(|e| BulkError::io(path, e))?;
-        self.cur.out_len += line.len() as u64 + 1;
+        self.write_line(line).await?;
         self.cur.lines += 1;
         Ok(())
     }
@@ -345,12 +336,18 @@ impl LineSink<'_> {
         if self.full_check {
             return Ok(());
         }
+        self.write_line(b"").await
+    }
+
+    async fn write_line(&mut self, line: &[u8]) -> Result<(), BulkError> {
         let path = &self.out_path;
-        self.out
-            .write_all(b"\n")
-            .await
-            .map_err(|e| BulkError::io(path, e))?;
-        self.cur.out_len += 1;
+        for part in [line, b"\n"] {
+            self.out
+                .write_all(part)
+                .await
+                .map_err(|e| BulkError::io(path, e))?;
+        }
+        self.cur.out_len += line.len() as u64 + 1;
         Ok(())
     }
 

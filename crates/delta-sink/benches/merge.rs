@@ -3,7 +3,7 @@
 //! per phase.
 //!
 //! ```text
-//! cargo bench -p delta-sink --bench merge -- [--rows 1000000,100000] [--changed-pct 1] [--new-pct 1] [--zstd-level N] [--dir PATH]
+//! cargo bench -p delta-sink --bench merge -- [--rows 1000000,100000] [--changed-pct 1] [--new-pct 1] [--zstd-level N] [--deletion-vectors] [--dir PATH]
 //! ```
 //! Environment: `BENCH_ROWS` (comma-separated sizes) is used when `--rows` is absent.
 
@@ -57,8 +57,10 @@ fn dir_size(p: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-async fn build(dir: &Path, rows: usize) {
-    let sink = DeltaSink::new(dir.to_str().unwrap(), StorageOptions::new()).unwrap();
+async fn build(dir: &Path, rows: usize, config: SinkConfig) {
+    let sink = DeltaSink::new(dir.to_str().unwrap(), StorageOptions::new())
+        .unwrap()
+        .with_config(config);
     let mut table = sink.table("Observation").await.unwrap();
     let ids = random_ids(rows);
     std::fs::write(dir.join("ids.txt"), ids.join("\n")).unwrap();
@@ -151,12 +153,13 @@ async fn merge(dir: &Path, changed_pct: f64, new_pct: f64, config: SinkConfig) {
         .unwrap();
     let elapsed = start.elapsed();
     println!(
-        "merge rows={n} changed={changed} new={new} status={:?} time={:.2}s inserted={} updated={} files_before={files_before} files_rewritten={} files_added={} bytes_added={} peak_rss={:.0}MiB (input batches alone: {:.0}MiB)",
+        "merge rows={n} changed={changed} new={new} status={:?} time={:.2}s inserted={} updated={} files_before={files_before} files_rewritten={} files_marked={} files_added={} bytes_added={} peak_rss={:.0}MiB (input batches alone: {:.0}MiB)",
         out.status,
         elapsed.as_secs_f64(),
         out.inserted,
         out.updated,
         out.files_rewritten,
+        out.files_marked,
         out.files_added,
         out.bytes_added,
         vm_hwm_mib(),
@@ -176,19 +179,21 @@ fn main() {
     let new_pct: f64 = arg(&args, "--new-pct")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.0);
+    let mut config = SinkConfig::default();
+    if let Some(level) = arg(&args, "--zstd-level") {
+        config.zstd_level = level.parse().unwrap();
+    }
+    let vectors = args.iter().any(|a| a == "--deletion-vectors");
+    config.deletion_vectors = vectors;
     match arg(&args, "--phase").as_deref() {
         Some("build") => {
             let dir = PathBuf::from(arg(&args, "--dir").unwrap());
             let rows: usize = arg(&args, "--rows").unwrap().parse().unwrap();
-            rt.block_on(build(&dir, rows));
+            rt.block_on(build(&dir, rows, config));
             return;
         }
         Some("merge") => {
             let dir = PathBuf::from(arg(&args, "--dir").unwrap());
-            let mut config = SinkConfig::default();
-            if let Some(level) = arg(&args, "--zstd-level") {
-                config.zstd_level = level.parse().unwrap();
-            }
             rt.block_on(merge(&dir, changed_pct, new_pct, config));
             return;
         }
@@ -198,9 +203,12 @@ fn main() {
         .or_else(|| std::env::var("BENCH_ROWS").ok())
         .unwrap_or_else(|| "100000,1000000".to_string());
     let exe = std::env::current_exe().unwrap();
-    let zstd: Vec<String> = arg(&args, "--zstd-level")
+    let mut passed: Vec<String> = arg(&args, "--zstd-level")
         .map(|l| vec!["--zstd-level".into(), l])
         .unwrap_or_default();
+    if vectors {
+        passed.push("--deletion-vectors".into());
+    }
     for size in sizes.split(',').filter(|s| !s.trim().is_empty()) {
         let tmp = match arg(&args, "--dir") {
             Some(d) => tempfile::tempdir_in(d).unwrap(),
@@ -210,7 +218,7 @@ fn main() {
             let status = Command::new(&exe)
                 .args(["--phase", phase, "--dir", tmp.path().to_str().unwrap()])
                 .args(extra)
-                .args(&zstd)
+                .args(&passed)
                 .status()
                 .unwrap();
             assert!(status.success(), "{phase} failed");

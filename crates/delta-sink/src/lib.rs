@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+mod dv;
 mod error;
 pub mod generator;
 mod keys;

@@ -14,7 +14,7 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, LogicalFileView, Remove, StructType, Transaction};
 use deltalake::operations::get_num_idx_cols_and_stats_columns;
 use deltalake::protocol::DeltaOperation;
-use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore};
+use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore, TableProperty};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::RowSelection;
@@ -27,9 +27,11 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
+use roaring::RoaringTreemap;
 use serde_json::Value;
 use url::Url;
 
+use crate::dv;
 use crate::error::{Result, SinkError};
 use crate::keys::{IdSet, KeyColumns, Recency, RefColumn, fingerprint};
 use crate::location::{StorageOptions, register_object_stores, root_url, table_url};
@@ -115,6 +117,14 @@ pub struct SinkConfig {
     /// Ids indexed per pass when matching the input against the table: a larger input is
     /// matched in several passes (by id fingerprint), so memory does not grow with it.
     pub index_bucket_rows: usize,
+    /// Create tables with deletion vectors enabled (`delta.enableDeletionVectors`), and
+    /// enable them on existing tables. Where a table has them enabled, a merge marks the
+    /// replaced and deleted rows of a stored file in a deletion vector instead of
+    /// rewriting the file. Readers must support deletion vectors (Delta reader version 3).
+    pub deletion_vectors: bool,
+    /// With deletion vectors, a stored file is rewritten instead once more than this
+    /// fraction of its rows would be marked deleted.
+    pub max_deleted_fraction: f64,
 }
 
 impl Default for SinkConfig {
@@ -129,6 +139,8 @@ impl Default for SinkConfig {
             read_batch_rows: 2 * 1024,
             compact_small_files: 16,
             index_bucket_rows: 128 * 1024,
+            deletion_vectors: false,
+            max_deleted_fraction: 0.5,
         }
     }
 }
@@ -273,6 +285,8 @@ pub struct WriteOutcome {
     pub files_rewritten: u64,
     /// Small untouched files folded into the rewrite (see `SinkConfig::compact_small_files`).
     pub files_compacted: u64,
+    /// Stored files kept with rows marked deleted in a new deletion vector.
+    pub files_marked: u64,
 }
 
 impl WriteOutcome {
@@ -292,6 +306,7 @@ impl WriteOutcome {
             bytes_added: 0,
             files_rewritten: 0,
             files_compacted: 0,
+            files_marked: 0,
         }
     }
 }
@@ -618,8 +633,11 @@ impl ResourceTable {
         for f in snapshot.log_data().iter() {
             files += 1;
             size += u64::try_from(f.size()).unwrap_or(0);
+            let deleted = f
+                .deletion_vector_descriptor()
+                .map_or(0, |dv| dv.cardinality);
             rows = match (rows, f.num_records()) {
-                (Some(r), Some(n)) => Some(r + n as u64),
+                (Some(r), Some(n)) => Some(r + (n as u64).saturating_sub(deleted as u64)),
                 _ => None,
             };
         }
@@ -839,7 +857,10 @@ impl ResourceTable {
             self.table = load_table(&self.url, &self.storage, true)
                 .await
                 .map_err(|e| self.err(e))?;
+        } else if self.config.deletion_vectors && !self.deletion_vectors_enabled()? {
+            self.enable_deletion_vectors().await?;
         }
+        let mark = exists && self.deletion_vectors_enabled()?;
         let mut out = WriteOutcome::empty(WriteStatus::Committed, None);
 
         // 1. Plan which input rows to keep and which stored rows to drop. The input is
@@ -857,6 +878,11 @@ impl ResourceTable {
             Vec::new()
         };
         let mut removed: Vec<Vec<u32>> = vec![Vec::new(); table_files.len()];
+        let deleted_rows = if scan_needed {
+            self.read_deletion_vectors(&table_files).await?
+        } else {
+            vec![None; table_files.len()]
+        };
         let mut winners = RowMarks::default();
         let buckets = Buckets::for_rows(input_rows, self.config.index_bucket_rows);
         for bucket in buckets.iter() {
@@ -873,6 +899,7 @@ impl ResourceTable {
                     mode,
                     bucket,
                     &table_files,
+                    &deleted_rows,
                     &mut incoming,
                     &deletes,
                     reconcile.as_ref(),
@@ -893,23 +920,27 @@ impl ResourceTable {
             }
         }
 
-        // 2. Decide, per stored file, whether it goes and what is rewritten.
-        let mut removes: Vec<Remove> = Vec::new();
-        let mut rewrites: Vec<FileRewrite> = Vec::new();
+        // 2. Decide, per stored file, whether it goes, is rewritten, or gets rows marked.
+        let mut plan = FilePlan::default();
         if exists && mode == SaveMode::Overwrite {
             for f in &table_files {
-                removes.push(f.remove_action(true));
+                plan.removes.push(f.remove_action(true));
             }
         } else if scan_needed {
-            self.plan_rewrites(
+            plan = self.plan_rewrites(
                 table_files,
                 removed,
+                deleted_rows,
                 out.inserted > 0,
+                mark,
                 &mut out,
-                &mut removes,
-                &mut rewrites,
             );
         }
+        let FilePlan {
+            removes,
+            mut rewrites,
+            marks,
+        } = plan;
         let stored_rewrites = rewrites.len() as u64;
 
         // 3. New files whose rows all won are added as written; files with some winners
@@ -961,11 +992,26 @@ impl ResourceTable {
         }
 
         out.files_added = adds.len() as u64;
-        out.files_removed = removes.len() as u64;
+        out.files_removed = (removes.len() - marks.len()) as u64;
+        out.files_marked = marks.len() as u64;
         out.bytes_added = adds
             .iter()
             .map(|a| u64::try_from(a.size).unwrap_or(0))
             .sum();
+        if !marks.is_empty() {
+            // The marked files stay, re-added with their new deletion vectors.
+            let (files, vectors): (Vec<_>, Vec<_>) = marks.into_iter().unzip();
+            let descriptors = dv::write(&self.table.object_store(), vectors)
+                .await
+                .map_err(|d| self.invalid(format!("writing deletion vectors: {d}")))?;
+            for (f, d) in files.iter().zip(descriptors) {
+                #[allow(deprecated)]
+                let mut add = f.add_action();
+                add.deletion_vector = Some(d);
+                add.data_change = true;
+                adds.push(add);
+            }
+        }
 
         let changed = !adds.is_empty() || !removes.is_empty();
         if !changed && options.cursor.is_none() && exists {
@@ -981,9 +1027,14 @@ impl ResourceTable {
         let props = self.commit_properties(mode, &options, &out);
         *committing = true;
         if !exists {
-            let table = self
-                .table
-                .create()
+            let mut create = self.table.create();
+            if self.config.deletion_vectors {
+                create = create.with_configuration_property(
+                    TableProperty::EnableDeletionVectors,
+                    Some("true"),
+                );
+            }
+            let table = create
                 .with_columns(kernel_schema.fields().cloned())
                 .with_save_mode(deltalake::protocol::SaveMode::ErrorIfExists)
                 .with_actions(actions)
@@ -1167,6 +1218,7 @@ impl ResourceTable {
         mode: SaveMode,
         bucket: Bucket,
         files: &[LogicalFileView],
+        deleted_rows: &[Option<RoaringTreemap>],
         incoming: &mut HashMap<Box<str>, Incoming>,
         deletes: &HashMap<Box<str>, i64>,
         reconcile: Option<&(IdSet, ReconcileScope)>,
@@ -1186,16 +1238,6 @@ impl ResourceTable {
             let f = f.clone();
             let scope_columns = scope_columns.clone();
             async move {
-                if f.deletion_vector_descriptor().is_some() {
-                    return Err(SinkError::InvalidData {
-                        table: name,
-                        detail: format!(
-                            "file {} has a deletion vector, which this writer does not support; \
-                             run OPTIMIZE with another engine first",
-                            f.path()
-                        ),
-                    });
-                }
                 let path = f.object_store_path();
                 let stream = open_keys(&store, &path, f.size(), &scope_columns, &name).await?;
                 Ok::<_, SinkError>((fi, path, stream))
@@ -1215,6 +1257,12 @@ impl ResourceTable {
                     .collect();
                 for i in 0..keys.len() {
                     let r = row + i as u32;
+                    if deleted_rows[fi]
+                        .as_ref()
+                        .is_some_and(|d| d.contains(u64::from(r)))
+                    {
+                        continue;
+                    }
                     let Some(id) = keys.id(i) else { continue };
                     if !bucket.contains(id) {
                         continue;
@@ -1266,47 +1314,105 @@ impl ResourceTable {
         Ok(())
     }
 
-    /// Turns the removed rows per stored file into remove actions and rewrites; folds small
-    /// untouched files into the rewrite when there are many and a commit happens anyway.
+    /// Turns the removed rows per stored file into remove actions, rewrites and (with
+    /// `mark`) deletion vectors; folds small untouched files into the rewrite when there
+    /// are many and a commit happens anyway.
     fn plan_rewrites(
         &self,
         files: Vec<LogicalFileView>,
         removed: Vec<Vec<u32>>,
+        deleted_rows: Vec<Option<RoaringTreemap>>,
         inserting: bool,
+        mark: bool,
         out: &mut WriteOutcome,
-        removes: &mut Vec<Remove>,
-        rewrites: &mut Vec<FileRewrite>,
-    ) {
+    ) -> FilePlan {
+        let mut plan = FilePlan::default();
         let small_threshold = self.config.target_file_size / 8;
         let small_limit = self.config.compact_small_files;
         let is_small = |f: &LogicalFileView| (f.size() as u64) < small_threshold;
         let small_total = files.iter().filter(|f| is_small(f)).count();
         let mut small_untouched = Vec::new();
-        for (file, mut rows) in files.into_iter().zip(removed) {
+        for ((file, rows), before) in files.into_iter().zip(removed).zip(deleted_rows) {
+            let mut gone = before.unwrap_or_default();
             if rows.is_empty() {
                 if small_limit > 0 && is_small(&file) {
-                    small_untouched.push(file);
+                    small_untouched.push((file, gone));
                 }
                 continue;
             }
-            // Bucket passes record rows out of order; the copy wants them sorted.
-            rows.sort_unstable();
-            rows.dedup();
-            removes.push(file.remove_action(true));
-            if (rows.len() as u64) < file.num_records().map(|n| n as u64).unwrap_or(u64::MAX) {
-                rewrites.push((file.object_store_path(), file.size(), rows));
+            gone.extend(rows.into_iter().map(u64::from));
+            plan.removes.push(file.remove_action(true));
+            let total = file.num_records().map_or(u64::MAX, |n| n as u64);
+            if gone.len() >= total {
+                continue;
+            }
+            if mark && (gone.len() as f64) <= total as f64 * self.config.max_deleted_fraction {
+                plan.marks.push((file, gone));
+            } else {
+                plan.rewrites
+                    .push((file.object_store_path(), file.size(), positions(&gone)));
             }
         }
         // Only worth it once there is something to compact and a commit happens anyway.
-        let committing = !removes.is_empty() || inserting;
+        let committing = !plan.removes.is_empty() || inserting;
         if small_limit > 0 && small_total >= small_limit && small_untouched.len() > 1 && committing
         {
-            for file in small_untouched {
-                removes.push(file.remove_action(true));
-                rewrites.push((file.object_store_path(), file.size(), Vec::new()));
+            for (file, gone) in small_untouched {
+                plan.removes.push(file.remove_action(true));
+                plan.rewrites
+                    .push((file.object_store_path(), file.size(), positions(&gone)));
                 out.files_compacted += 1;
             }
         }
+        plan
+    }
+
+    /// The rows each file's deletion vector marks deleted (`None` for files without one).
+    async fn read_deletion_vectors(
+        &self,
+        files: &[LogicalFileView],
+    ) -> Result<Vec<Option<RoaringTreemap>>> {
+        let store = self.table.object_store();
+        let root = self.table.table_url().clone();
+        futures::stream::iter(files.iter().map(|f| {
+            let (store, root) = (store.clone(), root.clone());
+            async move {
+                let Some(d) = f.deletion_vector_descriptor() else {
+                    return Ok(None);
+                };
+                dv::read(&store, &root, &d)
+                    .await
+                    .map(Some)
+                    .map_err(|detail| {
+                        self.invalid(format!("deletion vector of {}: {detail}", f.path()))
+                    })
+            }
+        }))
+        .buffered(8)
+        .try_collect()
+        .await
+    }
+
+    fn deletion_vectors_enabled(&self) -> Result<bool> {
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        Ok(snapshot.table_config().enable_deletion_vectors == Some(true))
+    }
+
+    /// Sets `delta.enableDeletionVectors` (upgrading the table's protocol) in a commit of
+    /// its own.
+    async fn enable_deletion_vectors(&mut self) -> Result<()> {
+        tracing::info!(table = %self.name, "enabling deletion vectors");
+        self.table = self
+            .table
+            .clone()
+            .set_tbl_properties()
+            .with_properties(HashMap::from([(
+                TableProperty::EnableDeletionVectors.as_ref().to_string(),
+                "true".to_string(),
+            )]))
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
     /// Compacts small files (bin-packing, or z-order by `id`).
     pub async fn optimize(&mut self, options: OptimizeOptions) -> Result<OptimizeReport> {
@@ -1400,6 +1506,20 @@ type WriterConfigFn = Arc<dyn Fn(SchemaRef) -> WriterConfig + Send + Sync>;
 
 /// A table file to copy without the listed (sorted) row positions.
 type FileRewrite = (deltalake::Path, i64, Vec<u32>);
+
+/// What a commit does with the stored files.
+#[derive(Default)]
+struct FilePlan {
+    removes: Vec<Remove>,
+    rewrites: Vec<FileRewrite>,
+    /// Files that stay, with the rows to mark deleted (old and new).
+    marks: Vec<(LogicalFileView, RoaringTreemap)>,
+}
+
+/// Sorted row positions of a file (files have fewer than 2^32 rows).
+fn positions(rows: &RoaringTreemap) -> Vec<u32> {
+    rows.iter().filter_map(|r| u32::try_from(r).ok()).collect()
+}
 
 /// Copies the surviving rows of each file into new files, in parallel (the rewrite is
 /// CPU-bound: decode, filter, encode). Large files are rewritten one to one; small files

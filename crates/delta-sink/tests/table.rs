@@ -189,6 +189,26 @@ async fn merge_applies_only_newer_rows() {
 }
 
 #[tokio::test]
+async fn merge_with_deletion_vectors_applies_only_newer_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = DeltaSink::new(dir.path().to_str().unwrap(), StorageOptions::new())
+        .unwrap()
+        .with_config(SinkConfig {
+            deletion_vectors: true,
+            ..small_config()
+        });
+    merge_scenario(&sink).await;
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("Observation.parquet"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.starts_with("deletion_vector_")),
+        "{files:?}"
+    );
+}
+
+#[tokio::test]
 async fn duplicate_ids_in_input_keep_the_newest_across_batches() {
     let dir = tempfile::tempdir().unwrap();
     let sink = sink_at(dir.path().to_str().unwrap()).await;
@@ -676,25 +696,33 @@ async fn s3_merge_scenario() {
         println!("skipped: FHIRSYNC_TEST_S3_ENDPOINT not set");
         return;
     };
-    let prefix = format!("s3://fhirsync-test/{}", uuid::Uuid::new_v4());
-    let storage = StorageOptions::new()
-        .with("AWS_ENDPOINT_URL", endpoint)
-        .with("AWS_ALLOW_HTTP", "true");
-    let sink = DeltaSink::new(&prefix, storage)
-        .unwrap()
-        .with_config(small_config());
-    merge_scenario(&sink).await;
-    let mut t = sink.table("Observation").await.unwrap();
-    let out = t
-        .delete_ids(["o0"], at(10_000), Some(Cursor::new("s3", at(10_000), "x")))
-        .await
-        .unwrap();
-    assert_eq!(out.deleted, 1);
-    assert_eq!(
-        t.committed_version("s3").await.unwrap(),
-        Some(at(10_000).timestamp_millis())
-    );
-    assert_eq!(t.stats().await.unwrap().rows, Some(20));
+    // Rewrites, then deletion vectors (written and read back through the object store).
+    for deletion_vectors in [false, true] {
+        let prefix = format!("s3://fhirsync-test/{}", uuid::Uuid::new_v4());
+        let storage = StorageOptions::new()
+            .with("AWS_ENDPOINT_URL", endpoint.clone())
+            .with("AWS_ALLOW_HTTP", "true");
+        let sink = DeltaSink::new(&prefix, storage)
+            .unwrap()
+            .with_config(SinkConfig {
+                deletion_vectors,
+                ..small_config()
+            });
+        merge_scenario(&sink).await;
+        let mut t = sink.table("Observation").await.unwrap();
+        let out = t
+            .delete_ids(["o0"], at(10_000), Some(Cursor::new("s3", at(10_000), "x")))
+            .await
+            .unwrap();
+        assert_eq!(out.deleted, 1);
+        assert_eq!(out.files_marked > 0, deletion_vectors);
+        assert_eq!(
+            t.committed_version("s3").await.unwrap(),
+            Some(at(10_000).timestamp_millis())
+        );
+        assert_eq!(t.stats().await.unwrap().rows, Some(20));
+        assert_eq!(read_all(&t).await.len(), 20);
+    }
 }
 
 #[tokio::test]
@@ -942,6 +970,112 @@ async fn bucketed_matching_equals_a_single_pass() {
             "seed {seed}: {c:?}"
         );
         assert!(rows.values().all(|v| v.len() == 1));
+    }
+}
+
+/// With deletion vectors, merges mark rows instead of rewriting files, and the table reads
+/// back exactly as with rewrites, through rounds of updates, deletes and reconciliation
+/// (vectors extended, files rewritten once mostly deleted), and after maintenance.
+#[tokio::test]
+async fn deletion_vectors_give_the_same_rows_as_rewrites() {
+    use rand::Rng;
+    for seed in 0..3u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let ids = random_ids(150);
+        let spec = |rng: &mut StdRng, id: &String, round: i64| {
+            RowSpec::new(
+                id.clone(),
+                rng.random_range(1..4),
+                us(round * 10 + rng.random_range(0..12)),
+            )
+        };
+        let stored: Vec<RowSpec> = ids[..100].iter().map(|id| spec(&mut rng, id, 0)).collect();
+        let rounds: Vec<(Vec<RowSpec>, Vec<String>, IdSet)> = (1..4)
+            .map(|round| {
+                let incoming = (0..40)
+                    .map(|_| {
+                        let i = rng.random_range(0..ids.len());
+                        spec(&mut rng, &ids[i], round)
+                    })
+                    .collect();
+                let deleted = (0..6)
+                    .map(|_| ids[rng.random_range(0..ids.len())].clone())
+                    .collect();
+                let keep: IdSet = ids.iter().filter(|_| rng.random_bool(0.95)).collect();
+                (incoming, deleted, keep)
+            })
+            .collect();
+
+        let mut results = Vec::new();
+        let mut marked = 0;
+        for vectors in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let sink = DeltaSink::new(dir.path().to_str().unwrap(), StorageOptions::new())
+                .unwrap()
+                .with_config(SinkConfig {
+                    new_file_rows: 25,
+                    deletion_vectors: vectors,
+                    ..small_config()
+                });
+            let mut t = sink.table("Observation").await.unwrap();
+            let mut seen = vec![
+                write(&mut t, &[batch(&stored, 0)], SaveMode::Merge, None)
+                    .await
+                    .inserted,
+            ];
+            for (round, (incoming, deleted, keep)) in rounds.iter().enumerate() {
+                let mut w = t.writer(observation_schema());
+                w.push(&batch(incoming, round as i32 + 1)).await.unwrap();
+                w.delete(deleted, at(round as i64 * 10 + 11));
+                if round == 2 {
+                    w.reconcile(keep.clone(), None);
+                }
+                let out = t.commit(w, CommitOptions::default()).await.unwrap();
+                marked += out.files_marked;
+                seen.extend([
+                    out.inserted,
+                    out.updated,
+                    out.unchanged,
+                    out.deleted,
+                    out.reconciled,
+                ]);
+                let rows = read_all(&t).await;
+                assert!(rows.values().all(|v| v.len() == 1), "seed {seed}");
+                let stats = t.stats().await.unwrap();
+                assert_eq!(
+                    stats.rows,
+                    Some(rows.len() as u64),
+                    "seed {seed}: row count"
+                );
+                seen.push(rows.len() as u64);
+                results.push(rows);
+            }
+            if vectors {
+                let protocol = t.delta_table().snapshot().unwrap().protocol().clone();
+                assert!(protocol.min_reader_version() >= 3, "{protocol:?}");
+            }
+            // A checkpoint keeps the vectors (a fresh handle reads from it); compaction
+            // applies them; vacuum keeps the ones still in use.
+            let before = read_all(&t).await;
+            t.checkpoint().await.unwrap();
+            let fresh = sink.table("Observation").await.unwrap();
+            assert_eq!(
+                read_all(&fresh).await,
+                before,
+                "seed {seed}: after checkpoint"
+            );
+            t.optimize(OptimizeOptions::default()).await.unwrap();
+            t.vacuum(Duration::ZERO, false, false).await.unwrap();
+            assert_eq!(
+                read_all(&t).await,
+                before,
+                "seed {seed}: maintenance changed rows"
+            );
+            results.push(BTreeMap::from([(format!("{seen:?}"), Vec::new())]));
+        }
+        let half = results.len() / 2;
+        assert_eq!(results[..half], results[half..], "seed {seed}");
+        assert!(marked > 0, "seed {seed}: no file got a deletion vector");
     }
 }
 

@@ -22,8 +22,8 @@ use anyhow::{Context, anyhow, bail};
 use arrow::array::RecordBatch;
 use chrono::{DateTime, SecondsFormat, Utc};
 use delta_sink::{
-    CommitOptions, Cursor, DeltaSink, IdSet, ReconcileScope, ResourceTable, StorageOptions,
-    TableWriter, WriteOutcome, WriteStatus,
+    CommitOptions, Cursor, DeltaSink, IdSet, ReconcileScope, ResourceTable, SinkConfig,
+    StorageOptions, TableWriter, WriteOutcome, WriteStatus,
 };
 use fhir_bulk::{
     BulkClient, BulkError, ClientConfig, ExportOptions, ExportRequest, ExportSummary, JobState,
@@ -148,8 +148,17 @@ pub fn sink_for(opts: &SyncOptions) -> anyhow::Result<DeltaSink> {
     for (k, v) in &opts.storage_options {
         storage = storage.with(k.clone(), v.clone());
     }
-    DeltaSink::new(&opts.delta_path, storage)
-        .with_context(|| format!("delta path {}", opts.delta_path))
+    Ok(DeltaSink::new(&opts.delta_path, storage)
+        .with_context(|| format!("delta path {}", opts.delta_path))?
+        .with_config(sink_config(opts.deletion_vectors)))
+}
+
+/// The sink's settings: its defaults, deletion vectors as asked.
+pub fn sink_config(deletion_vectors: bool) -> SinkConfig {
+    SinkConfig {
+        deletion_vectors,
+        ..SinkConfig::default()
+    }
 }
 
 pub fn encoder_for(opts: &SyncOptions) -> Encoder {
@@ -1248,6 +1257,8 @@ pub struct ImportRequest {
     pub max_rejects: Option<u64>,
     pub max_nesting_level: usize,
     pub extensions: bool,
+    /// See [`SyncOptions::deletion_vectors`].
+    pub deletion_vectors: bool,
 }
 
 /// The identity under which imports commit their cursor.
@@ -1329,7 +1340,8 @@ pub async fn run_import(request: &ImportRequest) -> anyhow::Result<SyncReport> {
     }
 
     let sink = DeltaSink::new(&request.delta_path, StorageOptions::from_env())
-        .with_context(|| format!("delta path {}", request.delta_path))?;
+        .with_context(|| format!("delta path {}", request.delta_path))?
+        .with_config(sink_config(request.deletion_vectors));
     let options = EncoderOptions {
         max_nesting_level: request.max_nesting_level,
         enable_extensions: request.extensions,

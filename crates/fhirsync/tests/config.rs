@@ -63,6 +63,7 @@ fn flag_beats_env_beats_file_beats_default() {
         delta_path = "/data/file"
         max_concurrent_downloads = 3
         gzip = false
+        deletion_vectors = true
         "#,
     );
     let e = env(&[("FHIR_ENDPOINT", "http://env.example/fhir")]);
@@ -76,6 +77,13 @@ fn flag_beats_env_beats_file_beats_default() {
     );
     assert_eq!(o.max_concurrent_downloads, 3);
     assert!(!o.gzip, "gzip = false in the file");
+    assert!(o.deletion_vectors, "deletion_vectors = true in the file");
+    assert!(
+        !sync_args(&["--deletion-vectors=false"])
+            .resolve(&e, Some(&f.options))
+            .unwrap()
+            .deletion_vectors
+    );
     assert!(
         sync_args(&["--gzip"])
             .resolve(&e, Some(&f.options))
@@ -108,6 +116,13 @@ fn flag_beats_env_beats_file_beats_default() {
             .unwrap()
             .gzip,
         "gzip by default"
+    );
+    assert!(
+        !sync_args(&["--fhir-endpoint", "http://x/fhir"])
+            .resolve(&e, None)
+            .unwrap()
+            .deletion_vectors,
+        "no deletion vectors by default"
     );
 }
 

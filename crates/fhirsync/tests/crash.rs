@@ -125,5 +125,60 @@ async fn killed_syncs_converge_to_the_uninterrupted_result() {
         .unwrap();
     assert!(status.success(), "the sync after the kills failed");
     assert_eq!(contents(&delta).await, expected);
+
+    // Then an incremental sync that marks replaced rows in deletion vectors, killed the same
+    // way: the vectors written before a commit that never landed must not count.
+    let store = server.store();
+    for id in store.ids("Patient").into_iter().take(3) {
+        let mut patient = store.get("Patient", &id).unwrap();
+        patient["gender"] = serde_json::json!("other");
+        store.upsert(patient).unwrap();
+    }
+    for id in store.ids("Observation").into_iter().take(2) {
+        assert!(store.delete("Observation", &id));
+    }
+    let incremental = |path: &Path| {
+        let mut cmd = sync_command(&server, path);
+        cmd.arg("--deletion-vectors");
+        cmd
+    };
+    let started = Instant::now();
+    let mut cmd = incremental(&reference);
+    let status = tokio::task::spawn_blocking(move || cmd.status())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "reference incremental sync failed");
+    let run_time = started.elapsed();
+    let expected = contents(&reference).await;
+    assert!(
+        std::fs::read_dir(reference.join("Patient.parquet"))
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("deletion_vector_")),
+        "the incremental sync wrote a deletion vector"
+    );
+    for _ in 0..4 {
+        let at = Duration::from_millis(rng.random_range(20..run_time.as_millis().max(40) as u64));
+        let mut child = incremental(&delta).spawn().unwrap();
+        tokio::time::sleep(at).await;
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+        }
+        let _ = child.wait();
+    }
+    let mut finish = incremental(&delta);
+    let status = tokio::task::spawn_blocking(move || finish.status())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the incremental sync after the kills failed"
+    );
+    assert_eq!(contents(&delta).await, expected);
     server.shutdown().await;
 }

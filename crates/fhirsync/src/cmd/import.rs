@@ -35,6 +35,11 @@ pub struct Args {
     #[arg(long)]
     pub extensions: bool,
 
+    /// Merge by marking replaced rows in deletion vectors instead of rewriting files
+    /// (readers must support deletion vectors).
+    #[arg(long)]
+    pub deletion_vectors: bool,
+
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -49,6 +54,7 @@ pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
         max_rejects: args.max_rejects,
         max_nesting_level: args.max_nesting_level,
         extensions: args.extensions,
+        deletion_vectors: args.deletion_vectors,
     };
     let _lock = match fhirsync::config::default_state_file(&args.delta_path, None) {
         Some(state) => Some(SyncLock::try_acquire(

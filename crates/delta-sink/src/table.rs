@@ -750,8 +750,7 @@ impl ResourceTable {
         } = writer;
         let input_rows = stage.rows();
         let staged = stage.finish().await?;
-        let mut keep: HashSet<String> = HashSet::new();
-        let mut committing = false;
+        let mut progress = CommitProgress::default();
         let result = self
             .commit_staged(
                 &staged,
@@ -762,8 +761,7 @@ impl ResourceTable {
                     input_rows,
                 },
                 options,
-                &mut keep,
-                &mut committing,
+                &mut progress,
             )
             .await;
         match &result {
@@ -772,27 +770,26 @@ impl ResourceTable {
                 let unused = staged
                     .files
                     .iter()
-                    .filter(|f| !keep.contains(&f.add.path))
+                    .filter(|f| !progress.keep.contains(&f.add.path))
                     .map(|f| f.path())
                     .collect();
                 staged.delete(unused, &self.name).await;
             }
-            Err(_) if !committing => staged.discard(&self.name).await,
+            Err(_) if !progress.committing => staged.discard(&self.name).await,
             // The commit may have landed: its files must stay (vacuum takes them otherwise).
             Err(_) => {}
         }
         result
     }
 
-    /// [`ResourceTable::commit`] once the writer's files are closed: records in `keep` the
-    /// new files the commit adds, and sets `committing` once the commit is attempted.
+    /// [`ResourceTable::commit`] once the writer's files are closed; `progress` tells the
+    /// caller, whatever the result, which new files to keep.
     async fn commit_staged(
         &mut self,
         staged: &Staged,
         input: CommitInput,
         options: CommitOptions,
-        keep: &mut HashSet<String>,
-        committing: &mut bool,
+        progress: &mut CommitProgress,
     ) -> Result<WriteOutcome> {
         let CommitInput {
             schema,
@@ -949,7 +946,7 @@ impl ResourceTable {
         for (fi, f) in staged.files.iter().enumerate() {
             let won = winners.count_in(fi as u32);
             if won == f.rows {
-                keep.insert(f.add.path.clone());
+                progress.keep.insert(f.add.path.clone());
                 adds.push(f.add.clone());
             } else if won > 0 {
                 let rows = u32::try_from(f.rows).unwrap_or(u32::MAX);
@@ -1025,7 +1022,7 @@ impl ResourceTable {
         let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
         actions.extend(removes.into_iter().map(Action::Remove));
         let props = self.commit_properties(mode, &options, &out);
-        *committing = true;
+        progress.committing = true;
         if !exists {
             let mut create = self.table.create();
             if self.config.deletion_vectors {
@@ -1506,6 +1503,15 @@ type WriterConfigFn = Arc<dyn Fn(SchemaRef) -> WriterConfig + Send + Sync>;
 
 /// A table file to copy without the listed (sorted) row positions.
 type FileRewrite = (deltalake::Path, i64, Vec<u32>);
+
+/// How far a commit got, for cleaning up after it.
+#[derive(Default)]
+struct CommitProgress {
+    /// New files the commit adds as written.
+    keep: HashSet<String>,
+    /// Set once the commit was attempted: it may have landed, so its files must stay.
+    committing: bool,
+}
 
 /// What a commit does with the stored files.
 #[derive(Default)]

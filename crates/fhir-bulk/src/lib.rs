@@ -39,4 +39,4 @@ pub use manifest::{Manifest, ManifestFile, ManifestLink};
 pub use outcome::{Deletion, OutcomeIssue, deletions, issues};
 pub use request::{ExportLevel, ExportRequest, KickOffRequest};
 pub use retry_after::parse_retry_after;
-pub use state::{JobState, STATE_FILE};
+pub use state::{JobState, STATE_FILE, write_file_atomically};

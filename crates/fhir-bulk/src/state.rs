@@ -72,27 +72,36 @@ impl JobState {
 
 /// Writes `bytes` to `path` so that readers see the old or the new content, never a mix.
 pub async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BulkError> {
+    let (bytes, target) = (bytes.to_vec(), path.to_path_buf());
+    tokio::task::spawn_blocking(move || write_file_atomically(&target, &bytes))
+        .await
+        .map_err(|e| BulkError::io(path, std::io::Error::other(e)))?
+        .map_err(|e| BulkError::io(path, e))
+}
+
+/// Blocking [`write_atomically`]: a temporary file in the same directory (created if
+/// missing), fsync, rename, fsync of the directory.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let bytes = bytes.to_vec();
-    let (tmp2, path2) = (tmp.clone(), path.to_path_buf());
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp2)?;
-        f.write_all(&bytes)?;
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp2, &path2)?;
-        if let Some(parent) = path2.parent()
-            && let Ok(d) = std::fs::File::open(parent)
-        {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| BulkError::io(&tmp, std::io::Error::other(e)))?
-    .map_err(|e| BulkError::io(path, e))
+    }
+    std::fs::rename(&tmp, path)?;
+    // Make the rename itself durable.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }

@@ -7,7 +7,8 @@
 //! cargo bench -p fhirsync --bench sync -- [--patients 3200] [--seed 1] [--types all|default|T1,T2]
 //!     [--changed-pct 1] [--new-pct 1] [--resources-per-file 10000] [--dir PATH]
 //! ```
-//! Environment: `BENCH_PATIENTS`, `BENCH_TYPES` are used when the flags are absent. A synthetic
+//! Environment: `BENCH_PATIENTS`, `BENCH_TYPES` are used when the flags are absent;
+//! `BENCH_DELETION_VECTORS=1` syncs with deletion vectors (`--deletion-vectors`). A synthetic
 //! patient is about 15.8 KB of NDJSON over all types: 3,200 patients ≈ 50 MB, 65,000 ≈ 1 GB,
 //! 320,000 ≈ 5 GB. `all` (the default) syncs every synthetic type (11 types); `default` the four
 //! types `fhirsync sync` syncs without `--resource-types`.
@@ -114,6 +115,7 @@ fn child(args: &[String]) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let mut opts = SyncOptions::new(endpoint, delta);
         opts.resource_types = types;
+        opts.deletion_vectors = std::env::var("BENCH_DELETION_VECTORS").is_ok_and(|v| v == "1");
         let mut client = fhirsync::sync::client_config(&opts, LogMode::Json).await?;
         // The server answers at once; the default 1-2 s poll delays would only add idle time.
         client.poll.initial_delay = Duration::from_millis(50);

@@ -5,7 +5,6 @@
 //! the shape the replaced sync script wrote (`{"last_sync_time": ...}`) plus what cron users and
 //! `/health` need.
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -93,30 +92,7 @@ impl SyncState {
     }
 }
 
-/// Writes `bytes` to `path` so that readers see either the old or the new content, never a mix.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    // Make the rename itself durable.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
+pub use fhir_bulk::write_file_atomically as write_atomically;
 
 /// An exclusive advisory lock held for the lifetime of a sync; released on drop or process death.
 #[derive(Debug)]

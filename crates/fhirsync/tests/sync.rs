@@ -366,6 +366,31 @@ async fn a_second_sync_on_the_same_path_is_refused_while_one_runs() {
         .await
         .unwrap();
     server.shutdown().await;
+
+    // Maintenance (whose vacuum could delete a running sync's files) takes the same lock.
+    let maintain = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fhirsync"))
+            .args(["maintain", "--checkpoint", "--delta-path"])
+            .arg(&delta)
+            .output()
+            .unwrap()
+    };
+    let lock =
+        fhirsync::state::SyncLock::try_acquire(&delta.join("_fhirsync/fhirsync.lock")).unwrap();
+    let out = maintain();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("another fhirsync run holds the lock"),
+        "{stderr}"
+    );
+    drop(lock);
+    let out = maintain();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn write_ndjson(path: &Path, lines: &[serde_json::Value]) {

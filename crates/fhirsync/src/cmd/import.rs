@@ -3,7 +3,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use fhirsync::config::SaveMode;
 use fhirsync::logging::LogMode;
-use fhirsync::state::SyncLock;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -56,12 +55,7 @@ pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
         extensions: args.extensions,
         deletion_vectors: args.deletion_vectors,
     };
-    let _lock = match fhirsync::config::default_state_file(&args.delta_path, None) {
-        Some(state) => Some(SyncLock::try_acquire(
-            &state.with_file_name("fhirsync.lock"),
-        )?),
-        None => None,
-    };
+    let _lock = super::lock_tables(&args.delta_path, None)?;
     let report = fhirsync::sync::run_import(&request)
         .await
         .with_context(|| format!("importing {}", args.input.display()))?;

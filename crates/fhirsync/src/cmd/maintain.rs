@@ -1,3 +1,4 @@
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -33,9 +34,17 @@ pub struct Args {
     /// Write a checkpoint of each table's log.
     #[arg(long)]
     pub checkpoint: bool,
+
+    /// The syncs' state file (as given to `fhirsync sync`): maintenance takes the lock beside
+    /// it, so it never runs during a sync. Default: `<delta-path>/_fhirsync/state.json` for a
+    /// local path; for `s3://` paths without it nothing is locked.
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
 }
 
 pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
+    // A vacuum during a sync would delete the sync's files not yet committed.
+    let _lock = super::lock_tables(&args.delta_path, args.state_file.as_deref())?;
     let sink = DeltaSink::new(&args.delta_path, StorageOptions::from_env())?;
     let tables =
         fhirsync::tables::list_tables(&sink, &args.delta_path, args.types.as_deref()).await?;

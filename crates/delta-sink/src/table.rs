@@ -1006,6 +1006,7 @@ impl ResourceTable {
                 let mut add = f.add_action();
                 add.deletion_vector = Some(d);
                 add.data_change = true;
+                add.stats = add.stats.as_deref().map(wide_bounds);
                 adds.push(add);
             }
         }
@@ -1104,6 +1105,7 @@ impl ResourceTable {
                 "fhirsync.filesRewritten".into(),
                 Value::from(out.files_rewritten),
             ),
+            ("fhirsync.filesMarked".into(), Value::from(out.files_marked)),
         ];
         let mut props = CommitProperties::default();
         if let Some(c) = &options.cursor {
@@ -1520,6 +1522,19 @@ struct FilePlan {
     rewrites: Vec<FileRewrite>,
     /// Files that stay, with the rows to mark deleted (old and new).
     marks: Vec<(LogicalFileView, RoaringTreemap)>,
+}
+
+/// File statistics marked as no longer tight: min/max and null counts were taken over rows
+/// of which some are now deleted (the Delta protocol's `tightBounds`, which readers take as
+/// true when absent).
+fn wide_bounds(stats: &str) -> String {
+    match serde_json::from_str::<Value>(stats) {
+        Ok(Value::Object(mut fields)) => {
+            fields.insert("tightBounds".into(), Value::Bool(false));
+            Value::Object(fields).to_string()
+        }
+        _ => stats.to_string(),
+    }
 }
 
 /// Sorted row positions of a file (files have fewer than 2^32 rows).

@@ -206,6 +206,23 @@ async fn merge_with_deletion_vectors_applies_only_newer_rows() {
         files.iter().any(|f| f.starts_with("deletion_vector_")),
         "{files:?}"
     );
+    // A file with a vector says its statistics cover deleted rows too.
+    let log = std::fs::read_to_string(
+        dir.path()
+            .join("Observation.parquet/_delta_log/00000000000000000001.json"),
+    )
+    .unwrap();
+    let marked = log
+        .lines()
+        .filter(|l| l.contains(r#""add":"#) && l.contains(r#""deletionVector":{"#))
+        .collect::<Vec<_>>();
+    assert!(!marked.is_empty(), "{log}");
+    assert!(
+        marked
+            .iter()
+            .all(|l| l.contains(r#"\"tightBounds\":false"#)),
+        "{log}"
+    );
 }
 
 #[tokio::test]

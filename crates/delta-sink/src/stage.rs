@@ -146,7 +146,7 @@ impl Stage {
         Ok(())
     }
 
-    async fn close_current(&mut self) -> Result<(), SinkError> {
+    pub(crate) async fn close_current(&mut self) -> Result<(), SinkError> {
         let Some(writer) = self.current.take() else {
             return Ok(());
         };

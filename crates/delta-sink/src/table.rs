@@ -1967,6 +1967,12 @@ impl TableWriter {
         self.stage.has_open_file()
     }
 
+    /// Closes the data file being written now (e.g. when no more rows of this type are
+    /// coming), which releases its Parquet writer's buffers; a later push opens a new file.
+    pub async fn close_file(&mut self) -> Result<()> {
+        self.stage.close_current().await
+    }
+
     /// Rows staged so far.
     pub fn staged_rows(&self) -> u64 {
         self.stage.rows()

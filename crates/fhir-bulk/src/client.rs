@@ -373,6 +373,10 @@ impl BulkClient {
                 output_files: m.output.len(),
                 deleted_files: m.deleted.len(),
                 error_files: m.error.len(),
+                output_files_by_type: m.output.iter().fold(Default::default(), |mut n, f| {
+                    *n.entry(f.resource_type.clone()).or_default() += 1;
+                    n
+                }),
             }),
             Err(e) => self.emit(BulkEvent::StatusError {
                 status_url: job.status_url.clone(),

@@ -1,5 +1,6 @@
 //! Events for observers (progress bars, metrics), mirrored as `tracing` events whose `event`
 //! field follows the SMART bulk-data-client `log.ndjson` vocabulary.
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +66,8 @@ pub enum BulkEvent {
         output_files: usize,
         deleted_files: usize,
         error_files: usize,
+        /// Output files per resource type (all pages of a partial manifest).
+        output_files_by_type: BTreeMap<String, usize>,
     },
     StatusError {
         status_url: Url,
@@ -148,6 +151,7 @@ fn trace(event: &BulkEvent) {
             output_files,
             deleted_files,
             error_files,
+            ..
         } => tracing::info!(
             event = "status_complete",
             status_url = %status_url,

@@ -218,6 +218,7 @@ mod tests {
             output_files: 2,
             deleted_files: 1,
             error_files: 0,
+            output_files_by_type: Default::default(),
         });
         assert_eq!(p.bar.length(), Some(3));
         handler(&BulkEvent::DownloadProgress {

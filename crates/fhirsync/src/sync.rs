@@ -10,7 +10,7 @@
 //!   file is written only after all of them committed), so the cursor is never ahead of data;
 //! - the export's job (status URL, manifest, finished files) is persisted by the bulk client in
 //!   the work directory, so an interrupted export is resumed while the server still has it.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -332,7 +332,17 @@ async fn sync_locked(
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<InputFile>();
     let mut client_config = client_config;
     let inner = client_config.events.take();
+    let files_per_type: Arc<Mutex<Option<BTreeMap<String, usize>>>> = Arc::default();
+    let announced = files_per_type.clone();
     client_config.events = Some(Arc::new(move |event: &fhir_bulk::BulkEvent| {
+        if let fhir_bulk::BulkEvent::StatusComplete {
+            output_files_by_type,
+            ..
+        } = event
+            && let Ok(mut a) = announced.lock()
+        {
+            *a = Some(output_files_by_type.clone());
+        }
         if let fhir_bulk::BulkEvent::DownloadComplete {
             kind: fhir_bulk::FileKind::Output,
             path,
@@ -364,6 +374,10 @@ async fn sync_locked(
         tokio::select! {
             r = &mut export => break r?,
             Some(file) = done_rx.recv() => {
+                // The manifest comes before its files.
+                if let Some(counts) = files_per_type.lock().ok().and_then(|mut c| c.take()) {
+                    applier.expect_files(&counts)?;
+                }
                 encoding.insert(file.path.clone());
                 applier.add(file).await?;
             }
@@ -564,6 +578,10 @@ struct Shared {
     /// a row group of buffered rows, so only as many as there are threads to fill them.
     extra_writers: AtomicUsize,
     max_extra_writers: usize,
+    /// Files of each type still to encode, when the manifest said how many there are: once
+    /// a type's last file is encoded its open data files are closed, so the Parquet writers'
+    /// buffers of types already done do not stay in memory until the commit.
+    files_left: Mutex<HashMap<String, usize>>,
 }
 
 impl Shared {
@@ -666,6 +684,45 @@ impl Shared {
         pushed.with_context(|| format!("writing {resource_type} rows"))
     }
 
+    /// Counts one encoded file of `resource_type`; after its last one, closes the type's
+    /// data files (no thread uses its writers any more).
+    fn file_done(&self, resource_type: &str) -> anyhow::Result<()> {
+        {
+            let mut left = self.files_left.lock().map_err(|_| anyhow!("poisoned"))?;
+            match left.get_mut(resource_type) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    return Ok(());
+                }
+                Some(_) => {
+                    left.remove(resource_type);
+                }
+                None => return Ok(()),
+            }
+        }
+        let Some(slot) = self.slot(resource_type)? else {
+            return Ok(());
+        };
+        let mut s = slot
+            .lock()
+            .map_err(|_| anyhow!("a writer thread panicked"))?;
+        for mut w in std::mem::take(&mut s.idle) {
+            self.runtime
+                .block_on(w.close_file())
+                .with_context(|| format!("writing {resource_type} rows"))?;
+            if s.writers > 1 {
+                s.writers -= 1;
+                s.retired.push(w);
+                self.extra_writers.fetch_sub(1, Ordering::SeqCst);
+            } else {
+                s.idle.push(w);
+            }
+        }
+        drop(s);
+        slot.returned.notify_all();
+        Ok(())
+    }
+
     fn take_extra_writer(&self) -> bool {
         self.extra_writers
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
@@ -722,6 +779,7 @@ impl Applier {
             skipped_types: Mutex::new(BTreeMap::new()),
             extra_writers: AtomicUsize::new(0),
             max_extra_writers: parallel.saturating_sub(1),
+            files_left: Mutex::new(HashMap::new()),
         });
         // Tables of every requested type take part, so each gets the cursor even with no rows.
         if let Some(types) = &input.types {
@@ -752,6 +810,18 @@ impl Applier {
             let _permit = permit;
             encode_one(&shared, &file).with_context(|| format!("encoding {}", file.path.display()))
         });
+        Ok(())
+    }
+
+    /// How many files of each type the export has (from the manifest): a type's data files
+    /// are closed as soon as its last file is encoded. Call before adding files.
+    pub fn expect_files(&self, per_type: &BTreeMap<String, usize>) -> anyhow::Result<()> {
+        let mut left = self
+            .shared
+            .files_left
+            .lock()
+            .map_err(|_| anyhow!("poisoned"))?;
+        left.extend(per_type.iter().map(|(t, n)| (t.clone(), *n)));
         Ok(())
     }
 
@@ -1102,6 +1172,9 @@ fn encode_one(shared: &Shared, file: &InputFile) -> anyhow::Result<u64> {
         &mut |r: EncodeReject| shared.reject(r),
     )?;
     add_download_rejects(shared, file)?;
+    if let Some(t) = &file.expected_type {
+        shared.file_done(t)?;
+    }
     Ok(resources)
 }
 

@@ -1503,6 +1503,17 @@ impl ResourceTable {
 
 type WriterConfigFn = Arc<dyn Fn(SchemaRef) -> WriterConfig + Send + Sync>;
 
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+/// File rewrites running at once in this process, over all tables: one per core (a rewrite
+/// is CPU-bound, and each holds a writer's buffers).
+static REWRITE_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(cores()));
+
 /// A table file to copy without the listed (sorted) row positions.
 type FileRewrite = (deltalake::Path, i64, Vec<u32>);
 
@@ -1573,14 +1584,16 @@ async fn rewrite_files(
     if !pack.is_empty() {
         groups.push(pack);
     }
-    let parallel = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let parallel = cores();
     let mut tasks = futures::stream::iter(groups.into_iter().map(|group| {
         let (store, wcfg, table) = (store.clone(), wcfg.clone(), table.to_string());
-        tokio::spawn(rewrite_group(store, group, wcfg, batch_rows, table))
+        tokio::spawn(async move {
+            // Tables may commit concurrently: their rewrites share the cores.
+            let _slot = REWRITE_SLOTS.acquire().await;
+            rewrite_group(store, group, wcfg, batch_rows, table).await
+        })
     }))
-    .buffer_unordered(parallel.max(1));
+    .buffer_unordered(parallel);
     let mut adds = Vec::new();
     while let Some(joined) = tasks.next().await {
         let result = joined.map_err(|e| SinkError::Io {

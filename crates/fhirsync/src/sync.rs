@@ -757,6 +757,8 @@ pub struct Applier {
     started: Instant,
     /// For a Group-scoped reconciliation: the group's patient ids.
     group_members: Option<IdSet>,
+    /// Cores: files encoded at once, tables committed at once.
+    parallel: usize,
 }
 
 impl Applier {
@@ -796,6 +798,7 @@ impl Applier {
             resources: 0,
             started: Instant::now(),
             group_members: None,
+            parallel,
         })
     }
 
@@ -917,21 +920,44 @@ impl Applier {
             rejects_file,
             ..Default::default()
         };
-        // One table at a time: a commit's memory (id index, rewrites) is bounded per table.
-        for (resource_type, slot) in slots {
+        // As many tables at once as there are cores: a commit is mostly one thread's work
+        // (key scans, the log); memory stays bounded, since each commit's id index is, and
+        // the file rewrites of all tables share one slot per core (in delta-sink).
+        let group_members = group_members.map(Arc::new);
+        use futures::StreamExt as _;
+        let mut commits = futures::stream::iter(slots.into_iter().map(|(resource_type, slot)| {
             let deletions = by_type.remove(&resource_type);
-            let committed = commit_table(
-                input,
-                resource_type,
-                slot,
-                deletions,
-                group_members.as_ref(),
-                transaction_time,
-            )
-            .await?;
-            if let Some((resource_type, entry)) = committed {
-                report.tables.insert(resource_type, entry);
+            let (shared, members) = (shared.clone(), group_members.clone());
+            // A thread of its own that drives the commit (a blocking thread may block on
+            // the runtime, and the commit's future need not be `Send`).
+            tokio::task::spawn_blocking(move || {
+                shared.runtime.block_on(commit_table(
+                    &shared.input,
+                    resource_type,
+                    slot,
+                    deletions,
+                    members.as_deref(),
+                    transaction_time,
+                ))
+            })
+        }))
+        .buffer_unordered(self.parallel);
+        // Every started commit finishes (a commit is never cut off half-way); the first
+        // error is reported.
+        let mut failed = None;
+        while let Some(joined) = commits.next().await {
+            match joined.map_err(|e| anyhow!("a commit task failed: {e}")) {
+                Ok(Ok(Some((resource_type, entry)))) => {
+                    report.tables.insert(resource_type, entry);
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) | Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         report.duration = self.started.elapsed();
         Ok(report)

@@ -49,6 +49,12 @@ fn small_config() -> SinkConfig {
     }
 }
 
+fn sink_with(dir: &std::path::Path, config: SinkConfig) -> DeltaSink {
+    DeltaSink::new(dir.to_str().unwrap(), StorageOptions::new())
+        .unwrap()
+        .with_config(config)
+}
+
 async fn sink_at(location: &str) -> DeltaSink {
     DeltaSink::new(location, StorageOptions::new())
         .unwrap()
@@ -191,12 +197,13 @@ async fn merge_applies_only_newer_rows() {
 #[tokio::test]
 async fn merge_with_deletion_vectors_applies_only_newer_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = DeltaSink::new(dir.path().to_str().unwrap(), StorageOptions::new())
-        .unwrap()
-        .with_config(SinkConfig {
+    let sink = sink_with(
+        dir.path(),
+        SinkConfig {
             deletion_vectors: true,
             ..small_config()
-        });
+        },
+    );
     merge_scenario(&sink).await;
     let files: Vec<_> = std::fs::read_dir(dir.path().join("Observation.parquet"))
         .unwrap()
@@ -863,9 +870,7 @@ async fn merges_fold_small_files_together() {
         compact_small_files: 4,
         ..small_config()
     };
-    let sink = DeltaSink::new(dir.path().to_str().unwrap(), StorageOptions::new())
-        .unwrap()
-        .with_config(config);
+    let sink = sink_with(dir.path(), config);
     let mut t = sink.table("Observation").await.unwrap();
     let ids = random_ids(30);
     for chunk in ids.chunks(10) {
@@ -951,12 +956,13 @@ async fn bucketed_matching_equals_a_single_pass() {
         let mut results = Vec::new();
         for bucket_rows in [1_000_000, 7, 1] {
             let dir = tempfile::tempdir().unwrap();
-            let sink = DeltaSink::new(dir.path().to_str().unwrap(), StorageOptions::new())
-                .unwrap()
-                .with_config(SinkConfig {
+            let sink = sink_with(
+                dir.path(),
+                SinkConfig {
                     index_bucket_rows: bucket_rows,
                     ..small_config()
-                });
+                },
+            );
             let mut t = sink.table("Observation").await.unwrap();
             let first = write(&mut t, &[batch(&stored, 1)], SaveMode::Merge, None).await;
             let mut w = t.writer(observation_schema());
@@ -1027,13 +1033,14 @@ async fn deletion_vectors_give_the_same_rows_as_rewrites() {
         let mut marked = 0;
         for vectors in [false, true] {
             let dir = tempfile::tempdir().unwrap();
-            let sink = DeltaSink::new(dir.path().to_str().unwrap(), StorageOptions::new())
-                .unwrap()
-                .with_config(SinkConfig {
+            let sink = sink_with(
+                dir.path(),
+                SinkConfig {
                     new_file_rows: 25,
                     deletion_vectors: vectors,
                     ..small_config()
-                });
+                },
+            );
             let mut t = sink.table("Observation").await.unwrap();
             let mut seen = vec![
                 write(&mut t, &[batch(&stored, 0)], SaveMode::Merge, None)

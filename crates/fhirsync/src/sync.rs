@@ -670,15 +670,7 @@ impl Shared {
             let mut s = slot
                 .lock()
                 .map_err(|_| anyhow!("a writer thread panicked"))?;
-            if s.writers > 1 && !writer.has_open_file() {
-                // A file of a type with an extra writer just closed: this writer retires, so
-                // the extra writer's memory and turn go to whichever type needs one next.
-                s.writers -= 1;
-                s.retired.push(writer);
-                self.extra_writers.fetch_sub(1, Ordering::SeqCst);
-            } else {
-                s.idle.push(writer);
-            }
+            self.put_back(&mut s, writer);
         }
         slot.returned.notify_all();
         pushed.with_context(|| format!("writing {resource_type} rows"))
@@ -710,17 +702,24 @@ impl Shared {
             self.runtime
                 .block_on(w.close_file())
                 .with_context(|| format!("writing {resource_type} rows"))?;
-            if s.writers > 1 {
-                s.writers -= 1;
-                s.retired.push(w);
-                self.extra_writers.fetch_sub(1, Ordering::SeqCst);
-            } else {
-                s.idle.push(w);
-            }
+            self.put_back(&mut s, w);
         }
         drop(s);
         slot.returned.notify_all();
         Ok(())
+    }
+
+    /// Returns a writer to its type. If its file just closed and the type has an extra
+    /// writer, it retires instead, so the extra writer's memory and turn go to whichever
+    /// type needs one next.
+    fn put_back(&self, s: &mut TypeSlot, writer: TableWriter) {
+        if s.writers > 1 && !writer.has_open_file() {
+            s.writers -= 1;
+            s.retired.push(writer);
+            self.extra_writers.fetch_sub(1, Ordering::SeqCst);
+        } else {
+            s.idle.push(writer);
+        }
     }
 
     fn take_extra_writer(&self) -> bool {

@@ -24,6 +24,30 @@ fn sync_command(server: &TestServer, delta: &Path) -> Command {
     cmd
 }
 
+/// Runs `cmd` to its end, which must be a success (`what` names it), and returns how long
+/// it took.
+async fn run_to_end(mut cmd: Command, what: &str) -> Duration {
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || cmd.status())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{what} failed");
+    started.elapsed()
+}
+
+/// Starts `cmd` and kills it with SIGKILL after `at` unless it has ended; true if killed.
+async fn kill_after(mut cmd: Command, at: Duration) -> bool {
+    let mut child = cmd.spawn().unwrap();
+    tokio::time::sleep(at).await;
+    let killed = child.try_wait().unwrap().is_none();
+    if killed {
+        child.kill().unwrap();
+    }
+    let _ = child.wait();
+    killed
+}
+
 /// `Type -> id -> (versionId, gender-or-status)` over every table.
 async fn contents(delta: &Path) -> BTreeMap<String, BTreeMap<String, Option<String>>> {
     let mut out = BTreeMap::new();
@@ -80,16 +104,7 @@ async fn killed_syncs_converge_to_the_uninterrupted_result() {
 
     // The reference: one uninterrupted run.
     let reference = dir.path().join("reference");
-    let started = Instant::now();
-    let status = tokio::task::spawn_blocking({
-        let mut cmd = sync_command(&server, &reference);
-        move || cmd.status()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(status.success(), "reference sync failed");
-    let full_run = started.elapsed();
+    let full_run = run_to_end(sync_command(&server, &reference), "reference sync").await;
     let expected = contents(&reference).await;
 
     // The same sync into another path, killed at random moments within a full run's length.
@@ -98,13 +113,9 @@ async fn killed_syncs_converge_to_the_uninterrupted_result() {
     let mut kills = 0;
     for _ in 0..6 {
         let at = Duration::from_millis(rng.random_range(50..full_run.as_millis().max(100) as u64));
-        let mut child = sync_command(&server, &delta).spawn().unwrap();
-        tokio::time::sleep(at).await;
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
+        if kill_after(sync_command(&server, &delta), at).await {
             kills += 1;
         }
-        let _ = child.wait();
         // Whatever state the kill left, the cursor is never ahead of the data: each table that
         // carries a cursor holds every row of the export that cursor names.
         let state = SyncState::load(&delta.join("_fhirsync/state.json")).unwrap();
@@ -118,12 +129,7 @@ async fn killed_syncs_converge_to_the_uninterrupted_result() {
     }
     assert!(kills > 0, "no run was interrupted");
 
-    let mut finish = sync_command(&server, &delta);
-    let status = tokio::task::spawn_blocking(move || finish.status())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "the sync after the kills failed");
+    run_to_end(sync_command(&server, &delta), "the sync after the kills").await;
     assert_eq!(contents(&delta).await, expected);
 
     // Then an incremental sync that marks replaced rows in deletion vectors, killed the same
@@ -142,14 +148,7 @@ async fn killed_syncs_converge_to_the_uninterrupted_result() {
         cmd.arg("--deletion-vectors");
         cmd
     };
-    let started = Instant::now();
-    let mut cmd = incremental(&reference);
-    let status = tokio::task::spawn_blocking(move || cmd.status())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "reference incremental sync failed");
-    let run_time = started.elapsed();
+    let run_time = run_to_end(incremental(&reference), "reference incremental sync").await;
     let expected = contents(&reference).await;
     assert!(
         std::fs::read_dir(reference.join("Patient.parquet"))
@@ -163,22 +162,9 @@ async fn killed_syncs_converge_to_the_uninterrupted_result() {
     );
     for _ in 0..4 {
         let at = Duration::from_millis(rng.random_range(20..run_time.as_millis().max(40) as u64));
-        let mut child = incremental(&delta).spawn().unwrap();
-        tokio::time::sleep(at).await;
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-        }
-        let _ = child.wait();
+        kill_after(incremental(&delta), at).await;
     }
-    let mut finish = incremental(&delta);
-    let status = tokio::task::spawn_blocking(move || finish.status())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        status.success(),
-        "the incremental sync after the kills failed"
-    );
+    run_to_end(incremental(&delta), "the incremental sync after the kills").await;
     assert_eq!(contents(&delta).await, expected);
     server.shutdown().await;
 }

@@ -112,16 +112,16 @@ impl KeyColumns {
         self.ids.is_valid(i).then(|| self.ids.value(i))
     }
 
+    pub(crate) fn version_id(&self, i: usize) -> Option<&str> {
+        self.version_ids
+            .as_ref()
+            .and_then(|a| a.is_valid(i).then(|| a.value(i)))
+    }
+
     pub(crate) fn recency(&self, i: usize) -> Recency {
         Recency {
-            last_updated: self
-                .last_updated
-                .as_ref()
-                .and_then(|a| a.is_valid(i).then(|| a.value(i))),
-            version_id: self
-                .version_ids
-                .as_ref()
-                .and_then(|a| a.is_valid(i).then(|| Box::from(a.value(i)))),
+            last_updated: self.last_updated(i),
+            version_id: self.version_id(i).map(Box::from),
         }
     }
 

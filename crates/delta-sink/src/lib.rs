@@ -26,6 +26,7 @@ mod error;
 pub mod generator;
 mod keys;
 mod location;
+mod spill;
 mod stage;
 mod table;
 

@@ -35,6 +35,7 @@ use crate::dv;
 use crate::error::{Result, SinkError};
 use crate::keys::{IdSet, KeyColumns, Recency, RefColumn, fingerprint};
 use crate::location::{StorageOptions, register_object_stores, root_url, table_url};
+use crate::spill::{FingerprintFilter, Spill};
 use crate::stage::{FileSizing, Stage, Staged, describe_difference};
 
 /// Prefix of the commit metadata keys this crate writes.
@@ -114,9 +115,14 @@ pub struct SinkConfig {
     /// size), it folds them into its rewrite, so incremental syncs do not pile up small
     /// files between maintenance runs. 0 disables.
     pub compact_small_files: usize,
-    /// Ids indexed per pass when matching the input against the table: a larger input is
-    /// matched in several passes (by id fingerprint), so memory does not grow with it.
+    /// Ids indexed at once when matching the input against the table. A larger input's
+    /// keys (and those of stored rows that may match) are read once into a temporary file
+    /// partitioned by id fingerprint, then matched one bucket at a time, so memory does
+    /// not grow with the input.
     pub index_bucket_rows: usize,
+    /// Directory of that temporary file (unnamed, removed when done); the system's
+    /// temporary directory when `None`.
+    pub spill_dir: Option<std::path::PathBuf>,
     /// Create tables with deletion vectors enabled (`delta.enableDeletionVectors`), and
     /// enable them on existing tables. Where a table has them enabled, a merge marks the
     /// replaced and deleted rows of a stored file in a deletion vector instead of
@@ -139,6 +145,7 @@ impl Default for SinkConfig {
             read_batch_rows: 2 * 1024,
             compact_small_files: 16,
             index_bucket_rows: 128 * 1024,
+            spill_dir: None,
             deletion_vectors: false,
             max_deleted_fraction: 0.5,
         }
@@ -525,6 +532,14 @@ impl ResourceTable {
         SinkError::delta(&self.name, e)
     }
 
+    fn spill_err(&self, source: std::io::Error) -> SinkError {
+        SinkError::Io {
+            table: self.name.clone(),
+            context: "spilling key columns to a temporary file".into(),
+            source,
+        }
+    }
+
     fn pq(&self, source: parquet::errors::ParquetError) -> SinkError {
         SinkError::Parquet {
             table: self.name.clone(),
@@ -881,30 +896,7 @@ impl ResourceTable {
             vec![None; table_files.len()]
         };
         let mut winners = RowMarks::default();
-        let buckets = Buckets::for_rows(input_rows, self.config.index_bucket_rows);
-        for bucket in buckets.iter() {
-            let mut incoming = self.index_staged(staged, bucket, &mut out).await?;
-            for (id, inc) in incoming.iter_mut() {
-                if let Some(tt) = deletes.get(id.as_ref())
-                    && inc.recency.last_updated.is_none_or(|lu| lu <= *tt)
-                {
-                    inc.fate = Fate::Deleted;
-                }
-            }
-            if scan_needed {
-                self.scan_table(
-                    mode,
-                    bucket,
-                    &table_files,
-                    &deleted_rows,
-                    &mut incoming,
-                    &deletes,
-                    reconcile.as_ref(),
-                    &mut out,
-                    &mut removed,
-                )
-                .await?;
-            }
+        let mut tally = |incoming: &HashMap<Box<str>, Incoming>, out: &mut WriteOutcome| {
             for inc in incoming.values() {
                 match inc.fate {
                     Fate::Insert => out.inserted += 1,
@@ -914,6 +906,106 @@ impl ResourceTable {
                 if matches!(inc.fate, Fate::Insert | Fate::Update) {
                     winners.set(inc.file, inc.row);
                 }
+            }
+        };
+        let apply_deletes = |incoming: &mut HashMap<Box<str>, Incoming>| {
+            for (id, inc) in incoming.iter_mut() {
+                if let Some(tt) = deletes.get(id.as_ref())
+                    && inc.recency.last_updated.is_none_or(|lu| lu <= *tt)
+                {
+                    inc.fate = Fate::Deleted;
+                }
+            }
+        };
+        let buckets = bucket_count(input_rows, self.config.index_bucket_rows);
+        let mut scan = StoredScan {
+            mode,
+            files: &table_files,
+            deleted_rows: &deleted_rows,
+            deletes: &deletes,
+            reconcile: reconcile.as_ref(),
+            removed: &mut removed,
+        };
+        if buckets == 1 {
+            let mut incoming = HashMap::new();
+            self.read_staged_keys(staged, &mut out, |id, record, out| {
+                add_incoming(&mut incoming, id, record, out);
+                Ok(())
+            })
+            .await?;
+            apply_deletes(&mut incoming);
+            if scan_needed {
+                self.scan_table(&mut scan, Matcher::Direct(&mut incoming), &mut out)
+                    .await?;
+            }
+            tally(&incoming, &mut out);
+        } else {
+            // Too many ids to index at once: the keys of the input (and of stored rows
+            // that may match it) are read once into a spill by id bucket, then matched one
+            // bucket at a time.
+            let count = buckets as usize;
+            let spill_err = |e| self.spill_err(e);
+            let dir = self
+                .config
+                .spill_dir
+                .clone()
+                .unwrap_or_else(std::env::temp_dir);
+            let mut input = Spill::new(&dir, count).map_err(spill_err)?;
+            let mut filter = FingerprintFilter::new();
+            self.read_staged_keys(staged, &mut out, |id, record, _| {
+                let fp = fingerprint(id);
+                filter.insert(fp);
+                let r = &record.recency;
+                input.push(
+                    (fp % buckets) as usize,
+                    id,
+                    r.last_updated,
+                    r.version_id.as_deref(),
+                    record.file,
+                    record.row,
+                    false,
+                )
+            })
+            .await?;
+            input.finish().map_err(spill_err)?;
+            let mut stored = Spill::new(&dir, count).map_err(spill_err)?;
+            if scan_needed {
+                let matcher = Matcher::Spill {
+                    filter: &filter,
+                    spill: &mut stored,
+                    buckets,
+                };
+                self.scan_table(&mut scan, matcher, &mut out).await?;
+                stored.finish().map_err(spill_err)?;
+            }
+            drop(filter);
+            for bucket in 0..count {
+                let mut incoming = HashMap::new();
+                input
+                    .for_each(bucket, |rec| {
+                        let record = Incoming {
+                            recency: rec.recency,
+                            file: rec.file,
+                            row: rec.row,
+                            fate: Fate::Insert,
+                        };
+                        add_incoming(&mut incoming, &rec.id, record, &mut out);
+                    })
+                    .map_err(spill_err)?;
+                apply_deletes(&mut incoming);
+                stored
+                    .for_each(bucket, |rec| {
+                        if let Some(inc) = incoming.get_mut(rec.id.as_ref()) {
+                            if settle(inc, &rec.recency) {
+                                scan.removed[rec.file as usize].push(rec.row);
+                            }
+                        } else if rec.flag {
+                            scan.removed[rec.file as usize].push(rec.row);
+                            out.reconciled += 1;
+                        }
+                    })
+                    .map_err(spill_err)?;
+                tally(&incoming, &mut out);
             }
         }
 
@@ -1141,17 +1233,16 @@ impl ResourceTable {
         props.with_metadata(meta)
     }
 
-    /// Reads the key columns of the new files and keeps, per id of `bucket`, the newest
-    /// row.
-    async fn index_staged(
+    /// Streams the key columns of the new files, calling `f` with every row that has an
+    /// id (in file and row order); rows without one are counted as rejected.
+    async fn read_staged_keys(
         &self,
         staged: &Staged,
-        bucket: Bucket,
         out: &mut WriteOutcome,
-    ) -> Result<HashMap<Box<str>, Incoming>> {
-        let mut index: HashMap<Box<str>, Incoming> = HashMap::new();
+        mut f: impl FnMut(&str, Incoming, &mut WriteOutcome) -> std::io::Result<()>,
+    ) -> Result<()> {
         let Some(store) = &staged.store else {
-            return Ok(index);
+            return Ok(());
         };
         let mut opened = futures::stream::iter(staged.files.iter().enumerate().map(|(fi, f)| {
             let (store, name) = (store.clone(), self.name.clone());
@@ -1162,6 +1253,7 @@ impl ResourceTable {
             }
         }))
         .buffered(4);
+        let rejected_before = out.rejected;
         while let Some(item) = opened.next().await {
             let (fi, path, mut stream) = item?;
             let mut offset = 0u32;
@@ -1170,68 +1262,46 @@ impl ResourceTable {
                 let keys = KeyColumns::from_batch(&batch)
                     .map_err(|d| self.invalid(format!("file {path}: {d}")))?;
                 for i in 0..keys.len() {
-                    let row = offset + i as u32;
                     let Some(id) = keys.id(i) else {
-                        // Counted once, in the first pass.
-                        if bucket.index == 0 {
-                            out.rejected += 1;
-                        }
+                        out.rejected += 1;
                         continue;
                     };
-                    if !bucket.contains(id) {
-                        continue;
-                    }
                     let incoming = Incoming {
                         recency: keys.recency(i),
                         file: fi as u32,
-                        row,
+                        row: offset + i as u32,
                         fate: Fate::Insert,
                     };
-                    match index.get_mut(id) {
-                        Some(prev) => {
-                            out.duplicates += 1;
-                            // Later rows win ties: "not older" replaces.
-                            if incoming.recency.compare(&prev.recency) != std::cmp::Ordering::Less {
-                                *prev = incoming;
-                            }
-                        }
-                        None => {
-                            index.insert(id.into(), incoming);
-                        }
-                    }
+                    f(id, incoming, out).map_err(|e| self.spill_err(e))?;
                 }
                 offset += keys.len() as u32;
             }
         }
-        if bucket.index == 0 && out.rejected > 0 {
-            tracing::warn!(table = %self.name, rows = out.rejected, "input rows without id were skipped");
+        if out.rejected > rejected_before {
+            tracing::warn!(table = %self.name, rows = out.rejected - rejected_before, "input rows without id were skipped");
         }
-        Ok(index)
+        Ok(())
     }
 
-    /// Streams the key columns of every stored file and records, for the ids of `bucket`,
-    /// which rows go (replaced, deleted or reconciled) in `removed` (by file position).
-    #[allow(clippy::too_many_arguments)]
+    /// Streams the key columns of every stored file and records which rows go (deleted,
+    /// reconciled, or replaced by an input row) in `scan.removed` (by file position). With
+    /// a spill, stored rows that may match an input id are spilled instead, to be matched
+    /// bucket by bucket.
     async fn scan_table(
         &self,
-        mode: SaveMode,
-        bucket: Bucket,
-        files: &[LogicalFileView],
-        deleted_rows: &[Option<RoaringTreemap>],
-        incoming: &mut HashMap<Box<str>, Incoming>,
-        deletes: &HashMap<Box<str>, i64>,
-        reconcile: Option<&(IdSet, ReconcileScope)>,
+        scan: &mut StoredScan<'_>,
+        mut matcher: Matcher<'_>,
         out: &mut WriteOutcome,
-        removed: &mut [Vec<u32>],
     ) -> Result<()> {
         let store = self.table.object_store();
         let name = self.name.clone();
+        let reconcile = scan.reconcile;
         let scope_columns: Vec<String> = reconcile
             .map(|(_, scope)| scope.columns().to_vec())
             .unwrap_or_default();
         // Open (read the footers of) a few files ahead: latency matters on S3. Key batches
         // are consumed one at a time, so memory is one batch whatever the file sizes.
-        let mut opened = futures::stream::iter(files.iter().enumerate().map(|(fi, f)| {
+        let mut opened = futures::stream::iter(scan.files.iter().enumerate().map(|(fi, f)| {
             let store = store.clone();
             let name = name.clone();
             let f = f.clone();
@@ -1256,55 +1326,71 @@ impl ResourceTable {
                     .collect();
                 for i in 0..keys.len() {
                     let r = row + i as u32;
-                    if deleted_rows[fi]
+                    if scan.deleted_rows[fi]
                         .as_ref()
                         .is_some_and(|d| d.contains(u64::from(r)))
                     {
                         continue;
                     }
                     let Some(id) = keys.id(i) else { continue };
-                    if !bucket.contains(id) {
-                        continue;
-                    }
-                    if let Some(tt) = deletes.get(id)
+                    if let Some(tt) = scan.deletes.get(id)
                         && keys.last_updated(i).is_none_or(|lu| lu <= *tt)
                     {
-                        removed[fi].push(r);
+                        scan.removed[fi].push(r);
                         out.deleted += 1;
                         continue;
                     }
-                    if mode == SaveMode::Merge
-                        && let Some(inc) = incoming.get_mut(id)
-                    {
-                        // A deleted id keeps its stored row unless the delete applied above.
-                        if inc.fate != Fate::Deleted {
-                            if inc.recency.supersedes(&keys.recency(i)) {
-                                removed[fi].push(r);
-                                if inc.fate == Fate::Insert {
-                                    inc.fate = Fate::Update;
+                    // Whether reconciliation removes the row unless the input has its id.
+                    let unlisted = || {
+                        reconcile.is_some_and(|(keep, scope)| {
+                            let in_scope = match scope {
+                                ReconcileScope::All => true,
+                                ReconcileScope::Ids(ids) => ids.contains(id),
+                                ReconcileScope::References {
+                                    target_type,
+                                    targets,
+                                    ..
+                                } => refs.iter().any(|r| r.refers_to(i, target_type, targets)),
+                            };
+                            in_scope && !keep.contains(id)
+                        })
+                    };
+                    if scan.mode == SaveMode::Merge {
+                        match &mut matcher {
+                            Matcher::Direct(incoming) => {
+                                if let Some(inc) = incoming.get_mut(id) {
+                                    if settle(inc, &keys.recency(i)) {
+                                        scan.removed[fi].push(r);
+                                    }
+                                    continue;
                                 }
-                            } else {
-                                // A stored row at least as new wins (if the table held
-                                // duplicates, older copies beaten above are still dropped).
-                                inc.fate = Fate::Unchanged;
+                            }
+                            Matcher::Spill {
+                                filter,
+                                spill,
+                                buckets,
+                            } => {
+                                let fp = fingerprint(id);
+                                if filter.may_contain(fp) {
+                                    spill
+                                        .push(
+                                            (fp % *buckets) as usize,
+                                            id,
+                                            keys.last_updated(i),
+                                            keys.version_id(i),
+                                            fi as u32,
+                                            r,
+                                            unlisted(),
+                                        )
+                                        .map_err(|e| self.spill_err(e))?;
+                                    continue;
+                                }
                             }
                         }
-                        continue;
                     }
-                    if let Some((keep, scope)) = reconcile {
-                        let in_scope = match scope {
-                            ReconcileScope::All => true,
-                            ReconcileScope::Ids(ids) => ids.contains(id),
-                            ReconcileScope::References {
-                                target_type,
-                                targets,
-                                ..
-                            } => refs.iter().any(|r| r.refers_to(i, target_type, targets)),
-                        };
-                        if in_scope && !keep.contains(id) {
-                            removed[fi].push(r);
-                            out.reconciled += 1;
-                        }
+                    if unlisted() {
+                        scan.removed[fi].push(r);
+                        out.reconciled += 1;
                     }
                 }
                 row += keys.len() as u32;
@@ -1820,33 +1906,69 @@ fn add_dense_columns(meta: &ParquetMetaData, dense: &mut HashSet<ColumnPath>) {
     }
 }
 
-/// One pass of the bucketed input index: the ids whose fingerprint falls in it.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    index: u64,
-    count: u64,
+/// How many buckets an input of `rows` rows is matched in so that one bucket indexes
+/// about `bucket_rows` ids.
+fn bucket_count(rows: u64, bucket_rows: usize) -> u64 {
+    rows.div_ceil(bucket_rows.max(1) as u64).max(1)
 }
 
-impl Bucket {
-    fn contains(&self, id: &str) -> bool {
-        self.count <= 1 || fingerprint(id) % self.count == self.index
+/// What a scan of the stored rows works on, besides the input's index.
+struct StoredScan<'a> {
+    mode: SaveMode,
+    files: &'a [LogicalFileView],
+    deleted_rows: &'a [Option<RoaringTreemap>],
+    deletes: &'a HashMap<Box<str>, i64>,
+    reconcile: Option<&'a (IdSet, ReconcileScope)>,
+    removed: &'a mut [Vec<u32>],
+}
+
+/// How stored rows meet the input: its whole index, or a spill by id bucket.
+enum Matcher<'a> {
+    Direct(&'a mut HashMap<Box<str>, Incoming>),
+    Spill {
+        filter: &'a FingerprintFilter,
+        spill: &'a mut Spill,
+        buckets: u64,
+    },
+}
+
+/// Adds an input row to the index: of two rows with one id the newer wins (later rows
+/// win ties: "not older" replaces), and the other is counted as a duplicate.
+fn add_incoming(
+    index: &mut HashMap<Box<str>, Incoming>,
+    id: &str,
+    incoming: Incoming,
+    out: &mut WriteOutcome,
+) {
+    match index.get_mut(id) {
+        Some(prev) => {
+            out.duplicates += 1;
+            if incoming.recency.compare(&prev.recency) != std::cmp::Ordering::Less {
+                *prev = incoming;
+            }
+        }
+        None => {
+            index.insert(id.into(), incoming);
+        }
     }
 }
 
-/// How many passes an input of `rows` rows needs so that one pass indexes about
-/// `bucket_rows` ids.
-struct Buckets(u64);
-
-impl Buckets {
-    fn for_rows(rows: u64, bucket_rows: usize) -> Self {
-        Self(rows.div_ceil(bucket_rows.max(1) as u64).max(1))
+/// Meets an input row with a stored row of its id; returns whether the stored row goes.
+fn settle(inc: &mut Incoming, stored: &Recency) -> bool {
+    // A deleted id keeps its stored row unless the delete list removed it.
+    if inc.fate == Fate::Deleted {
+        return false;
     }
-
-    fn iter(&self) -> impl Iterator<Item = Bucket> + '_ {
-        (0..self.0).map(|index| Bucket {
-            index,
-            count: self.0,
-        })
+    if inc.recency.supersedes(stored) {
+        if inc.fate == Fate::Insert {
+            inc.fate = Fate::Update;
+        }
+        true
+    } else {
+        // A stored row at least as new wins (if the table held duplicates, older copies
+        // beaten before are still dropped).
+        inc.fate = Fate::Unchanged;
+        false
     }
 }
 

@@ -27,8 +27,9 @@ const MAX_REDIRECTS: u32 = 10;
 /// Error bodies are read only this far: enough for any OperationOutcome worth showing.
 const MAX_ERROR_BODY: usize = 256 * 1024;
 
-/// Status polling: `Retry-After` is honoured within `[min_delay, max_delay]`; without it the
-/// delay starts at `initial_delay` and grows by half each poll up to `max_delay`.
+/// Status polling: `Retry-After` is honoured within `[min_delay, max_delay]` (the first
+/// polls may go below `min_delay`, down to a tenth of it, when the server asks); without it
+/// the delay starts at `initial_delay` and grows by half each poll up to `max_delay`.
 #[derive(Clone, Debug)]
 pub struct PollConfig {
     pub min_delay: Duration,
@@ -433,7 +434,7 @@ impl BulkClient {
                         }) => {
                             failures = 0;
                             let delay = match retry_after {
-                                Some(d) => d.clamp(cfg.poll.min_delay, cfg.poll.max_delay),
+                                Some(d) => hinted_poll_delay(&cfg.poll, d, polls),
                                 None => poll_backoff(&cfg.poll, polls),
                             };
                             polls = polls.saturating_add(1);
@@ -763,6 +764,17 @@ pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duratio
     half + half.mul_f64(rand::rng().random::<f64>())
 }
 
+/// A status `Retry-After` within `[floor, max_delay]`, where the floor rises from a tenth
+/// of `min_delay` by half each poll up to `min_delay`: an export that is ready almost at once
+/// (the server asking for 0 s) is fetched without a second's wait per poll, and a server
+/// that keeps asking for 0 s is still not polled in a tight loop.
+fn hinted_poll_delay(cfg: &PollConfig, hint: Duration, polls: u32) -> Duration {
+    let floor = (cfg.min_delay / 10)
+        .mul_f64(1.5f64.powi(polls.min(40) as i32))
+        .min(cfg.min_delay);
+    hint.clamp(floor, cfg.max_delay.max(floor))
+}
+
 fn poll_backoff(cfg: &PollConfig, polls: u32) -> Duration {
     let d = cfg.initial_delay.mul_f64(1.5f64.powi(polls.min(40) as i32));
     d.clamp(cfg.min_delay, cfg.max_delay)
@@ -872,6 +884,24 @@ mod tests {
         };
         assert_eq!(poll_backoff(&cfg, 0), Duration::from_millis(50));
         assert_eq!(poll_backoff(&cfg, 100), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn short_retry_after_hints_are_honoured_only_for_the_first_polls() {
+        let cfg = PollConfig::default();
+        let zero = Duration::ZERO;
+        assert_eq!(hinted_poll_delay(&cfg, zero, 0), Duration::from_millis(100));
+        assert_eq!(hinted_poll_delay(&cfg, zero, 1), Duration::from_millis(150));
+        let floors: Vec<Duration> = (0..20).map(|p| hinted_poll_delay(&cfg, zero, p)).collect();
+        assert!(floors.windows(2).all(|w| w[0] <= w[1]), "{floors:?}");
+        assert_eq!(floors[19], cfg.min_delay);
+        // Longer hints are taken as given, up to max_delay.
+        let five = Duration::from_secs(5);
+        assert_eq!(hinted_poll_delay(&cfg, five, 0), five);
+        assert_eq!(
+            hinted_poll_delay(&cfg, Duration::from_secs(9999), 3),
+            cfg.max_delay
+        );
     }
 
     #[test]

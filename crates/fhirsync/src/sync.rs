@@ -327,6 +327,7 @@ async fn sync_locked(
         rejects_dir: rejects_dir(opts, work),
     };
     let mut applier = Applier::new(&sink, encoder_for(opts), apply).await?;
+    applier.remove_inputs_once_encoded();
 
     // Files are encoded as they finish downloading, while the others still download.
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<InputFile>();
@@ -758,6 +759,8 @@ pub struct Applier {
     group_members: Option<IdSet>,
     /// Cores: files encoded at once, tables committed at once.
     parallel: usize,
+    /// Input files to delete once all are encoded (see [`Applier::remove_inputs_once_encoded`]).
+    remove_inputs: Option<Vec<PathBuf>>,
 }
 
 impl Applier {
@@ -798,7 +801,16 @@ impl Applier {
             started: Instant::now(),
             group_members: None,
             parallel,
+            remove_inputs: None,
         })
+    }
+
+    /// Deletes the added files once every one is encoded, while the tables commit: for
+    /// downloaded copies. Deleting gigabytes can take seconds (on file systems that discard
+    /// freed blocks at once) that are better spent beside the commits' work than after it.
+    /// A run killed during the commits downloads them again if it resumes the export.
+    pub fn remove_inputs_once_encoded(&mut self) {
+        self.remove_inputs.get_or_insert_with(Vec::new);
     }
 
     /// Starts encoding `file`; waits while every core is busy. Errors of earlier files surface here.
@@ -807,6 +819,9 @@ impl Applier {
             self.resources += done.map_err(|e| anyhow!("an encoding thread failed: {e}"))??;
         }
         let permit = self.permits.clone().acquire_owned().await?;
+        if let Some(paths) = &mut self.remove_inputs {
+            paths.push(file.path.clone());
+        }
         let shared = self.shared.clone();
         self.tasks.spawn_blocking(move || {
             let _permit = permit;
@@ -866,6 +881,15 @@ impl Applier {
             resources += joined.map_err(|e| anyhow!("an encoding thread failed: {e}"))??;
         }
         let group_members = self.group_members.take();
+        let removal = self.remove_inputs.take().map(|paths| {
+            tokio::task::spawn_blocking(move || {
+                for p in paths {
+                    if let Err(e) = std::fs::remove_file(&p) {
+                        tracing::debug!(path = %p.display(), error = %e, "could not remove an encoded file");
+                    }
+                }
+            })
+        });
         crate::memory::release_free_memory();
         let shared = self.shared;
         let input = &shared.input;
@@ -957,6 +981,9 @@ impl Applier {
         }
         if let Some(e) = failed {
             return Err(e);
+        }
+        if let Some(removal) = removal {
+            let _ = removal.await;
         }
         report.duration = self.started.elapsed();
         Ok(report)

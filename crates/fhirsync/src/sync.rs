@@ -707,6 +707,8 @@ impl Shared {
         }
         drop(s);
         slot.returned.notify_all();
+        // The closed writers' buffers are free now, scattered over the heap.
+        crate::memory::release_free_memory();
         Ok(())
     }
 

@@ -769,15 +769,17 @@ pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duratio
 /// (the server asking for 0 s) is fetched without a second's wait per poll, and a server
 /// that keeps asking for 0 s is still not polled in a tight loop.
 fn hinted_poll_delay(cfg: &PollConfig, hint: Duration, polls: u32) -> Duration {
-    let floor = (cfg.min_delay / 10)
-        .mul_f64(1.5f64.powi(polls.min(40) as i32))
-        .min(cfg.min_delay);
+    let floor = grown(cfg.min_delay / 10, polls).min(cfg.min_delay);
     hint.clamp(floor, cfg.max_delay.max(floor))
 }
 
 fn poll_backoff(cfg: &PollConfig, polls: u32) -> Duration {
-    let d = cfg.initial_delay.mul_f64(1.5f64.powi(polls.min(40) as i32));
-    d.clamp(cfg.min_delay, cfg.max_delay)
+    grown(cfg.initial_delay, polls).clamp(cfg.min_delay, cfg.max_delay)
+}
+
+/// `d` grown by half per poll.
+fn grown(d: Duration, polls: u32) -> Duration {
+    d.mul_f64(1.5f64.powi(polls.min(40) as i32))
 }
 
 async fn sleep_until_deadline(delay: Duration, deadline: Instant) {

@@ -883,15 +883,6 @@ impl Applier {
             resources += joined.map_err(|e| anyhow!("an encoding thread failed: {e}"))??;
         }
         let group_members = self.group_members.take();
-        let removal = self.remove_inputs.take().map(|paths| {
-            tokio::task::spawn_blocking(move || {
-                for p in paths {
-                    if let Err(e) = std::fs::remove_file(&p) {
-                        tracing::debug!(path = %p.display(), error = %e, "could not remove an encoded file");
-                    }
-                }
-            })
-        });
         crate::memory::release_free_memory();
         let shared = self.shared;
         let input = &shared.input;
@@ -919,6 +910,18 @@ impl Applier {
         {
             tracing::warn!(resource_type = %t, resources = n, "resources of a type that was not requested were skipped");
         }
+
+        // Commits follow: the inputs are no longer needed (a run that fails before this
+        // point keeps them for the next).
+        let removal = self.remove_inputs.take().map(|paths| {
+            tokio::task::spawn_blocking(move || {
+                for p in paths {
+                    if let Err(e) = std::fs::remove_file(&p) {
+                        tracing::debug!(path = %p.display(), error = %e, "could not remove an encoded file");
+                    }
+                }
+            })
+        });
 
         let mut by_type: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (t, id) in deletions {

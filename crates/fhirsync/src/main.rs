@@ -3,18 +3,23 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use fhirsync::logging::{self, LogFormat};
 
+#[cfg(test)]
+mod cli_doc;
 mod cmd;
+
+/// The help heading of the options every subcommand takes.
+const GLOBAL: &str = "Global options";
 
 /// Keeps Delta Lake tables in sync with FHIR servers via Bulk Data export.
 #[derive(Parser)]
 #[command(name = "fhirsync", version, about, propagate_version = true)]
 struct Cli {
     /// Log format: `human` (with progress bars) on a terminal, `json` otherwise.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "FHIRSYNC_LOG_FORMAT")]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "FHIRSYNC_LOG_FORMAT", help_heading = GLOBAL)]
     log_format: LogFormat,
 
     /// Log filter (tracing `EnvFilter` syntax), e.g. `debug` or `warn,fhir_bulk=debug`.
-    #[arg(long, global = true, default_value = fhirsync::logging::DEFAULT_FILTER, env = "FHIRSYNC_LOG")]
+    #[arg(long, global = true, default_value = fhirsync::logging::DEFAULT_FILTER, env = "FHIRSYNC_LOG", help_heading = GLOBAL)]
     log_level: String,
 
     #[command(subcommand)]
@@ -89,6 +94,289 @@ fn main() -> ExitCode {
             tracing::error!(error = %format!("{e:#}"), "fhirsync failed");
             eprintln!("fhirsync: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The shared vocabulary, subcommand by subcommand, as the binary parses it.
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use clap::Parser;
+    use fhirsync::config::{
+        DEFAULT_MAX_CONCURRENT_DOWNLOADS, ExportArgs, FileOptions, NoEnv, ResourceTypeArgs,
+    };
+
+    use super::{Cli, Command};
+
+    fn parse(argv: &[&str]) -> Command {
+        match Cli::try_parse_from(std::iter::once("fhirsync").chain(argv.iter().copied())) {
+            Ok(cli) => cli.command,
+            Err(e) => panic!("{argv:?}: {e}"),
+        }
+    }
+
+    fn refused(argv: &[&str]) -> String {
+        match Cli::try_parse_from(std::iter::once("fhirsync").chain(argv.iter().copied())) {
+            Ok(_) => panic!("{argv:?} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// The resource type flags of whichever subcommand `argv` runs.
+    fn types_of(argv: &[&str]) -> ResourceTypeArgs {
+        match parse(argv) {
+            Command::Demo(a) => a.types,
+            Command::Sync(a) => a.sync.export.types,
+            Command::Import(a) => a.types,
+            Command::Daemon(a) => a.daemon.sync.export.types,
+            Command::Query(a) => a.types,
+            Command::Maintain(a) => a.types,
+            Command::Export(a) => a.export.types,
+            _ => panic!("{argv:?} takes no resource types"),
+        }
+    }
+
+    /// The export flags of `export`, `sync` or `daemon`.
+    fn export_of(argv: &[&str]) -> ExportArgs {
+        match parse(argv) {
+            Command::Sync(a) => a.sync.export,
+            Command::Daemon(a) => a.daemon.sync.export,
+            Command::Export(a) => a.export,
+            _ => panic!("{argv:?} takes no export flags"),
+        }
+    }
+
+    const SUBCOMMANDS: [&[&str]; 7] = [
+        &["demo"],
+        &["sync"],
+        &["import", "--input", "in", "--delta-path", "d"],
+        &["daemon"],
+        &["query", "--delta-path", "d", "SELECT 1"],
+        &["maintain", "--delta-path", "d"],
+        &["export", "--output-dir", "out"],
+    ];
+
+    fn with(base: &[&'static str], extra: &[&'static str]) -> Vec<&'static str> {
+        // Flags before a positional argument (query's SQL), so that a list flag stops at it.
+        let (head, tail) = base.split_at(1);
+        let mut argv = head.to_vec();
+        argv.extend(extra);
+        argv.extend(tail);
+        argv
+    }
+
+    #[test]
+    fn resource_types_take_both_spellings_on_every_subcommand() {
+        for base in SUBCOMMANDS {
+            for spelling in [
+                &["--resource-types", "Patient", "Observation"][..],
+                &["--types", "Patient,Observation"],
+                &["--types", "Patient", "--resource-types", "Observation"],
+                &["--resource-types=Patient,Observation,Patient"],
+            ] {
+                let argv = with(base, spelling);
+                let types = types_of(&argv).resolve().unwrap();
+                assert_eq!(
+                    types,
+                    Some(vec!["Patient".to_owned(), "Observation".to_owned()]),
+                    "{argv:?}"
+                );
+            }
+            assert_eq!(types_of(base).resolve().unwrap(), None, "{base:?}");
+            let argv = with(base, &["--types", "patient"]);
+            let err = types_of(&argv).resolve().unwrap_err();
+            assert!(
+                err.to_string().contains("not a FHIR resource type"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn patients_take_one_shape_on_export_sync_and_daemon() {
+        for base in [&["sync"][..], &["daemon"], &["export", "--output-dir", "o"]] {
+            for spelling in [
+                &["--patient", "1", "Patient/2"][..],
+                &["--patient", "1,Patient/2"],
+                &["--patient", "1", "--patient", "Patient/2"],
+                &["--patients", "1", "Patient/2"],
+            ] {
+                let argv = with(base, spelling);
+                let e = export_of(&argv)
+                    .resolve(&env_with_endpoint(), &FileOptions::default())
+                    .unwrap();
+                assert_eq!(e.patients, ["1", "Patient/2"], "{argv:?}");
+            }
+        }
+    }
+
+    fn env_with_endpoint() -> BTreeMap<String, String> {
+        BTreeMap::from([("FHIR_ENDPOINT".to_owned(), "http://x/fhir".to_owned())])
+    }
+
+    #[test]
+    fn timeouts_are_durations_on_export_sync_and_daemon() {
+        for base in [&["sync"][..], &["daemon"], &["export", "--output-dir", "o"]] {
+            for (given, secs) in [("30m", 1800), ("24h", 86_400), ("90s", 90), ("90", 90)] {
+                let argv = with(base, &["--timeout", given]);
+                assert_eq!(
+                    export_of(&argv).timeout,
+                    Some(Duration::from_secs(secs)),
+                    "{argv:?}"
+                );
+            }
+            let err = refused(&with(base, &["--timeout", "soon"]));
+            assert!(err.contains("90s"), "{err}");
+            let e = export_of(base)
+                .resolve(&env_with_endpoint(), &FileOptions::default())
+                .unwrap();
+            assert_eq!(e.timeout, None, "no limit by default: {base:?}");
+        }
+    }
+
+    #[test]
+    fn export_and_sync_share_the_download_default_and_range() {
+        for base in [&["sync"][..], &["daemon"], &["export", "--output-dir", "o"]] {
+            let e = export_of(base)
+                .resolve(&env_with_endpoint(), &FileOptions::default())
+                .unwrap();
+            assert_eq!(e.max_concurrent_downloads, DEFAULT_MAX_CONCURRENT_DOWNLOADS);
+            assert_eq!(e.max_concurrent_downloads, 10);
+            for bad in ["0", "65"] {
+                let argv = with(base, &["--max-concurrent-downloads", bad]);
+                let err = export_of(&argv)
+                    .resolve(&env_with_endpoint(), &FileOptions::default())
+                    .unwrap_err();
+                assert!(err.to_string().contains("at most 64"), "{argv:?}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn boolean_flags_take_an_optional_value_everywhere() {
+        let export = |argv: &[&str]| match parse(argv) {
+            Command::Export(a) => a,
+            _ => unreachable!(),
+        };
+        let base = ["export", "--output-dir", "o"];
+        assert_eq!(export(&base).export.gzip, None);
+        assert_eq!(
+            export(&with(&base, &["--gzip=false"])).export.gzip,
+            Some(false)
+        );
+        assert_eq!(export(&with(&base, &["--gzip"])).export.gzip, Some(true));
+        assert!(export(&with(&base, &["--resume"])).resume);
+        assert!(!export(&with(&base, &["--resume=false"])).resume);
+        assert!(!export(&base).keep_job);
+
+        let encoding = |argv: &[&str]| match parse(argv) {
+            Command::Sync(a) => a.sync.encoding,
+            Command::Import(a) => a.encoding,
+            Command::Encode(a) => a.encoding,
+            _ => unreachable!(),
+        };
+        for base in [
+            &["sync"][..],
+            &["import", "--input", "i", "--delta-path", "d"],
+            &["encode", "--input", "i", "--output", "o"],
+        ] {
+            for (given, expected) in [
+                (&[][..], None),
+                (&["--extensions"], Some(true)),
+                (&["--extensions=true"], Some(true)),
+                (&["--extensions=false"], Some(false)),
+            ] {
+                let argv = with(base, given);
+                assert_eq!(encoding(&argv).extensions, expected, "{argv:?}");
+            }
+            // A value needs `=`: a following word is not taken for it.
+            let err = refused(&with(base, &["--extensions", "false"]));
+            assert!(err.contains("'false'"), "{err}");
+        }
+        match parse(&["status", "--delta-path", "d", "--json=false"]) {
+            Command::Status(a) => assert!(!a.json),
+            _ => unreachable!(),
+        }
+        match parse(&[
+            "maintain",
+            "--delta-path",
+            "d",
+            "--checkpoint",
+            "--zorder=true",
+        ]) {
+            Command::Maintain(a) => assert!(a.checkpoint && a.zorder && !a.no_optimize),
+            _ => unreachable!(),
+        }
+        match parse(&["daemon", "--run-on-start", "--full-refresh=false"]) {
+            Command::Daemon(a) => {
+                assert_eq!(a.daemon.run_on_start, Some(true));
+                assert_eq!(a.daemon.sync.full_refresh, Some(false));
+            }
+            _ => unreachable!(),
+        }
+        assert!(refused(&["status", "--delta-path", "d", "--json=yes"]).contains("yes"));
+    }
+
+    #[test]
+    fn export_reads_the_endpoint_like_sync() {
+        let args = export_of(&["export", "--output-dir", "o"]);
+        let err = args.resolve(&NoEnv, &FileOptions::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("--fhir-endpoint") && msg.contains("FHIR_ENDPOINT"),
+            "{msg}"
+        );
+        let e = args
+            .resolve(&env_with_endpoint(), &FileOptions::default())
+            .unwrap();
+        assert_eq!(e.fhir_endpoint.as_str(), "http://x/fhir");
+    }
+
+    #[test]
+    fn instants_take_a_date_on_export_and_sync() {
+        for base in [&["sync"][..], &["export", "--output-dir", "o"]] {
+            let argv = with(
+                base,
+                &[
+                    "--since",
+                    "2024-01-31",
+                    "--until",
+                    "2024-02-01T06:00:00+01:00",
+                ],
+            );
+            let e = export_of(&argv);
+            assert_eq!(
+                e.since.map(|t| t.to_rfc3339()).as_deref(),
+                Some("2024-01-31T00:00:00+00:00")
+            );
+            assert_eq!(
+                e.until.map(|t| t.to_rfc3339()).as_deref(),
+                Some("2024-02-01T06:00:00+01:00")
+            );
+            let err = refused(&with(base, &["--since", "yesterday"]));
+            assert!(err.contains("RFC 3339") && err.contains("date"), "{err}");
+        }
+    }
+
+    #[test]
+    fn serve_test_durations_accept_seconds_and_units() {
+        for (given, secs) in [("2", 2), ("2s", 2), ("1m", 60)] {
+            match parse(&[
+                "serve-test",
+                "--retry-after",
+                given,
+                "--token-lifetime",
+                given,
+            ]) {
+                Command::ServeTest(a) => {
+                    assert_eq!(a.retry_after, Duration::from_secs(secs));
+                    assert_eq!(a.token_lifetime, Duration::from_secs(secs));
+                }
+                _ => unreachable!(),
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ fn fhirsync() -> Command {
         "FHIR_PRIVATE_KEY_FILE",
         "FHIR_CLIENT_SECRET",
         "FHIR_CLIENT_SECRET_FILE",
+        "FHIR_ENDPOINT",
         "FHIRSYNC_FHIR_ENDPOINT",
         "FHIRSYNC_LOG",
         "FHIRSYNC_LOG_FORMAT",
@@ -312,6 +313,53 @@ async fn the_same_credentials_come_from_the_environment() {
     assert_eq!(
         manifest_counts(&manifest(&out_dir)),
         server.store().counts()
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_comes_from_fhir_endpoint_or_the_deprecated_name() {
+    let server = server(synthetic(2, 1000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let export = |var: &str, out_dir: &Path| {
+        let mut cmd = fhirsync();
+        cmd.args(["--log-format", "json", "export", "--types", "Patient"])
+            .arg("--output-dir")
+            .arg(out_dir)
+            .env(var, server.base_url().as_str());
+        cmd
+    };
+    let patients = server.store().counts()["Patient"];
+
+    let out = run(export("FHIR_ENDPOINT", &dir.path().join("a"))).await;
+    assert_success(&out);
+    assert_eq!(summary(&out)["resources"].as_u64(), Some(patients));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("deprecated"), "{stderr}");
+
+    let out = run(export("FHIRSYNC_FHIR_ENDPOINT", &dir.path().join("b"))).await;
+    assert_success(&out);
+    assert_eq!(summary(&out)["resources"].as_u64(), Some(patients));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("FHIRSYNC_FHIR_ENDPOINT is deprecated"))
+        .unwrap_or_else(|| panic!("no deprecation warning: {stderr}"));
+    assert!(
+        warning.contains("\"WARN\"") && warning.contains("set FHIR_ENDPOINT"),
+        "{warning}"
+    );
+
+    // Neither flag nor variable: refused with both named.
+    let mut cmd = fhirsync();
+    cmd.args(["export", "--output-dir"])
+        .arg(dir.path().join("c"));
+    let out = run(cmd).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--fhir-endpoint") && stderr.contains("FHIR_ENDPOINT"),
+        "{stderr}"
     );
     server.shutdown().await;
 }

@@ -1,7 +1,7 @@
 //! Property tests for the value parsers: no input panics, valid inputs mean what they say.
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Timelike, Utc};
 use fhirsync::config::{parse_duration, parse_instant};
 use fhirsync::schedule::Schedule;
 use proptest::prelude::*;
@@ -24,6 +24,22 @@ proptest! {
         prop_assert_eq!(parse_duration(&secs.to_string()), Ok(Duration::from_secs(secs)));
         let text = humantime::format_duration(Duration::from_secs(secs)).to_string();
         prop_assert_eq!(parse_duration(&text), Ok(Duration::from_secs(secs)));
+    }
+
+    #[test]
+    fn a_date_means_midnight_utc(days in 0u64..200_000) {
+        let date = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + chrono::Days::new(days);
+        let t = parse_instant(&date.format("%Y-%m-%d").to_string()).unwrap();
+        prop_assert_eq!(t.offset().local_minus_utc(), 0);
+        prop_assert_eq!(t.date_naive(), date);
+        prop_assert_eq!((t.hour(), t.minute(), t.second()), (0, 0, 0));
+    }
+
+    #[test]
+    fn rfc3339_instants_round_trip(secs in 0i64..4_000_000_000, offset_minutes in -720i32..=840) {
+        let offset = FixedOffset::east_opt(offset_minutes * 60).unwrap();
+        let t = DateTime::<Utc>::from_timestamp(secs, 0).unwrap().with_timezone(&offset);
+        prop_assert_eq!(parse_instant(&t.to_rfc3339()), Ok(t));
     }
 
     #[test]

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use bulk_test_server::{DataSource, ServerConfig, TestServer};
-use fhirsync::config::SyncOptions;
+use fhirsync::config::{ResourceTypeArgs, SyncOptions};
 use fhirsync::daemon::RunKind;
 use fhirsync::logging::LogMode;
 use fhirsync::sync;
@@ -10,14 +10,17 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]
+#[command(mut_arg(
+    "resource_types",
+    ResourceTypeArgs::help("to sync", "all 19 types of the bundled Synthea export")
+))]
 pub struct Args {
-    /// Where the demo's Delta tables go (replaced on every run).
+    /// Where the demo's Delta tables go (replaced on every run)
     #[arg(long, value_name = "DIR", default_value = "fhirsync-demo")]
     pub delta_path: PathBuf,
 
-    /// Resource types to sync (default: all 19 types of the bundled Synthea export).
-    #[arg(long, value_name = "TYPE", num_args = 1.., value_delimiter = ',')]
-    pub resource_types: Option<Vec<String>>,
+    #[command(flatten)]
+    pub types: ResourceTypeArgs,
 }
 
 /// The marker that makes a directory safe for the demo to wipe.
@@ -56,7 +59,7 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
     println!("   {}", server.base_url());
 
     let mut opts = SyncOptions::new(server.base_url(), dir.display().to_string());
-    opts.resource_types = match args.resource_types {
+    opts.resource_types = match args.types.resolve()? {
         Some(t) => t,
         None => store.counts().into_keys().collect(),
     };

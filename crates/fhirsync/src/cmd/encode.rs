@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use fhir_encoder::{BatchLimits, Encoder, EncoderOptions, NdjsonBatches, Reject, Warning};
+use fhirsync::config::{EncodingArgs, FileOptions};
 use fhirsync::logging::LogMode;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -16,31 +17,26 @@ use parquet::file::properties::WriterProperties;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Directory of NDJSON files (`*.ndjson` or `*.ndjson.gz`, any names; types are read from
-    /// the resources).
+    /// the resources)
     #[arg(long, value_name = "DIR")]
-    input: PathBuf,
+    pub input: PathBuf,
 
     /// Directory for `<Type>.parquet`, `_rejects.ndjson` and `_warnings.ndjson` (created if
-    /// missing; existing files of the same names are replaced).
+    /// missing; existing files of the same names are replaced)
     #[arg(long, value_name = "DIR")]
-    output: PathBuf,
+    pub output: PathBuf,
 
-    /// How deep recursive elements nest (Pathling's `maxNestingLevel`).
-    #[arg(long, default_value_t = 3, value_name = "N")]
-    max_nesting_level: usize,
+    #[command(flatten)]
+    pub encoding: EncodingArgs,
 
-    /// Encode extensions (`_fid` and the `_extension` map).
-    #[arg(long)]
-    extensions: bool,
+    /// Types kept for open-type elements such as `Extension.value[x]`, space- or
+    /// comma-separated [default: Pathling's list]
+    #[arg(long, num_args = 1.., value_delimiter = ',', value_name = "TYPE")]
+    pub open_types: Vec<String>,
 
-    /// Types kept for open-type elements such as `Extension.value[x]`, comma-separated
-    /// (default: Pathling's list).
-    #[arg(long, value_delimiter = ',', value_name = "T1,T2")]
-    open_types: Vec<String>,
-
-    /// Maximum rows per Parquet row group batch.
+    /// Maximum rows per Parquet row group batch
     #[arg(long, default_value_t = 8192, value_name = "ROWS")]
-    batch_rows: usize,
+    pub batch_rows: usize,
 }
 
 pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
@@ -165,9 +161,10 @@ fn open(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
 
 fn encode(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
+    let encoding = args.encoding.resolve(&FileOptions::default());
     let mut options = EncoderOptions {
-        max_nesting_level: args.max_nesting_level,
-        enable_extensions: args.extensions,
+        max_nesting_level: encoding.max_nesting_level,
+        enable_extensions: encoding.extensions,
         ..EncoderOptions::default()
     };
     if !args.open_types.is_empty() {

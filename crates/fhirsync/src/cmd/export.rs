@@ -1,170 +1,102 @@
 //! `fhirsync export`: one Bulk Data export into a directory of NDJSON files.
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, FixedOffset, NaiveDate};
+use clap::ArgAction;
 use fhir_bulk::{
     BulkClient, ClientConfig, ExportLevel, ExportOptions, ExportRequest, ExportSummary, FileKind,
 };
-use fhirsync::config::{AuthArgs, ProcessEnv};
+use fhirsync::config::{
+    AuthArgs, ExportArgs, ExportSettings, FileOptions, ProcessEnv, ResourceTypeArgs,
+};
 use fhirsync::logging::LogMode;
 use fhirsync::progress::Progress;
 use indicatif::HumanBytes;
-use url::Url;
 
 #[derive(clap::Args, Debug)]
+#[command(mut_arg(
+    "resource_types",
+    ResourceTypeArgs::help("to export", "every type the server exports")
+))]
 pub struct Args {
-    /// FHIR server base URL (the system-level endpoint is `<URL>/$export`).
-    #[arg(long, env = "FHIRSYNC_FHIR_ENDPOINT", value_name = "URL")]
-    fhir_endpoint: Url,
-
-    /// Directory for `<Type>.<n>.ndjson`, `manifest.json`, `deleted/`, `error/`, `rejects/`.
-    #[arg(long, value_name = "DIR")]
-    output_dir: PathBuf,
-
-    /// Resource types to export, comma-separated (all types when omitted).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_name = "T1,T2",
-        conflicts_with = "resource_types"
-    )]
-    types: Vec<String>,
-
-    /// Resource types to export, space-separated.
-    #[arg(long, num_args = 1.., value_name = "TYPE")]
-    resource_types: Vec<String>,
-
-    /// Only resources changed after this instant (RFC 3339, or a date meaning midnight UTC).
-    #[arg(long, value_parser = parse_instant, value_name = "TIME")]
-    since: Option<DateTime<FixedOffset>>,
-
-    /// Only resources changed up to this instant (RFC 3339, or a date meaning midnight UTC).
-    #[arg(long, value_parser = parse_instant, value_name = "TIME")]
-    until: Option<DateTime<FixedOffset>>,
-
-    /// Export the members of this Group (`Group/<ID>/$export`).
-    #[arg(long, value_name = "ID")]
-    group_id: Option<String>,
-
-    /// Patient-level export (`Patient/$export`); implied by --patient without --group-id.
-    #[arg(long, conflicts_with = "group_id")]
-    patient_level: bool,
-
-    /// Only these patients (ids or Patient/<id>); sent as a POST kick-off.
-    #[arg(long = "patient", num_args = 1.., value_name = "ID")]
-    patients: Vec<String>,
-
-    /// A `Type?query` filter; repeat for several (commas inside a query are kept).
-    #[arg(long = "type-filter", value_name = "Q")]
-    type_filters: Vec<String>,
-
-    /// Elements to include, comma-separated (`id,Patient.name`).
-    #[arg(long, value_delimiter = ',', value_name = "E")]
-    elements: Vec<String>,
-
-    /// `_outputFormat` (server default: application/fhir+ndjson).
-    #[arg(long, value_name = "MIME")]
-    output_format: Option<String>,
-
-    /// `includeAssociatedData` codes, comma-separated.
-    #[arg(long, value_delimiter = ',', value_name = "CODE")]
-    include_associated_data: Vec<String>,
-
-    /// Let the server send the manifest in pages (`allowPartialManifests`).
-    #[arg(long)]
-    allow_partial_manifests: bool,
-
-    /// `organizeOutputBy`, e.g. `Patient`.
-    #[arg(long, value_name = "TYPE")]
-    organize_output_by: Option<String>,
-
-    /// Files downloaded at the same time.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
-    max_concurrent_downloads: u64,
-
-    /// Ask for gzip-compressed files (`--gzip=false` for a server on the same host or a fast LAN)
-    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set)]
-    gzip: bool,
-
-    /// Give up when the server has not finished the export after this many seconds.
-    #[arg(long, default_value_t = 24 * 3600, value_name = "SECS")]
-    timeout: u64,
-
-    /// Continue the export recorded in the output directory (after a crash or a kill).
-    #[arg(long)]
-    resume: bool,
-
-    /// Leave the job on the server afterwards instead of deleting it (DELETE on the status URL).
-    #[arg(long)]
-    keep_job: bool,
-
-    /// SMART Backend Services or client-secret authentication, as for `fhirsync sync`.
     #[command(flatten)]
-    auth: AuthArgs,
+    pub export: ExportArgs,
+
+    /// Directory for `<Type>.<n>.ndjson`, `manifest.json`, `deleted/`, `error/`, `rejects/`
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: PathBuf,
+
+    /// Patient-level export (`Patient/$export`); implied by --patient without --group-id
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set, conflicts_with = "group_id")]
+    pub patient_level: bool,
+
+    /// `_outputFormat` [default: the server's, application/fhir+ndjson]
+    #[arg(long, value_name = "MIME")]
+    pub output_format: Option<String>,
+
+    /// `includeAssociatedData` codes, space- or comma-separated
+    #[arg(long, num_args = 1.., value_delimiter = ',', value_name = "CODE")]
+    pub include_associated_data: Vec<String>,
+
+    /// Let the server send the manifest in pages (`allowPartialManifests`)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub allow_partial_manifests: bool,
+
+    /// `organizeOutputBy`, e.g. `Patient`
+    #[arg(long, value_name = "TYPE")]
+    pub organize_output_by: Option<String>,
+
+    /// Continue the export recorded in the output directory (after a crash or a kill)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub resume: bool,
+
+    /// Leave the job on the server afterwards instead of deleting it (DELETE on the status URL)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub keep_job: bool,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
-fn parse_instant(s: &str) -> Result<DateTime<FixedOffset>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t);
-    }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc().fixed_offset())
-        .ok_or_else(|| format!("{s:?} is neither an RFC 3339 instant (2024-01-31T12:00:00Z) nor a date (2024-01-31)"))
-}
-
-impl Args {
-    fn request(&self) -> ExportRequest {
-        let level = match (
-            &self.group_id,
-            self.patient_level || !self.patients.is_empty(),
-        ) {
-            (Some(id), _) => ExportLevel::Group(id.clone()),
-            (None, true) => ExportLevel::Patient,
-            (None, false) => ExportLevel::System,
-        };
-        let types = if self.types.is_empty() {
-            &self.resource_types
-        } else {
-            &self.types
-        };
-        ExportRequest {
-            level,
-            output_format: self.output_format.clone(),
-            since: self.since,
-            until: self.until,
-            types: types
-                .iter()
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty())
-                .collect(),
-            elements: self
-                .elements
-                .iter()
-                .map(|e| e.trim().to_string())
-                .filter(|e| !e.is_empty())
-                .collect(),
-            type_filters: self.type_filters.clone(),
-            patients: self.patients.clone(),
-            include_associated_data: self.include_associated_data.clone(),
-            allow_partial_manifests: self.allow_partial_manifests,
-            organize_output_by: self.organize_output_by.clone(),
-            force_post: false,
-        }
+/// The `$export` request the flags describe.
+fn request(args: &Args, export: &ExportSettings) -> ExportRequest {
+    let level = match (
+        &export.group_id,
+        args.patient_level || !export.patients.is_empty(),
+    ) {
+        (Some(id), _) => ExportLevel::Group(id.clone()),
+        (None, true) => ExportLevel::Patient,
+        (None, false) => ExportLevel::System,
+    };
+    ExportRequest {
+        level,
+        output_format: args.output_format.clone(),
+        since: export.since,
+        until: export.until,
+        types: export.resource_types.clone().unwrap_or_default(),
+        elements: export.elements.clone(),
+        type_filters: export.type_filters.clone(),
+        patients: export.patients.clone(),
+        include_associated_data: args.include_associated_data.clone(),
+        allow_partial_manifests: args.allow_partial_manifests,
+        organize_output_by: args.organize_output_by.clone(),
+        force_post: false,
     }
 }
 
 pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
-    let request = args.request();
+    // Flags, then FHIR_ENDPOINT (or the deprecated FHIRSYNC_FHIR_ENDPOINT).
+    let export = args.export.resolve(&ProcessEnv, &FileOptions::default())?;
+    let request = request(&args, &export);
     request.validate()?;
-    let mut config = ClientConfig::new(args.fhir_endpoint.clone());
-    config.max_concurrent_downloads = args.max_concurrent_downloads as usize;
-    config.gzip = args.gzip;
-    config.poll.timeout = Duration::from_secs(args.timeout);
+    let endpoint = export.fhir_endpoint.clone();
+    let mut config = ClientConfig::new(endpoint.clone());
+    config.max_concurrent_downloads = export.max_concurrent_downloads;
+    config.gzip = export.gzip;
+    if let Some(t) = export.timeout {
+        config.poll.timeout = t;
+    }
     // Flags, then FHIR_CLIENT_ID / FHIR_PRIVATE_KEY / FHIR_CLIENT_SECRET (and `*_FILE`).
     let auth = args
         .auth
@@ -177,9 +109,8 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
             .connect_timeout(config.connect_timeout)
             .build()
             .context("building the HTTP client for the token endpoint")?;
-        let provider =
-            smart_auth::TokenProvider::new(&args.fhir_endpoint, auth.to_auth_config(), http)
-                .context("configuring SMART Backend Services authentication")?;
+        let provider = smart_auth::TokenProvider::new(&endpoint, auth.to_auth_config(), http)
+            .context("configuring SMART Backend Services authentication")?;
         config.bearer = Some(Arc::new(provider));
     }
     let progress = (mode == LogMode::Human).then(|| Progress::new("starting export"));
@@ -192,16 +123,19 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
         delete_job_on_success: !args.keep_job,
         delete_job_on_failure: !args.keep_job,
     };
-    let result = client
-        .export_to_dir(&request, &args.output_dir, &options)
-        .await
-        .with_context(|| {
-            format!(
-                "export from {} into {}",
-                args.fhir_endpoint,
-                args.output_dir.display()
-            )
-        });
+    let run = client.export_to_dir(&request, &args.output_dir, &options);
+    let result = match export.timeout {
+        // The same limit as a sync's: kick-off to last download.
+        Some(t) => match tokio::time::timeout(t, run).await {
+            Ok(result) => result.map_err(anyhow::Error::from),
+            Err(_) => Err(anyhow::anyhow!(
+                "the export did not finish within {}; --resume continues it",
+                humantime::format_duration(t)
+            )),
+        },
+        None => run.await.map_err(anyhow::Error::from),
+    }
+    .with_context(|| format!("export from {endpoint} into {}", args.output_dir.display()));
     if let Some(p) = &progress {
         p.finish();
     }
@@ -271,25 +205,5 @@ fn print_summary(s: &ExportSummary, mode: LogMode) {
             });
             println!("{line}");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn instants() {
-        assert_eq!(
-            parse_instant("2024-01-31").unwrap().to_rfc3339(),
-            "2024-01-31T00:00:00+00:00"
-        );
-        assert_eq!(
-            parse_instant("2024-01-31T12:00:00+02:00")
-                .unwrap()
-                .to_rfc3339(),
-            "2024-01-31T12:00:00+02:00"
-        );
-        assert!(parse_instant("yesterday").unwrap_err().contains("RFC 3339"));
     }
 }

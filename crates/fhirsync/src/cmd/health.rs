@@ -24,7 +24,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<PathBuf>,
 
-    /// Unhealthy when the last successful sync is older than this (`2h`, `90m`, `3600`)
+    /// Unhealthy when the last successful sync is older than this (`2h`, `90m`, or a bare
+    /// number of seconds)
     #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = parse_duration)]
     pub max_age: Duration,
 }

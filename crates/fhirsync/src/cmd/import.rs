@@ -1,59 +1,53 @@
+//! `fhirsync import`: a local directory of NDJSON files applied to the Delta tables like an export.
 use std::path::PathBuf;
 
 use anyhow::Context;
-use fhirsync::config::SaveMode;
+use clap::ArgAction;
+use fhirsync::config::{EncodingArgs, FileOptions, ResourceTypeArgs, TableWriteArgs};
 use fhirsync::logging::LogMode;
 
 #[derive(clap::Args, Debug)]
+#[command(mut_arg(
+    "resource_types",
+    ResourceTypeArgs::help("to import", "every type found")
+))]
 pub struct Args {
     /// Directory of NDJSON files (`.ndjson` or `.ndjson.gz`; types taken from the resources),
-    /// e.g. the output of `fhirsync export`; its `deleted/` files are applied when present.
+    /// e.g. the output of `fhirsync export`; its `deleted/` files are applied when present
     #[arg(long, value_name = "DIR")]
     pub input: PathBuf,
 
-    /// Where the Delta tables live: a directory or `s3://bucket/prefix`.
+    /// Where the Delta tables live: a directory or `s3://bucket/prefix`
     #[arg(long, value_name = "PATH", env = "DELTA_PATH")]
     pub delta_path: String,
 
-    #[arg(long, value_enum, default_value_t = SaveMode::Merge)]
-    pub save_mode: SaveMode,
+    #[command(flatten)]
+    pub types: ResourceTypeArgs,
 
-    /// Resource types to import (default: every type found).
-    #[arg(long, value_name = "TYPE", num_args = 1.., value_delimiter = ',')]
-    pub resource_types: Option<Vec<String>>,
+    #[command(flatten)]
+    pub write: TableWriteArgs,
 
-    /// Fail (committing nothing) when more resources than this are rejected.
-    #[arg(long)]
-    pub max_rejects: Option<u64>,
+    #[command(flatten)]
+    pub encoding: EncodingArgs,
 
-    /// Maximum depth of recursive elements (Pathling's default is 3).
-    #[arg(long, default_value_t = 3)]
-    pub max_nesting_level: usize,
-
-    /// Encode extensions (`_fid` and the `_extension` map).
-    #[arg(long)]
-    pub extensions: bool,
-
-    /// Merge by marking replaced rows in deletion vectors instead of rewriting files
-    /// (readers must support deletion vectors).
-    #[arg(long)]
-    pub deletion_vectors: bool,
-
-    /// Print the report as JSON.
-    #[arg(long)]
+    /// Print the report as one JSON object on stdout instead of a table
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
     pub json: bool,
 }
 
 pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
+    let no_file = FileOptions::default();
+    let write = args.write.resolve(&no_file);
+    let encoding = args.encoding.resolve(&no_file);
     let request = fhirsync::sync::ImportRequest {
         input: args.input.clone(),
         delta_path: args.delta_path.clone(),
-        save_mode: args.save_mode,
-        resource_types: args.resource_types.clone(),
-        max_rejects: args.max_rejects,
-        max_nesting_level: args.max_nesting_level,
-        extensions: args.extensions,
-        deletion_vectors: args.deletion_vectors,
+        save_mode: write.save_mode,
+        resource_types: args.types.resolve()?,
+        max_rejects: write.max_rejects,
+        max_nesting_level: encoding.max_nesting_level,
+        extensions: encoding.extensions,
+        deletion_vectors: write.deletion_vectors,
     };
     let _lock = super::lock_tables(&args.delta_path, None)?;
     let report = fhirsync::sync::run_import(&request)

@@ -7,72 +7,81 @@ use std::time::Duration;
 use anyhow::Context;
 use bulk_test_server::smart::{RegisteredClient, SmartServerConfig};
 use bulk_test_server::{DataSource, ServerConfig, TestServer};
+use clap::ArgAction;
+use fhirsync::config::parse_duration;
 use fhirsync::logging::LogMode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Port to listen on (0 = any free port).
+    /// Port to listen on (0 = any free port)
     #[arg(long, default_value_t = 8080)]
-    port: u16,
+    pub port: u16,
 
-    /// Address to listen on.
+    /// Address to listen on
     #[arg(long, default_value = "127.0.0.1")]
-    bind: IpAddr,
+    pub bind: IpAddr,
 
     /// Serve this many deterministic synthetic patients (about 10-15 KB of NDJSON each)
-    /// instead of the bundled 100-patient Synthea export.
-    #[arg(long, conflicts_with = "data_dir")]
-    synthetic_patients: Option<usize>,
+    /// instead of the bundled 100-patient Synthea export
+    #[arg(long, value_name = "N", conflicts_with = "data_dir")]
+    pub synthetic_patients: Option<usize>,
 
-    /// Seed of the synthetic data.
-    #[arg(long, default_value_t = 1, requires = "synthetic_patients")]
-    seed: u64,
-
-    /// Serve the `.ndjson` / `.ndjson.gz` files of this directory.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-
-    /// FHIR base path.
-    #[arg(long, default_value = "/fhir")]
-    base_path: String,
-
-    /// Maximum resources per output file.
-    #[arg(long, default_value_t = 10_000)]
-    resources_per_file: usize,
-
-    /// Status polls answered with 202 before the manifest is ready.
-    #[arg(long, default_value_t = 1)]
-    polls: u32,
-
-    /// `Retry-After` seconds on in-progress status responses.
-    #[arg(long, default_value_t = 1)]
-    retry_after: u64,
-
-    /// Set `requiresAccessToken` in manifests (and require tokens on file downloads when SMART
-    /// auth is on).
-    #[arg(long)]
-    requires_access_token: bool,
-
-    /// Require SMART Backend Services tokens for this client id.
-    #[arg(long, requires = "smart_auth")]
-    smart_client_id: Option<String>,
-
-    /// Public JWKS file of the client (`private_key_jwt`).
-    #[arg(long, group = "smart_auth")]
-    smart_jwks: Option<PathBuf>,
-
-    /// Client secret (`client_secret_basic` / `client_secret_post`).
+    /// Seed of the synthetic data
     #[arg(
         long,
+        value_name = "N",
+        default_value_t = 1,
+        requires = "synthetic_patients"
+    )]
+    pub seed: u64,
+
+    /// Serve the `.ndjson` / `.ndjson.gz` files of this directory
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// FHIR base path
+    #[arg(long, value_name = "PATH", default_value = "/fhir")]
+    pub base_path: String,
+
+    /// Maximum resources per output file
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub resources_per_file: usize,
+
+    /// Status polls answered with 202 before the manifest is ready
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub polls: u32,
+
+    /// `Retry-After` on in-progress status responses, in whole seconds (`1s`, `1m`, or a bare
+    /// number of seconds)
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub retry_after: Duration,
+
+    /// Set `requiresAccessToken` in manifests (and require tokens on file downloads when SMART
+    /// auth is on)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub requires_access_token: bool,
+
+    /// Require SMART Backend Services tokens for this client id
+    #[arg(long, value_name = "ID", requires = "smart_auth")]
+    pub smart_client_id: Option<String>,
+
+    /// Public JWKS file of the client (`private_key_jwt`)
+    #[arg(long, value_name = "FILE", group = "smart_auth")]
+    pub smart_jwks: Option<PathBuf>,
+
+    /// Client secret (`client_secret_basic` / `client_secret_post`)
+    #[arg(
+        long,
+        value_name = "SECRET",
         group = "smart_auth",
         env = "FHIRSYNC_TEST_CLIENT_SECRET",
         hide_env_values = true
     )]
-    smart_client_secret: Option<String>,
+    pub smart_client_secret: Option<String>,
 
-    /// Access token lifetime in seconds.
-    #[arg(long, default_value_t = 300)]
-    token_lifetime: u64,
+    /// Access token lifetime (`5m`, `1h`, or a bare number of seconds)
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub token_lifetime: Duration,
 }
 
 fn config(args: &Args) -> anyhow::Result<ServerConfig> {
@@ -116,7 +125,7 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
                 None => None,
             };
             Some(SmartServerConfig {
-                token_lifetime: Duration::from_secs(args.token_lifetime.max(1)),
+                token_lifetime: args.token_lifetime.max(Duration::from_secs(1)),
                 clients: vec![RegisteredClient {
                     client_id: client_id.clone(),
                     jwks,
@@ -125,6 +134,10 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
             })
         }
     };
+    anyhow::ensure!(
+        args.retry_after.subsec_nanos() == 0,
+        "--retry-after takes whole seconds (it is sent as a Retry-After header)"
+    );
     anyhow::ensure!(
         args.resources_per_file > 0,
         "--resources-per-file must be at least 1"
@@ -137,7 +150,7 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
         smart,
         resources_per_file: args.resources_per_file,
         polls_before_complete: args.polls,
-        retry_after_secs: args.retry_after,
+        retry_after_secs: args.retry_after.as_secs(),
         ..ServerConfig::default()
     })
 }

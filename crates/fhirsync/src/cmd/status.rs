@@ -1,11 +1,12 @@
 use anyhow::Context;
+use clap::ArgAction;
 use delta_sink::{DeltaSink, StorageOptions};
 use fhirsync::logging::LogMode;
 use fhirsync::state::SyncState;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Where the Delta tables live: a directory or `s3://bucket/prefix`.
+    /// Where the Delta tables live: a directory or `s3://bucket/prefix`
     #[arg(long, value_name = "PATH", env = "DELTA_PATH")]
     pub delta_path: String,
 
@@ -13,8 +14,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<std::path::PathBuf>,
 
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
+    /// Print one JSON object on stdout instead of a table
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
     pub json: bool,
 }
 

@@ -1,4 +1,5 @@
 use anyhow::Context;
+use clap::ArgAction;
 use fhirsync::config::{ConfigFile, ProcessEnv, SyncArgs};
 use fhirsync::daemon::RunKind;
 use fhirsync::logging::LogMode;
@@ -11,8 +12,8 @@ pub struct Args {
     #[command(flatten)]
     pub sync: SyncArgs,
 
-    /// Print the report as one JSON object on stdout instead of a table.
-    #[arg(long)]
+    /// Print the report as one JSON object on stdout instead of a table
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
     pub json: bool,
 }
 

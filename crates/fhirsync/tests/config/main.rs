@@ -1,4 +1,7 @@
-//! Configuration: flag > environment > config file > default, TOML jobs, secrets kept out of output.
+//! Configuration: flag > environment > config file > default, TOML jobs, secrets kept out of output;
+//! the shared flag vocabulary in `vocabulary`.
+mod vocabulary;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;

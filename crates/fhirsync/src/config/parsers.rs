@@ -1,0 +1,185 @@
+//! Value parsers shared by flags and the config file, so that a value means the same wherever
+//! it is given.
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use url::Url;
+
+use super::error::{ConfigError, invalid};
+
+/// A duration as `humantime` text (`90s`, `2h`, `1h 30m`) or a bare number of seconds (kept for
+/// scripts written when some flags took seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|e| e.to_string());
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. `90s`, `2h`, `1h 30m`)"))
+}
+
+/// An instant: RFC 3339 with an offset (`2024-01-31T12:00:00Z`), as FHIR `_since` requires, or a
+/// date (`2024-01-31`) meaning midnight UTC.
+pub fn parse_instant(s: &str) -> Result<DateTime<FixedOffset>, String> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t);
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().fixed_offset())
+        .ok_or_else(|| {
+            format!(
+                "{s:?} is neither an RFC 3339 instant (2024-01-31T12:00:00Z) nor a date meaning \
+                 midnight UTC (2024-01-31)"
+            )
+        })
+}
+
+/// `KEY=VALUE`, as `--storage-option` takes it.
+pub fn parse_key_val(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err("expected KEY=VALUE".into()),
+    }
+}
+
+/// An `http(s)` URL; `option` names the setting in the message.
+pub(crate) fn parse_endpoint(s: &str, option: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(s.trim()).map_err(|e| invalid(option, format!("{e}: {s:?}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(
+            option,
+            format!("expected an http(s) URL, got {s:?}"),
+        ));
+    }
+    Ok(url)
+}
+
+/// Splits values given as `A B`, `A,B` or repeated flags into one list.
+pub(crate) fn split_list(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| v.split([',', ' ', '\t', '\n']))
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Checks resource type names (`Patient`, not `patient`) and drops repeats, keeping the order.
+pub(crate) fn resource_type_list(types: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    if types.is_empty() {
+        return Err(invalid(
+            "resource_types",
+            "at least one resource type is needed",
+        ));
+    }
+    for t in &types {
+        let name_like = t.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            && t.chars().all(|c| c.is_ascii_alphanumeric());
+        if !name_like {
+            return Err(invalid(
+                "resource_types",
+                format!("{t:?} is not a FHIR resource type name (e.g. Patient)"),
+            ));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    Ok(types
+        .into_iter()
+        .filter(|t| seen.insert(t.clone()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_are_rfc3339_or_a_date_at_midnight_utc() {
+        assert_eq!(
+            parse_instant("2024-01-31").unwrap().to_rfc3339(),
+            "2024-01-31T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_instant(" 2024-01-31T12:00:00+02:00 ")
+                .unwrap()
+                .to_rfc3339(),
+            "2024-01-31T12:00:00+02:00"
+        );
+        assert_eq!(
+            parse_instant("2024-01-31T12:00:00.5Z")
+                .unwrap()
+                .to_rfc3339(),
+            "2024-01-31T12:00:00.500+00:00"
+        );
+        for bad in [
+            "yesterday",
+            "2024-01-31T12:00:00",
+            "2024-02-30",
+            "",
+            "31.01.2024",
+        ] {
+            let e = parse_instant(bad).unwrap_err();
+            assert!(e.contains("RFC 3339") && e.contains("date"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations_take_units_or_seconds() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("soon").unwrap_err().contains("90s"));
+        assert!(parse_duration("-5").is_err());
+    }
+
+    #[test]
+    fn lists_split_on_commas_and_white_space() {
+        let given = [
+            "Patient,Observation".to_owned(),
+            "Encounter  Condition".to_owned(),
+        ];
+        assert_eq!(
+            split_list(&given),
+            ["Patient", "Observation", "Encounter", "Condition"]
+        );
+    }
+
+    #[test]
+    fn resource_types_are_checked_and_deduplicated() {
+        let list = |s: &[&str]| resource_type_list(s.iter().map(|t| t.to_string()).collect());
+        assert_eq!(
+            list(&["Patient", "Observation", "Patient"]).unwrap(),
+            ["Patient", "Observation"]
+        );
+        assert!(
+            list(&["patient"])
+                .unwrap_err()
+                .to_string()
+                .contains("not a FHIR")
+        );
+        assert!(list(&["Patient/1"]).is_err());
+        assert!(list(&[]).unwrap_err().to_string().contains("at least one"));
+    }
+
+    #[test]
+    fn key_values_and_endpoints() {
+        assert_eq!(
+            parse_key_val("AWS_REGION=eu=1"),
+            Ok(("AWS_REGION".into(), "eu=1".into()))
+        );
+        assert!(parse_key_val("=x").is_err());
+        assert!(parse_endpoint("https://x/fhir", "e").is_ok());
+        assert!(
+            parse_endpoint("ftp://x", "e")
+                .unwrap_err()
+                .to_string()
+                .contains("http(s)")
+        );
+    }
+}

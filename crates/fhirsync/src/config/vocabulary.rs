@@ -1,0 +1,312 @@
+//! The flags several subcommands share, defined once so that the same thing has the same flag,
+//! value format and default everywhere (`docs/cli.md` lists them per subcommand):
+//!
+//! - lists (resource types, patients, elements) take `A B`, `A,B` or the flag repeated;
+//! - durations take `90s`, `30m`, `24h`, `1h 30m` or a bare number of seconds;
+//! - instants take RFC 3339 (`2024-01-31T12:00:00Z`) or a date meaning midnight UTC;
+//! - every boolean flag is `--flag[=BOOL]`: `--gzip` is `--gzip=true`, `--gzip=false` turns it
+//!   off. On an `Option<bool>` (resolved against the environment and file) the attribute is
+//!   `#[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+//!   default_missing_value = "true")]`; on a `bool` it adds `default_value_t = false,
+//!   action = ArgAction::Set`. A test walks every subcommand and holds each flag to this.
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use clap::Arg;
+use url::Url;
+
+use super::environment::{ENV_FHIR_ENDPOINT, Environment, fhir_endpoint_var};
+use super::error::{ConfigError, invalid};
+use super::file::{FileList, FileOptions};
+use super::options::{
+    DEFAULT_MAX_CONCURRENT_DOWNLOADS, DEFAULT_MAX_NESTING_LEVEL, MAX_CONCURRENT_DOWNLOADS, SaveMode,
+};
+use super::parsers::{
+    parse_duration, parse_endpoint, parse_instant, resource_type_list, split_list,
+};
+
+/// `--resource-types T1 T2` / `--types T1,T2`: every subcommand that takes resource types.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq)]
+pub struct ResourceTypeArgs {
+    /// Resource types, space- or comma-separated (`--types` is the same flag)
+    #[arg(
+        long = "resource-types",
+        visible_alias = "types",
+        value_name = "TYPE",
+        num_args = 1..,
+        value_delimiter = ','
+    )]
+    pub resource_types: Vec<String>,
+}
+
+impl ResourceTypeArgs {
+    /// The types given, checked (`Patient`, not `patient`) and without repeats; `None` when the
+    /// flag is absent.
+    pub fn resolve(&self) -> Result<Option<Vec<String>>, ConfigError> {
+        if self.resource_types.is_empty() {
+            return Ok(None);
+        }
+        resource_type_list(split_list(&self.resource_types)).map(Some)
+    }
+
+    /// A subcommand's own help for the flag, saying what the types select and the default:
+    /// `#[command(mut_arg("resource_types", ResourceTypeArgs::help("to export", "all")))]`.
+    pub fn help(what: &str, default: &str) -> impl FnOnce(Arg) -> Arg {
+        let text = format!(
+            "Resource types {what}, space- or comma-separated (`--types` is the same flag) \
+             [default: {default}]"
+        );
+        move |arg| arg.help(text)
+    }
+}
+
+/// `--patient ID...`: the patients of a patient-level or group export.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq)]
+pub struct PatientArgs {
+    /// Only these patients (`123` or `Patient/123`), space- or comma-separated or repeated; the
+    /// export is then patient-level (`Patient/$export`) unless --group-id is given
+    #[arg(
+        long = "patient",
+        visible_alias = "patients",
+        value_name = "ID",
+        num_args = 1..,
+        value_delimiter = ','
+    )]
+    pub patients: Vec<String>,
+}
+
+/// What to export and how to download it: the flags `export`, `sync` and `daemon` share.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq)]
+pub struct ExportArgs {
+    /// FHIR server base URL offering `$export` [env: FHIR_ENDPOINT]
+    #[arg(long, value_name = "URL")]
+    pub fhir_endpoint: Option<String>,
+
+    #[command(flatten)]
+    pub types: ResourceTypeArgs,
+
+    /// Export the members of this Group (`Group/<id>/$export`)
+    #[arg(long, value_name = "ID")]
+    pub group_id: Option<String>,
+
+    #[command(flatten)]
+    pub patients: PatientArgs,
+
+    /// Only resources changed after this instant (`_since`, in place of a sync's stored cursor):
+    /// RFC 3339, or a date meaning midnight UTC
+    #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
+    pub since: Option<DateTime<FixedOffset>>,
+
+    /// Only resources changed up to this instant (`_until`): RFC 3339, or a date meaning
+    /// midnight UTC
+    #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
+    pub until: Option<DateTime<FixedOffset>>,
+
+    /// `_typeFilter` search query, e.g. `Observation?status=final`; repeat for several (commas
+    /// inside a query are kept)
+    #[arg(long = "type-filter", value_name = "QUERY")]
+    pub type_filters: Vec<String>,
+
+    /// `_elements` to export (`id,Patient.name`), space- or comma-separated
+    #[arg(long, value_name = "ELEMENT", num_args = 1.., value_delimiter = ',')]
+    pub elements: Vec<String>,
+
+    /// Give up when the export (kick-off to last download) has not finished after this long:
+    /// `90m`, `4h`, or a bare number of seconds [default: no limit; waiting for the server to
+    /// finish stops after 24h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Parallel NDJSON downloads, 1 to 64 [default: 10]
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_downloads: Option<usize>,
+
+    /// Ask for gzip-compressed files (`--gzip=false` for a server on the same host or a fast
+    /// LAN, where compressing costs both ends more CPU than it saves) [default: true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub gzip: Option<bool>,
+}
+
+/// [`ExportArgs`] resolved: flag > environment > config file > default.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportSettings {
+    pub fhir_endpoint: Url,
+    /// `None`: the command's default (every type for `export`).
+    pub resource_types: Option<Vec<String>>,
+    pub group_id: Option<String>,
+    pub patients: Vec<String>,
+    pub since: Option<DateTime<FixedOffset>>,
+    pub until: Option<DateTime<FixedOffset>>,
+    pub type_filters: Vec<String>,
+    pub elements: Vec<String>,
+    pub timeout: Option<Duration>,
+    pub max_concurrent_downloads: usize,
+    pub gzip: bool,
+}
+
+impl ExportArgs {
+    /// Resolves the export settings; `file` holds the config file's values (or none).
+    pub fn resolve(
+        &self,
+        env: &dyn Environment,
+        file: &FileOptions,
+    ) -> Result<ExportSettings, ConfigError> {
+        let fhir_endpoint = self
+            .fhir_endpoint
+            .clone()
+            .or_else(|| fhir_endpoint_var(env))
+            .or_else(|| file.fhir_endpoint.clone())
+            .ok_or(ConfigError::Missing {
+                option: "fhir_endpoint",
+                flag: "fhir-endpoint",
+                env: Some(ENV_FHIR_ENDPOINT),
+            })?;
+        let fhir_endpoint = parse_endpoint(&fhir_endpoint, "fhir_endpoint")?;
+        let resource_types = match self.types.resolve()? {
+            Some(types) => Some(types),
+            None => file
+                .resource_types
+                .as_ref()
+                .map(|l| resource_type_list(l.items()))
+                .transpose()?,
+        };
+        let since = instant(self.since, file.since.as_deref(), "since")?;
+        let until = instant(self.until, file.until.as_deref(), "until")?;
+        if let (Some(since), Some(until)) = (since, until)
+            && since >= until
+        {
+            return Err(ConfigError::Conflict(format!(
+                "since ({since}) must be before until ({until})"
+            )));
+        }
+        let timeout = match (self.timeout, &file.timeout) {
+            (Some(t), _) => Some(t),
+            (None, Some(t)) => Some(t.get("timeout")?),
+            (None, None) => None,
+        };
+        if timeout == Some(Duration::ZERO) {
+            return Err(invalid("timeout", "must be greater than zero"));
+        }
+        let max_concurrent_downloads = self
+            .max_concurrent_downloads
+            .or(file.max_concurrent_downloads)
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_DOWNLOADS);
+        if !(1..=MAX_CONCURRENT_DOWNLOADS).contains(&max_concurrent_downloads) {
+            return Err(invalid(
+                "max_concurrent_downloads",
+                format!(
+                    "must be at least 1 and at most {MAX_CONCURRENT_DOWNLOADS}, got \
+                     {max_concurrent_downloads}"
+                ),
+            ));
+        }
+        Ok(ExportSettings {
+            fhir_endpoint,
+            resource_types,
+            group_id: self.group_id.clone().or_else(|| file.group_id.clone()),
+            patients: list(&self.patients.patients, file.patients.as_ref()),
+            since,
+            until,
+            type_filters: if self.type_filters.is_empty() {
+                file.type_filters.clone().unwrap_or_default()
+            } else {
+                self.type_filters.clone()
+            },
+            elements: list(&self.elements, file.elements.as_ref()),
+            timeout,
+            max_concurrent_downloads,
+            gzip: self.gzip.or(file.gzip).unwrap_or(true),
+        })
+    }
+}
+
+fn instant(
+    flag: Option<DateTime<FixedOffset>>,
+    file: Option<&str>,
+    option: &str,
+) -> Result<Option<DateTime<FixedOffset>>, ConfigError> {
+    match (flag, file) {
+        (Some(t), _) => Ok(Some(t)),
+        (None, Some(s)) => parse_instant(s).map(Some).map_err(|e| invalid(option, e)),
+        (None, None) => Ok(None),
+    }
+}
+
+fn list(flag: &[String], file: Option<&FileList>) -> Vec<String> {
+    if flag.is_empty() {
+        file.map(FileList::items).unwrap_or_default()
+    } else {
+        split_list(flag)
+    }
+}
+
+/// How resources are encoded: the flags `sync`, `daemon`, `import` and `encode` share.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq)]
+pub struct EncodingArgs {
+    /// Depth to which recursive elements are encoded (Pathling's `maxNestingLevel`) [default: 3]
+    #[arg(long, value_name = "N")]
+    pub max_nesting_level: Option<usize>,
+
+    /// Encode extensions (`_fid` and the `_extension` map) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub extensions: Option<bool>,
+}
+
+/// [`EncodingArgs`] resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncodingSettings {
+    pub max_nesting_level: usize,
+    pub extensions: bool,
+}
+
+impl EncodingArgs {
+    pub fn resolve(&self, file: &FileOptions) -> EncodingSettings {
+        EncodingSettings {
+            max_nesting_level: self
+                .max_nesting_level
+                .or(file.max_nesting_level)
+                .unwrap_or(DEFAULT_MAX_NESTING_LEVEL),
+            extensions: self.extensions.or(file.extensions).unwrap_or(false),
+        }
+    }
+}
+
+/// How rows are written to the Delta tables: the flags `sync`, `daemon` and `import` share.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq)]
+pub struct TableWriteArgs {
+    /// How rows are written to the tables [default: merge]
+    #[arg(long, value_enum)]
+    pub save_mode: Option<SaveMode>,
+
+    /// Fail, committing nothing, when more resources than this are rejected as invalid
+    /// [default: no limit]
+    #[arg(long, value_name = "N")]
+    pub max_rejects: Option<u64>,
+
+    /// Merge by marking replaced rows in deletion vectors instead of rewriting the files that
+    /// hold them (much faster incremental syncs of large tables; readers must support deletion
+    /// vectors, e.g. Spark with Delta 2.3+, delta-rs, DuckDB) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub deletion_vectors: Option<bool>,
+}
+
+/// [`TableWriteArgs`] resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableWriteSettings {
+    pub save_mode: SaveMode,
+    pub max_rejects: Option<u64>,
+    pub deletion_vectors: bool,
+}
+
+impl TableWriteArgs {
+    pub fn resolve(&self, file: &FileOptions) -> TableWriteSettings {
+        TableWriteSettings {
+            save_mode: self.save_mode.or(file.save_mode).unwrap_or_default(),
+            max_rejects: self.max_rejects.or(file.max_rejects),
+            deletion_vectors: self
+                .deletion_vectors
+                .or(file.deletion_vectors)
+                .unwrap_or(false),
+        }
+    }
+}

@@ -5,7 +5,7 @@ use url::Url;
 
 use crate::auth::SharedBearer;
 use crate::events::EventHandler;
-use crate::retry::{Backoff, Jitter};
+use smart_auth::{Backoff, Jitter};
 
 /// Status polling: `Retry-After` is honoured within `[min_delay, max_delay]` (the first
 /// polls may go below `min_delay`, down to a tenth of it, when the server asks); without it

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Value, json};
 
-use super::request::{BadRequest, bad};
+use super::bad_request::{BadRequest, bad};
 use super::types::R4_TYPES;
 
 /// `_elements`: per type (None key = all types) the elements to keep.

@@ -3,8 +3,9 @@
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::Value;
 
-use super::request::{BadRequest, bad, parse_instant};
+use super::bad_request::{BadRequest, bad};
 use super::types::R4_TYPES;
+use crate::resource::parse_instant;
 use crate::resource::ref_id;
 
 /// One search parameter of a `_typeFilter` query.

@@ -1,4 +1,5 @@
 //! Exports: what a kick-off asks for, how a job is planned into files, and the files' bodies.
+mod bad_request;
 mod elements;
 mod files;
 mod filter;
@@ -7,7 +8,8 @@ mod plan;
 mod request;
 mod types;
 
+pub(crate) use bad_request::BadRequest;
 pub(crate) use files::{FileKind, FileSpec, Plan};
 pub(crate) use job::Job;
 pub(crate) use plan::{PlanInput, plan};
-pub(crate) use request::{BadRequest, Level, parse_request};
+pub(crate) use request::{Level, parse_request};

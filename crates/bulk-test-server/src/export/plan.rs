@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::files::{FileKind, FileSpec, Plan, Seg};
 use super::job::Job;
-use super::request::{ExportRequest, Level, parse_instant};
-use crate::resource::{group_members, instant, set_meta};
+use super::request::{ExportRequest, Level};
+use crate::resource::{group_members, instant, parse_instant, set_meta};
 use crate::store::{Mutation, Overlay, StoreInner, push_index};
 
 /// Inputs of planning besides the request.

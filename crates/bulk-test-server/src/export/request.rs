@@ -4,23 +4,12 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
+use crate::resource::parse_instant;
+
+use super::bad_request::{BadRequest, bad};
 use super::elements::Elements;
 use super::filter::{Filter, parse_filter};
 use super::types::{NOT_EXPORTABLE, R4_TYPES};
-
-/// A client error at kick-off: 400 with this diagnostic.
-#[derive(Debug)]
-pub(crate) struct BadRequest {
-    pub code: &'static str,
-    pub message: String,
-}
-
-pub(super) fn bad(code: &'static str, message: impl Into<String>) -> BadRequest {
-    BadRequest {
-        code,
-        message: message.into(),
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Level {
@@ -44,12 +33,6 @@ pub(crate) struct ExportRequest {
     pub warnings: Vec<String>,
     /// Requested types the server cannot export (lenient mode), reported in `error[]`.
     pub unknown_types: Vec<String>,
-}
-
-pub(crate) fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Kick-off input: parameter name and value, from the query string or a `Parameters` body.

@@ -450,8 +450,16 @@ mod tests {
         }
 
         #[test]
-        fn check_line_never_panics(line in proptest::collection::vec(any::<u8>(), 0..100)) {
-            let _ = check_line(&line, "Patient", true);
+        fn check_line_accepts_only_patients_with_an_id(
+            line in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..100),
+                "\\{\"resourceType\":\"(Patient|Other)\"(,\"id\":\"[a-z]{0,3}\")?\\}".prop_map(String::into_bytes),
+            ],
+        ) {
+            let valid = serde_json::from_slice::<serde_json::Value>(&line).is_ok_and(|v| {
+                v["resourceType"] == "Patient" && v["id"].as_str().is_some_and(|id| !id.is_empty())
+            });
+            prop_assert_eq!(check_line(&line, "Patient", true).is_ok(), valid);
         }
     }
 }

@@ -1,12 +1,11 @@
 //! UCUM essence definitions: prefixes, base units and defined units.
 //!
-//! Derived from the UCUM specification's `ucum-essence.xml` (Copyright
-//! Regenstrief Institute, Inc. and The UCUM Organization; free to use under
-//! the UCUM Terms of Use, https://ucum.org/trac/wiki/TermsOfUse). Special
-//! units carry the canonical unit expression the reference library assigns
-//! them instead of their conversion functions.
-//! Values are kept as the exact decimal text of the essence because the
-//! precision of that text decides the precision of canonical values.
+//! GENERATED FILE, do not edit: `cargo run -p fhir-encoder --example generate-ucum-table`
+//! writes it from `definitions/ucum/ucum-essence.xml.gz` (UCUM essence 2.1; source and
+//! licence in `definitions/ucum/NOTICE.md`). Special units carry the canonical unit
+//! expression the reference library assigns them instead of their conversion functions.
+//! Values are kept as the exact decimal text of the essence because the precision of that
+//! text decides the precision of canonical values.
 
 /// A prefix: code and exact factor text (always read with precision 24).
 pub(super) struct PrefixDef {
@@ -138,7 +137,7 @@ pub(super) const PREFIXES: &[PrefixDef] = &[
 /// Base units; canonical forms are products of powers of these.
 pub(super) const BASE_UNITS: &[&str] = &["m", "s", "g", "rad", "K", "C", "cd"];
 
-/// Defined units in essence order.
+/// Defined units, each after the units its definition uses (else in essence order).
 pub(super) const UNITS: &[UnitDef] = &[
     UnitDef {
         code: "10*",

@@ -70,9 +70,22 @@ async fn interrupted_export(server: &TestServer, dir: &std::path::Path, after: u
         r = &mut run => panic!("export finished before the interruption: {:?}", r.map(|s| s.files.len())),
         _ = async { while done < after { rx.recv().await; done += 1; } } => {}
     }
-    // Keep the run going briefly so the state file records the completions already reported,
-    // then drop it mid-download, as a killed process would stop.
-    let _ = tokio::time::timeout(Duration::from_millis(300), &mut run).await;
+    // Keep the run going until the state file records the completions already reported, then
+    // drop it mid-download, as a killed process would stop.
+    let recorded = async {
+        for _ in 0..1000 {
+            let state = JobState::load(dir).await.ok().flatten();
+            if state.is_some_and(|s| s.finished.len() >= after) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the state file did not record {after} finished files within 10 s");
+    };
+    tokio::select! {
+        r = &mut run => panic!("export finished before the interruption: {:?}", r.map(|s| s.files.len())),
+        _ = recorded => {}
+    }
     server.faults().clear();
 }
 

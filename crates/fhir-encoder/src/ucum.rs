@@ -19,6 +19,7 @@
 
 mod convert;
 mod decimal;
+mod essence;
 mod expr;
 mod model;
 mod table;

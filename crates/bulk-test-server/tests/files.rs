@@ -205,11 +205,7 @@ async fn smart_tokens_guard_kickoff_status_and_files() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 202);
-    let status = r.headers()["content-location"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let status = accepted(&r);
     assert_eq!(c.get(&status).send().await.unwrap().status(), 401);
     let mut polls = 0;
     let m = loop {
@@ -219,7 +215,10 @@ async fn smart_tokens_guard_kickoff_status_and_files() {
         }
         assert_eq!(r.status(), 202);
         polls += 1;
-        assert!(polls < 2000, "the manifest was not ready after {polls} polls");
+        assert!(
+            polls < 2000,
+            "the manifest was not ready after {polls} polls"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(m["requiresAccessToken"], true);

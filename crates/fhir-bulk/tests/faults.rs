@@ -376,7 +376,10 @@ async fn too_many_jobs_waits_for_a_slot() {
     let mut polls = 0;
     while !server.requests().iter().any(|r| r.status == 429) {
         polls += 1;
-        assert!(polls < 500, "the second kick-off was not refused within 10 s");
+        assert!(
+            polls < 500,
+            "the second kick-off was not refused within 10 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     client.cancel(&first).await.unwrap();

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bulk_test_server::{DataSource, Fault, FaultRule, FaultTarget, ServerConfig, TestServer};
-use common::{content, fast_config};
+use common::{content, export_system, fast_config};
 use fhir_bulk::{
     BulkClient, BulkError, BulkEvent, ExportOptions, ExportRequest, FileKind, JobState,
 };
@@ -93,15 +93,8 @@ async fn interrupted_export(server: &TestServer, dir: &std::path::Path, after: u
 async fn resume_after_abort_gives_the_same_content() {
     let server = server().await;
     let base_dir = tempfile::tempdir().unwrap();
-    BulkClient::new(fast_config(server.base_url()))
-        .unwrap()
-        .export_to_dir(
-            &ExportRequest::system(),
-            base_dir.path(),
-            &ExportOptions::default(),
-        )
-        .await
-        .unwrap();
+    let client = BulkClient::new(fast_config(server.base_url())).unwrap();
+    export_system(&client, base_dir.path()).await.unwrap();
     let expected = content(base_dir.path());
 
     let dir = tempfile::tempdir().unwrap();

@@ -12,21 +12,6 @@ use smart_auth::{
 
 const LONG: Duration = Duration::from_secs(300);
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-fn jwt_config(client_id: &str, key: SecretSource) -> AuthConfig {
-    AuthConfig::private_key_jwt(SecretSource::Inline(client_id.into()), key)
-}
-
-fn file(name: &str) -> SecretSource {
-    SecretSource::File(key_path(name))
-}
-
 /// Gets a token with `config` and uses it on a protected resource.
 async fn token_works(server: &AuthServer, config: AuthConfig) -> TokenProvider {
     let client = http();

@@ -6,17 +6,12 @@ use std::time::Duration;
 
 use bulk_test_server::smart::SmartServerConfig;
 use bulk_test_server::{DataSource, Fault, FaultRule, FaultTarget, ServerConfig, TestServer};
-use common::{CLIENT_SECRET, EC_CLIENT, RSA_CLIENT, SECRET_CLIENT, clients, key_path};
+use common::{
+    CLIENT_SECRET, EC_CLIENT, RSA_CLIENT, SECRET_CLIENT, clients, file, http, jwt_config,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
 use smart_auth::{AccessToken, AuthConfig, Clock, ManualClock, SecretSource, TokenProvider};
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
 
 async fn server(token_lifetime: Duration) -> TestServer {
     TestServer::start(ServerConfig {
@@ -37,13 +32,6 @@ async fn server(token_lifetime: Duration) -> TestServer {
     })
     .await
     .unwrap()
-}
-
-fn jwt_config(client_id: &str, key: &str) -> AuthConfig {
-    AuthConfig::private_key_jwt(
-        SecretSource::Inline(client_id.into()),
-        SecretSource::File(key_path(key)),
-    )
 }
 
 /// Token lifetimes and retry delays of the provider pass on `clock`.
@@ -83,7 +71,7 @@ async fn a_whole_export_outlives_several_short_tokens() {
     let clock = ManualClock::new();
     let provider = provider_on(
         &server,
-        jwt_config(EC_CLIENT, "ec384-a.private.jwk.json"),
+        jwt_config(EC_CLIENT, file("ec384-a.private.jwk.json")),
         &clock,
     );
     let kickoff_url = format!("{}/$export", server.base_url());
@@ -182,7 +170,7 @@ async fn token_endpoint_outages_are_retried_and_persistent_ones_reported() {
     // Retry delays pass on the clock: the test waits for none of them.
     let clock = ManualClock::new();
     let start = clock.now();
-    let config = || jwt_config(RSA_CLIENT, "rsa-a.private.jwk.json");
+    let config = || jwt_config(RSA_CLIENT, file("rsa-a.private.jwk.json"));
     let provider = provider_on(&server, config(), &clock);
     provider.token().await.unwrap();
     assert_eq!(provider.token_refreshes(), 1);
@@ -230,7 +218,7 @@ async fn an_outage_during_refresh_keeps_the_current_token_until_it_expires() {
     let server = server(Duration::from_secs(10)).await;
     let config = AuthConfig {
         token_expiry_tolerance: 5,
-        ..jwt_config(RSA_CLIENT, "rsa-a.private.jwk.json")
+        ..jwt_config(RSA_CLIENT, file("rsa-a.private.jwk.json"))
     };
     let clock = ManualClock::new();
     let provider = provider_on(&server, config, &clock);

@@ -270,6 +270,19 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
         let mut first: Vec<Arc<str>> = Vec::new();
         let mut chunk: Vec<Seg> = Vec::new();
         let mut in_chunk = 0u64;
+        // A full chunk becomes a file.
+        let cut = |files: &mut Vec<Arc<FileSpec>>, chunk: &mut Vec<Seg>, in_chunk: &mut u64| {
+            if *in_chunk == per_file {
+                push(
+                    files,
+                    &ty,
+                    FileKind::Output,
+                    std::mem::take(chunk),
+                    *in_chunk,
+                );
+                *in_chunk = 0;
+            }
+        };
         for seg in segs {
             match seg {
                 Seg::Line(l) => {
@@ -278,16 +291,7 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
                     }
                     chunk.push(Seg::Line(l));
                     in_chunk += 1;
-                    if in_chunk == per_file {
-                        push(
-                            &mut files,
-                            &ty,
-                            FileKind::Output,
-                            std::mem::take(&mut chunk),
-                            in_chunk,
-                        );
-                        in_chunk = 0;
-                    }
+                    cut(&mut files, &mut chunk, &mut in_chunk);
                 }
                 Seg::Base(mut r) => {
                     while !r.is_empty() {
@@ -303,16 +307,7 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
                         chunk.push(Seg::Base(r.start..r.start + take));
                         in_chunk += take;
                         r.start += take;
-                        if in_chunk == per_file {
-                            push(
-                                &mut files,
-                                &ty,
-                                FileKind::Output,
-                                std::mem::take(&mut chunk),
-                                in_chunk,
-                            );
-                            in_chunk = 0;
-                        }
+                        cut(&mut files, &mut chunk, &mut in_chunk);
                     }
                 }
             }

@@ -10,7 +10,9 @@ use tokio::sync::mpsc;
 
 use crate::export::FileSpec;
 use crate::faults::Fault;
-use crate::server::BodyChunk;
+
+/// A piece of a streamed response body.
+pub(crate) type BodyChunk = Result<Bytes, std::io::Error>;
 
 const CHUNK: usize = 64 * 1024;
 

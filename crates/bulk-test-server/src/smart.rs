@@ -15,6 +15,8 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
+use crate::form;
+
 /// `client_assertion_type` for `private_key_jwt` (RFC 7523).
 pub const JWT_BEARER_ASSERTION_TYPE: &str =
     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -622,29 +624,9 @@ fn parse_basic(header: &HeaderValue) -> Result<(String, String), OAuthError> {
     let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
     let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
     Ok((
-        form_urldecode(id).ok_or_else(bad)?,
-        form_urldecode(secret).ok_or_else(bad)?,
+        form::value(id).ok_or_else(bad)?,
+        form::value(secret).ok_or_else(bad)?,
     ))
-}
-
-/// `application/x-www-form-urlencoded` decoding of one value (`+` is a space).
-fn form_urldecode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -700,17 +682,6 @@ mod tests {
         ] {
             assert!(check_scope(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn form_urldecode_reverses_form_encoding() {
-        assert_eq!(form_urldecode("my+client").as_deref(), Some("my client"));
-        assert_eq!(
-            form_urldecode("p%40ss%3Aw%2Brd%2F%C3%BC").as_deref(),
-            Some("p@ss:w+rd/ü")
-        );
-        assert_eq!(form_urldecode("bad%2"), None);
-        assert_eq!(form_urldecode("bad%zz"), None);
     }
 
     #[test]

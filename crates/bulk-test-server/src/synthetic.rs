@@ -345,7 +345,7 @@ impl Synthetic {
     }
 
     fn meta(&self) -> Value {
-        json!({ "versionId": "1", "lastUpdated": crate::store::instant(self.load_time) })
+        json!({ "versionId": "1", "lastUpdated": crate::resource::instant(self.load_time) })
     }
 
     /// The resource at `idx` of `ty` (Null for an index out of range).

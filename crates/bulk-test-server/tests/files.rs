@@ -205,18 +205,20 @@ async fn smart_tokens_guard_kickoff_status_and_files() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 202);
-    let status = r.headers()["content-location"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let status = accepted(&r);
     assert_eq!(c.get(&status).send().await.unwrap().status(), 401);
+    let mut polls = 0;
     let m = loop {
         let r = c.get(&status).bearer_auth(&token).send().await.unwrap();
         if r.status() == 200 {
             break r.json::<Value>().await.unwrap();
         }
         assert_eq!(r.status(), 202);
+        polls += 1;
+        assert!(
+            polls < 2000,
+            "the manifest was not ready after {polls} polls"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(m["requiresAccessToken"], true);

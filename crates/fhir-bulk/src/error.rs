@@ -29,7 +29,7 @@ pub enum BulkError {
         outcome: Option<String>,
     },
 
-    #[error("{what} {url}: {}", crate::client::error_chain(.source))]
+    #[error("{what} {url}: {}", error_chain(.source))]
     Network {
         what: &'static str,
         url: Url,
@@ -114,6 +114,30 @@ impl BulkError {
                 | BulkError::Timeout { .. }
         )
     }
+
+    /// The error in a few words, for retry events and "last error" texts: a network failure
+    /// without its URL (the event carries it), anything else as displayed.
+    pub(crate) fn brief(&self) -> String {
+        match self {
+            BulkError::Network { source, .. } => error_chain(source),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// An error with its sources, e.g. "error sending request: connection reset by peer".
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let m = s.to_string();
+        if !text.contains(&m) {
+            text.push_str(": ");
+            text.push_str(&m);
+        }
+        source = s.source();
+    }
+    text
 }
 
 fn outcome_suffix(outcome: &Option<String>) -> String {

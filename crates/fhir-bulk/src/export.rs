@@ -5,13 +5,15 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::client::{BulkClient, ExportJob};
+use crate::atomic::write_atomically;
+use crate::client::BulkClient;
 use crate::download::{DownloadOptions, DownloadedFile, plan};
 use crate::error::{BulkError, FileFailure};
 use crate::events::{BulkEvent, FileKind};
+use crate::job::ExportJob;
 use crate::manifest::Manifest;
 use crate::request::ExportRequest;
-use crate::state::{JobState, write_atomically};
+use crate::state::JobState;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 

@@ -13,30 +13,41 @@
 // costs nothing measurable and boxing would only make them clumsier to match.
 #![allow(clippy::result_large_err)]
 
+mod atomic;
 mod auth;
 mod client;
+mod config;
 mod download;
 mod error;
 mod events;
 mod export;
+mod job;
 mod manifest;
 mod outcome;
 mod request;
+mod resource;
+mod retry;
 mod retry_after;
 mod state;
+mod status;
+mod transport;
 
+pub use atomic::{AtomicFile, write_file_atomically};
 pub use auth::{AuthFailure, BearerSource, SharedBearer, StaticBearer};
-pub use client::{
-    BulkClient, ClientConfig, ExportJob, PollConfig, RetryConfig, StatusPoll, outcome_text,
-};
+pub use client::BulkClient;
+pub use config::{ClientConfig, PollConfig, RetryConfig};
 pub use download::{
     DownloadOptions, DownloadedFile, Downloads, PlannedFile, RejectedLine, check_line, plan,
 };
 pub use error::{BulkError, FileFailure};
 pub use events::{BulkEvent, EventHandler, FileKind, RetryReason};
 pub use export::{ExportOptions, ExportSummary, MANIFEST_FILE};
+pub use job::ExportJob;
 pub use manifest::{Manifest, ManifestFile, ManifestLink};
 pub use outcome::{Deletion, OutcomeIssue, deletions, issues};
 pub use request::{ExportLevel, ExportRequest, KickOffRequest};
+pub use retry::{Backoff, Jitter};
 pub use retry_after::parse_retry_after;
-pub use state::{JobState, STATE_FILE, write_file_atomically};
+pub use state::{JobState, STATE_FILE};
+pub use status::StatusPoll;
+pub use transport::outcome_text;

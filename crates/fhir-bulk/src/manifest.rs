@@ -325,8 +325,19 @@ mod tests {
 
     proptest! {
         #[test]
-        fn parse_never_panics(body in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = Manifest::parse(&body, &src());
+        fn arbitrary_bytes_are_refused_naming_the_source(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            match Manifest::parse(&body, &src()) {
+                // Only a JSON object with a transactionTime and a request can be a manifest.
+                Ok(_) => {
+                    let v: Value = serde_json::from_slice(&body).unwrap();
+                    prop_assert!(v["transactionTime"].is_string() && v["request"].is_string());
+                }
+                Err(BulkError::InvalidManifest { url, message }) => {
+                    prop_assert_eq!(url, src());
+                    prop_assert!(!message.is_empty());
+                }
+                Err(other) => prop_assert!(false, "unexpected error {other}"),
+            }
         }
 
         #[test]

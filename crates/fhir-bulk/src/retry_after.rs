@@ -128,9 +128,19 @@ mod tests {
             prop_assert_eq!(parse_retry_after(&text, now()), Some(Duration::from_secs(offset)));
         }
 
+        /// Only numbers and HTTP dates are understood; anything else gives no delay.
         #[test]
-        fn never_panics(s in "\\PC{0,40}") {
-            let _ = parse_retry_after(&s, now());
+        fn only_numbers_and_dates_are_read(s in "\\PC{0,40}") {
+            if parse_retry_after(&s, now()).is_some() {
+                let t = s.trim();
+                prop_assert!(
+                    t.parse::<f64>().is_ok() || httpdate::parse_http_date(t).is_ok(),
+                    "{:?} read as a delay", s
+                );
+            }
+            if !s.bytes().any(|b| b.is_ascii_digit()) {
+                prop_assert_eq!(parse_retry_after(&s, now()), None);
+            }
         }
     }
 }

@@ -1,13 +1,14 @@
 //! The export's state on disk, so a crashed or killed run can continue the same export:
-//! written to a temporary file, synced, then renamed over the old one.
+//! replaced whole (an [`crate::AtomicFile`]) each time it changes.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::ExportJob;
+use crate::atomic::write_atomically;
 use crate::download::DownloadedFile;
 use crate::error::BulkError;
+use crate::job::ExportJob;
 use crate::manifest::Manifest;
 
 pub const STATE_FILE: &str = "export-state.json";
@@ -68,40 +69,4 @@ impl JobState {
         })?;
         write_atomically(&Self::path(dir), &bytes).await
     }
-}
-
-/// Writes `bytes` to `path` so that readers see the old or the new content, never a mix.
-pub async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BulkError> {
-    let (bytes, target) = (bytes.to_vec(), path.to_path_buf());
-    tokio::task::spawn_blocking(move || write_file_atomically(&target, &bytes))
-        .await
-        .map_err(|e| BulkError::io(path, std::io::Error::other(e)))?
-        .map_err(|e| BulkError::io(path, e))
-}
-
-/// Blocking [`write_atomically`]: a temporary file in the same directory (created if
-/// missing), fsync, rename, fsync of the directory.
-pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    // Make the rename itself durable.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bulk_test_server::smart::{RegisteredClient, SmartServerConfig};
 use bulk_test_server::{DataSource, FileServing, Origin, ServerConfig, TestServer};
-use common::{content, fast_config};
-use fhir_bulk::{BulkClient, ExportOptions, ExportRequest};
+use common::{content, export_system, fast_config};
+use fhir_bulk::{BulkClient, ExportRequest};
 use smart_auth::{AuthConfig, Secret, SecretSource, TokenProvider};
 
 async fn smart_server(
@@ -56,14 +56,7 @@ async fn token_goes_to_the_fhir_origin_only() {
         let server =
             smart_server(FileServing::OtherOrigin, redirect, Duration::from_secs(300)).await;
         let dir = tempfile::tempdir().unwrap();
-        let summary = client(&server)
-            .export_to_dir(
-                &ExportRequest::system(),
-                dir.path(),
-                &ExportOptions::default(),
-            )
-            .await
-            .unwrap();
+        let summary = export_system(&client(&server), dir.path()).await.unwrap();
         assert!(summary.resources > 0);
         assert!(!content(dir.path()).is_empty());
         let requests = server.requests();

@@ -4,7 +4,7 @@ mod common;
 use std::time::Duration;
 
 use bulk_test_server::{DataSource, ServerConfig, TestServer};
-use common::{content, fast_config, recorder, total_resources};
+use common::{content, export_system, fast_config, recorder, total_resources};
 use fhir_bulk::{BulkClient, BulkEvent, ExportOptions, ExportRequest, FileKind, JobState};
 
 fn synthetic(patients: usize) -> ServerConfig {
@@ -24,14 +24,7 @@ async fn full_export_writes_every_resource_once() {
     let mut config = fast_config(server.base_url());
     config.events = Some(handler);
     let client = BulkClient::new(config).unwrap();
-    let summary = client
-        .export_to_dir(
-            &ExportRequest::system(),
-            dir.path(),
-            &ExportOptions::default(),
-        )
-        .await
-        .unwrap();
+    let summary = export_system(&client, dir.path()).await.unwrap();
 
     let got = content(dir.path());
     let expected = server.store().counts();
@@ -153,14 +146,7 @@ async fn overall_timeout_gives_up_and_cancels_the_job() {
     config.poll.timeout = Duration::from_millis(600);
     let client = BulkClient::new(config).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let err = client
-        .export_to_dir(
-            &ExportRequest::system(),
-            dir.path(),
-            &ExportOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = export_system(&client, dir.path()).await.unwrap_err();
     assert!(matches!(err, fhir_bulk::BulkError::Timeout { .. }), "{err}");
     assert!(err.to_string().contains("did not complete within"), "{err}");
     // The failed job is cancelled on the server.

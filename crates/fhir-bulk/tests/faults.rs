@@ -373,7 +373,13 @@ async fn too_many_jobs_waits_for_a_slot() {
     let c2 = client.clone();
     let second = tokio::spawn(async move { c2.kick_off(&ExportRequest::system()).await });
     // The second kick-off is refused (429) until the first job is gone.
+    let mut polls = 0;
     while !server.requests().iter().any(|r| r.status == 429) {
+        polls += 1;
+        assert!(
+            polls < 500,
+            "the second kick-off was not refused within 10 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     client.cancel(&first).await.unwrap();

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bulk_test_server::{DataSource, Fault, FaultRule, FaultTarget, ServerConfig, TestServer};
-use common::{content, fast_config};
+use common::{content, export_system, fast_config};
 use fhir_bulk::{
     BulkClient, BulkError, BulkEvent, ExportOptions, ExportRequest, FileKind, JobState,
 };
@@ -70,9 +70,22 @@ async fn interrupted_export(server: &TestServer, dir: &std::path::Path, after: u
         r = &mut run => panic!("export finished before the interruption: {:?}", r.map(|s| s.files.len())),
         _ = async { while done < after { rx.recv().await; done += 1; } } => {}
     }
-    // Keep the run going briefly so the state file records the completions already reported,
-    // then drop it mid-download, as a killed process would stop.
-    let _ = tokio::time::timeout(Duration::from_millis(300), &mut run).await;
+    // Keep the run going until the state file records the completions already reported, then
+    // drop it mid-download, as a killed process would stop.
+    let recorded = async {
+        for _ in 0..1000 {
+            let state = JobState::load(dir).await.ok().flatten();
+            if state.is_some_and(|s| s.finished.len() >= after) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the state file did not record {after} finished files within 10 s");
+    };
+    tokio::select! {
+        r = &mut run => panic!("export finished before the interruption: {:?}", r.map(|s| s.files.len())),
+        _ = recorded => {}
+    }
     server.faults().clear();
 }
 
@@ -80,15 +93,8 @@ async fn interrupted_export(server: &TestServer, dir: &std::path::Path, after: u
 async fn resume_after_abort_gives_the_same_content() {
     let server = server().await;
     let base_dir = tempfile::tempdir().unwrap();
-    BulkClient::new(fast_config(server.base_url()))
-        .unwrap()
-        .export_to_dir(
-            &ExportRequest::system(),
-            base_dir.path(),
-            &ExportOptions::default(),
-        )
-        .await
-        .unwrap();
+    let client = BulkClient::new(fast_config(server.base_url())).unwrap();
+    export_system(&client, base_dir.path()).await.unwrap();
     let expected = content(base_dir.path());
 
     let dir = tempfile::tempdir().unwrap();

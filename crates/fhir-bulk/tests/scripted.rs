@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::{Reply, Scripted, fast_config, recorder};
+use common::{Reply, Scripted, export_system, fast_config, recorder};
 use fhir_bulk::{
     AuthFailure, BearerSource, BulkClient, BulkError, BulkEvent, ExportOptions, ExportRequest,
     FileKind, RejectedLine,
@@ -83,14 +83,7 @@ async fn bad_lines_are_set_aside_and_good_ones_kept() {
     config.events = Some(handler);
     let client = BulkClient::new(config).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let summary = client
-        .export_to_dir(
-            &ExportRequest::system(),
-            dir.path(),
-            &ExportOptions::default(),
-        )
-        .await
-        .unwrap();
+    let summary = export_system(&client, dir.path()).await.unwrap();
 
     let kept = std::fs::read_to_string(dir.path().join("Patient.1.ndjson")).unwrap();
     assert_eq!(
@@ -342,14 +335,7 @@ async fn token_stays_on_the_fhir_origin_and_is_refreshed_on_401() {
     config.bearer = Some(Arc::new(Counting(AtomicU32::new(1))));
     let client = BulkClient::new(config).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let summary = client
-        .export_to_dir(
-            &ExportRequest::system(),
-            dir.path(),
-            &ExportOptions::default(),
-        )
-        .await
-        .unwrap();
+    let summary = export_system(&client, dir.path()).await.unwrap();
     assert_eq!(summary.resources, 3);
 
     let auth = |seen: &common::Seen| seen.headers.get("authorization").cloned();
@@ -396,14 +382,7 @@ async fn no_token_on_files_unless_required() {
     config.bearer = Some(Arc::new(fhir_bulk::StaticBearer::new("secret").unwrap()));
     let client = BulkClient::new(config).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    client
-        .export_to_dir(
-            &ExportRequest::system(),
-            dir.path(),
-            &ExportOptions::default(),
-        )
-        .await
-        .unwrap();
+    export_system(&client, dir.path()).await.unwrap();
     assert!(
         !fhir.requests_to("/files/p.ndjson")[0]
             .headers
@@ -517,14 +496,7 @@ async fn protocol_errors_are_explained() {
     s.on("/fhir/status/1", Reply::new(200).json(json!({"transactionTime": "2024-01-01T00:00:00Z", "request": "x", "output": [{"type": "Patient"}]})));
     let client = BulkClient::new(fast_config(s.url("/fhir"))).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let err = client
-        .export_to_dir(
-            &ExportRequest::system(),
-            dir.path(),
-            &ExportOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = export_system(&client, dir.path()).await.unwrap_err();
     assert!(
         err.to_string().contains("output[0].url is missing"),
         "{err}"

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 
-use crate::Encoder;
-use crate::builder::{BatchBuilder, BatchLimits};
+use crate::batch::{BatchBuilder, BatchLimits};
 use crate::encode::{RawReject, RowEncoder, RowOutcome};
+use crate::encoder::Encoder;
 use crate::error::{EncodeError, LineRef, Reject, Warning};
 
 /// Reads NDJSON lines (any mix of resource types) and yields `(resource_type, batch)` as soon

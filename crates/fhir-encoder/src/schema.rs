@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 
-use crate::EncoderOptions;
 use crate::error::EncodeError;
 use crate::model::{ElementDef, Model, TypeKind, model};
+use crate::options::EncoderOptions;
 
 /// Resource types Pathling refuses to encode.
 pub const UNSUPPORTED_TYPES: [&str; 5] = [

@@ -79,7 +79,7 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_bytes_never_panic(lines in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..8)) {
+    fn arbitrary_bytes_are_read_without_error(lines in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..8)) {
         let mut input = Vec::new();
         for l in &lines {
             input.extend_from_slice(l);
@@ -92,15 +92,21 @@ proptest! {
     }
 
     #[test]
-    fn mangled_resources_never_panic(cut in 0usize..400, byte in any::<u8>()) {
+    fn mangled_resources_are_rows_or_rejects(cut in 0usize..400, byte in any::<u8>()) {
         let line = br#"{"resourceType":"Observation","id":"o","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"1"}]},"valueQuantity":{"value":1.25,"system":"http://unitsofmeasure.org","code":"mg"},"issued":"2020-01-01T00:00:00Z"}"#;
         let mut m = line.to_vec();
         let at = cut % m.len();
         m[at] = byte;
         let encoder = Encoder::new(EncoderOptions::default());
         let mut b = encoder.batch_builder("Observation", BatchLimits::default()).unwrap();
-        let _ = b.push_line(&m, &LineRef::new("m", 1));
-        let _ = b.push_line(&m[..at], &LineRef::new("m", 2));
-        prop_assert!(b.finish().is_ok());
+        let whole = b.push_line(&m, &LineRef::new("m", 1));
+        // Cut before its closing brace, the line is never a resource.
+        let cut = b.push_line(&m[..at], &LineRef::new("m", 2));
+        prop_assert!(cut.as_ref().is_err_and(|r| r.line == 2 && !r.reason.is_empty()), "{:?}", cut);
+        if let Err(r) = &whole {
+            prop_assert_eq!(r.line, 1);
+        }
+        let batch = b.finish().unwrap();
+        prop_assert_eq!(batch.num_rows(), usize::from(whole.is_ok()));
     }
 }

@@ -30,19 +30,22 @@
 //! # let _ = response;
 //! # Ok(()) }
 //! ```
+mod backoff;
+mod clock;
 mod config;
 mod discovery;
 mod error;
 mod key;
 mod provider;
 mod secret;
+mod token;
 
+pub use backoff::{Backoff, Jitter};
+pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use config::{AuthConfig, DEFAULT_SCOPE, DEFAULT_TOKEN_EXPIRY_TOLERANCE, PRIVATE_KEY_ENV};
 pub use discovery::{SmartConfiguration, discover, smart_configuration_url};
 pub use error::AuthError;
 pub use key::{SigningAlgorithm, SigningKey};
-pub use provider::{
-    AccessToken, DEFAULT_TOKEN_LIFETIME, JWT_BEARER_ASSERTION_TYPE, TokenProvider,
-    basic_authorization, parse_expires_in,
-};
+pub use provider::{JWT_BEARER_ASSERTION_TYPE, TokenProvider, basic_authorization};
 pub use secret::{Secret, SecretSource};
+pub use token::{AccessToken, DEFAULT_TOKEN_LIFETIME, parse_expires_in};

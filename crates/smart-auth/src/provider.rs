@@ -6,17 +6,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use serde::Serialize;
 use serde_json::Value;
 use url::Url;
 
+use crate::backoff::Backoff;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{AuthConfig, PRIVATE_KEY_ENV};
 use crate::discovery::{self, SmartConfiguration};
 use crate::error::AuthError;
 use crate::key::{SigningAlgorithm, SigningKey};
-use crate::secret::{Secret, SecretSource};
+use crate::secret::SecretSource;
+use crate::token::{AccessToken, parse_token_response};
 
 /// `client_assertion_type` for `private_key_jwt` (RFC 7523).
 pub const JWT_BEARER_ASSERTION_TYPE: &str =
@@ -24,102 +27,15 @@ pub const JWT_BEARER_ASSERTION_TYPE: &str =
 /// Lifetime of a client assertion. SMART allows at most five minutes; four leave room for a
 /// server clock that runs up to a minute behind.
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(240);
-/// Assumed token lifetime when the server omits `expires_in`: five minutes, the lifetime SMART
-/// recommends, so a token is never assumed to live longer than is usual.
-pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Attempts per token fetch when failures are transient (network, 5xx, 429).
 const FETCH_ATTEMPTS: u32 = 3;
-const RETRY_BASE_DELAY: Duration = Duration::from_millis(500);
+/// 0.5 s, then 1 s.
+const FETCH_RETRY: Backoff =
+    Backoff::exponential(Duration::from_millis(500), Duration::from_secs(5));
 /// After a failed refresh, callers keep getting the still-valid current token for this long
 /// before another refresh is tried, so an outage does not stall every request.
 const REFRESH_BACKOFF: Duration = Duration::from_secs(5);
-
-/// An OAuth access token. `Debug` never shows the token.
-#[derive(Clone)]
-pub struct AccessToken {
-    inner: Arc<TokenInner>,
-}
-
-struct TokenInner {
-    value: Secret,
-    header: HeaderValue,
-    expires_at: DateTime<Utc>,
-    expires: Instant,
-    refresh_at: Instant,
-    scope: Option<String>,
-}
-
-impl AccessToken {
-    fn new(
-        value: Secret,
-        lifetime: Duration,
-        tolerance: Duration,
-        scope: Option<String>,
-    ) -> Result<Self, String> {
-        let mut header =
-            HeaderValue::from_str(&format!("Bearer {}", value.expose())).map_err(|_| {
-                "the access token holds characters not allowed in an HTTP header".to_string()
-            })?;
-        header.set_sensitive(true);
-        let now = Instant::now();
-        let margin = tolerance.min(lifetime / 2);
-        let expires_at =
-            Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX);
-        Ok(AccessToken {
-            inner: Arc::new(TokenInner {
-                value,
-                header,
-                expires_at,
-                expires: now + lifetime,
-                refresh_at: now + (lifetime - margin),
-                scope,
-            }),
-        })
-    }
-
-    /// `Authorization` header value (`Bearer …`), marked sensitive so HTTP stacks do not log it.
-    pub fn header_value(&self) -> HeaderValue {
-        self.inner.header.clone()
-    }
-
-    /// When the server said the token expires (or [`DEFAULT_TOKEN_LIFETIME`] after issue).
-    pub fn expires_at(&self) -> DateTime<Utc> {
-        self.inner.expires_at
-    }
-
-    /// The scope the server granted, when it said.
-    pub fn scope(&self) -> Option<&str> {
-        self.inner.scope.as_deref()
-    }
-
-    /// The token itself, for callers that do not use [`AccessToken::header_value`].
-    pub fn secret(&self) -> &Secret {
-        &self.inner.value
-    }
-
-    pub fn is_expired(&self) -> bool {
-        Instant::now() >= self.inner.expires
-    }
-
-    fn is_fresh(&self) -> bool {
-        Instant::now() < self.inner.refresh_at
-    }
-
-    fn same_token(&self, other: &AccessToken) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.value == other.inner.value
-    }
-}
-
-impl fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccessToken")
-            .field("token", &"[redacted]")
-            .field("expires_at", &self.inner.expires_at)
-            .field("scope", &self.inner.scope)
-            .finish()
-    }
-}
 
 /// How the client authenticates at the token endpoint.
 #[derive(Clone, Debug)]
@@ -163,6 +79,8 @@ struct Inner {
     cache: Mutex<Option<AccessToken>>,
     refresh: tokio::sync::Mutex<()>,
     refreshes: AtomicU64,
+    /// Token expiry, refresh and retry delays are measured on this clock.
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for TokenProvider {
@@ -201,6 +119,35 @@ impl TokenProvider {
         fhir_base: &Url,
         config: AuthConfig,
         http: reqwest::Client,
+    ) -> Result<Self, AuthError> {
+        Self::with_clock(fhir_base, config, http, Arc::new(SystemClock))
+    }
+
+    /// [`TokenProvider::new`] with an HTTP client of its own for the token endpoint: one that
+    /// never follows redirects, so credentials are sent nowhere but to the endpoint itself.
+    pub fn for_endpoint(
+        fhir_base: &Url,
+        config: AuthConfig,
+        connect_timeout: Duration,
+    ) -> Result<Self, AuthError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(connect_timeout)
+            .build()
+            .map_err(|e| {
+                AuthError::Config(format!(
+                    "cannot build the HTTP client for the token endpoint: {e}"
+                ))
+            })?;
+        Self::new(fhir_base, config, http)
+    }
+
+    /// [`TokenProvider::new`] measuring token lifetimes and retry delays on `clock`.
+    pub fn with_clock(
+        fhir_base: &Url,
+        config: AuthConfig,
+        http: reqwest::Client,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, AuthError> {
         if !config.enabled {
             return Err(AuthError::Config(
@@ -277,6 +224,7 @@ impl TokenProvider {
                 cache: Mutex::new(None),
                 refresh: tokio::sync::Mutex::new(()),
                 refreshes: AtomicU64::new(0),
+                clock,
             }),
         })
     }
@@ -299,13 +247,13 @@ impl TokenProvider {
             .lock()
             .ok()
             .and_then(|f| *f)
-            .is_some_and(|at| at.elapsed() < REFRESH_BACKOFF);
+            .is_some_and(|at| self.inner.clock.now().duration_since(at) < REFRESH_BACKOFF);
         if backing_off && let Some(still_valid) = cached.as_ref().filter(|t| !t.is_expired()) {
             return Ok(still_valid.clone());
         }
         let result = self.fetch_with_retry().await;
         if let Ok(mut failure) = self.inner.last_refresh_failure.lock() {
-            *failure = result.is_err().then(Instant::now);
+            *failure = result.is_err().then(|| self.inner.clock.now());
         }
         match result {
             Ok(token) => Ok(token),
@@ -410,9 +358,9 @@ impl TokenProvider {
                 }
                 Err(err) if err.is_transient() && attempt < FETCH_ATTEMPTS => {
                     self.forget_discovery(&err);
-                    let delay = RETRY_BASE_DELAY * 2u32.pow(attempt - 1);
+                    let delay = FETCH_RETRY.delay(attempt);
                     tracing::warn!(error = %err, attempt, retry_in_ms = delay.as_millis() as u64, "token request failed; retrying");
-                    tokio::time::sleep(delay).await;
+                    self.inner.clock.sleep(delay).await;
                     attempt += 1;
                 }
                 Err(err) => {
@@ -532,13 +480,13 @@ impl TokenProvider {
             status: status.as_u16(),
             reason: format!("the body is not JSON (content-type {content_type})"),
         })?;
-        let token = parse_token_response(&json, inner.tolerance).map_err(|reason| {
-            AuthError::TokenResponse {
+        let token = parse_token_response(&json, inner.tolerance, inner.clock.clone()).map_err(
+            |reason| AuthError::TokenResponse {
                 url: endpoint.to_string(),
                 status: status.as_u16(),
                 reason,
-            }
-        })?;
+            },
+        )?;
         tracing::info!(%endpoint, expires_at = %token.expires_at(), scope = token.scope().unwrap_or(""), "obtained access token");
         Ok(token)
     }
@@ -617,58 +565,6 @@ pub fn basic_authorization(client_id: &str, client_secret: &str) -> HeaderValue 
     value
 }
 
-/// `expires_in` as a lifetime: a number or a numeric string; absent or unusable values give
-/// [`DEFAULT_TOKEN_LIFETIME`].
-pub fn parse_expires_in(value: Option<&Value>) -> Option<Duration> {
-    let seconds = match value? {
-        Value::Number(n) => n.as_f64()?,
-        Value::String(s) => s.trim().parse::<f64>().ok()?,
-        _ => return None,
-    };
-    // Bounded so that the duration and timestamps stay representable (about 31 years).
-    (1.0..1e9)
-        .contains(&seconds)
-        .then(|| Duration::from_secs_f64(seconds))
-}
-
-fn parse_token_response(json: &Value, tolerance: Duration) -> Result<AccessToken, String> {
-    let access_token = match json.get("access_token") {
-        Some(Value::String(s)) if !s.is_empty() => Secret::new(s.as_str()),
-        Some(_) => return Err("`access_token` is empty or not a string".to_string()),
-        None => return Err("the response has no `access_token`".to_string()),
-    };
-    match json.get("token_type").and_then(Value::as_str) {
-        Some(t) if t.eq_ignore_ascii_case("bearer") => {}
-        Some(t) => {
-            return Err(format!(
-                "token_type is {t:?}; only bearer tokens are supported"
-            ));
-        }
-        None => tracing::debug!("token response has no token_type; assuming bearer"),
-    }
-    let lifetime = match json.get("expires_in") {
-        None => {
-            tracing::debug!(
-                assumed_seconds = DEFAULT_TOKEN_LIFETIME.as_secs(),
-                "token response has no expires_in"
-            );
-            DEFAULT_TOKEN_LIFETIME
-        }
-        Some(raw) => parse_expires_in(Some(raw)).unwrap_or_else(|| {
-            tracing::warn!(
-                assumed_seconds = DEFAULT_TOKEN_LIFETIME.as_secs(),
-                "token response has an unusable expires_in"
-            );
-            DEFAULT_TOKEN_LIFETIME
-        }),
-    };
-    let scope = json
-        .get("scope")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    AccessToken::new(access_token, lifetime, tolerance, scope)
-}
-
 fn warn_if_cleartext(url: &Url) {
     let loopback = match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -686,31 +582,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expires_in_number_or_string() {
-        assert_eq!(
-            parse_expires_in(Some(&serde_json::json!(300))),
-            Some(Duration::from_secs(300))
-        );
-        assert_eq!(
-            parse_expires_in(Some(&serde_json::json!("3600"))),
-            Some(Duration::from_secs(3600))
-        );
-        assert_eq!(
-            parse_expires_in(Some(&serde_json::json!(" 60 "))),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(
-            parse_expires_in(Some(&serde_json::json!(1.5))),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(parse_expires_in(None), None);
-        assert_eq!(parse_expires_in(Some(&serde_json::json!(-5))), None);
-        assert_eq!(parse_expires_in(Some(&serde_json::json!(0))), None);
-        assert_eq!(parse_expires_in(Some(&serde_json::json!("soon"))), None);
-        assert_eq!(parse_expires_in(Some(&serde_json::json!(null))), None);
-    }
-
-    #[test]
     fn basic_credentials_are_form_urlencoded_before_base64() {
         let value = basic_authorization("my client", "p@ss:w+rd/ü");
         assert!(value.is_sensitive());
@@ -722,29 +593,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(decoded, "my+client:p%40ss%3Aw%2Brd%2F%C3%BC");
-    }
-
-    #[test]
-    fn refresh_margin_is_capped_at_half_the_lifetime() {
-        let token = AccessToken::new(
-            Secret::new("t"),
-            Duration::from_secs(2),
-            Duration::from_secs(120),
-            None,
-        )
-        .unwrap();
-        assert!(token.is_fresh());
-        assert!(!token.is_expired());
-        let gap = token.inner.refresh_at - Instant::now();
-        assert!(gap <= Duration::from_secs(1));
-        assert!(
-            AccessToken::new(
-                Secret::new("bad\ntoken"),
-                Duration::from_secs(2),
-                Duration::ZERO,
-                None
-            )
-            .is_err()
-        );
     }
 }

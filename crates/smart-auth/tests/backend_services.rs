@@ -1,30 +1,16 @@
 //! The client against a real SMART authorization server over loopback.
 mod common;
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
 use smart_auth::{
-    AuthConfig, AuthError, SecretSource, SigningAlgorithm, SigningKey, TokenProvider,
+    AuthConfig, AuthError, ManualClock, SecretSource, SigningAlgorithm, SigningKey, TokenProvider,
 };
 
 const LONG: Duration = Duration::from_secs(300);
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-fn jwt_config(client_id: &str, key: SecretSource) -> AuthConfig {
-    AuthConfig::private_key_jwt(SecretSource::Inline(client_id.into()), key)
-}
-
-fn file(name: &str) -> SecretSource {
-    SecretSource::File(key_path(name))
-}
 
 /// Gets a token with `config` and uses it on a protected resource.
 async fn token_works(server: &AuthServer, config: AuthConfig) -> TokenProvider {
@@ -469,15 +455,17 @@ async fn algorithm_is_negotiated_from_the_advertised_list() {
 async fn short_lived_tokens_are_refreshed_across_a_long_series_of_requests() {
     let server = AuthServer::start(Duration::from_secs(1)).await;
     let client = http();
-    let provider = TokenProvider::new(
+    // Four seconds of requests, 50 ms apart on the provider's clock.
+    let clock = ManualClock::new();
+    let provider = TokenProvider::with_clock(
         &server.base,
         jwt_config(EC_CLIENT, file("ec384-a.private.jwk.json")),
         client.clone(),
+        Arc::new(clock.clone()),
     )
     .unwrap();
-    let started = Instant::now();
     let (mut ok, mut retried) = (0, 0);
-    while started.elapsed() < Duration::from_secs(4) {
+    for _ in 0..80 {
         let token = provider.token().await.unwrap();
         let mut status = server.get_patients(&client, &token).await;
         if status == 401 {
@@ -488,12 +476,12 @@ async fn short_lived_tokens_are_refreshed_across_a_long_series_of_requests() {
         }
         assert_eq!(status, 200);
         ok += 1;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        clock.advance(Duration::from_millis(50));
     }
-    assert!(ok > 3);
-    // Each token is reused for at most half its 1 s life, so 4 s of requests need several.
+    assert_eq!(ok, 80);
+    // Each token is reused for half its 1 s life, so 4 s of requests need eight.
     assert!(
-        provider.token_refreshes() >= 3,
+        provider.token_refreshes() >= 8,
         "only {} tokens for {ok} requests ({retried} retried)",
         provider.token_refreshes()
     );

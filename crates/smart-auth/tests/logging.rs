@@ -10,21 +10,6 @@ use smart_auth::{AuthConfig, SecretSource, SigningKey, TokenProvider};
 
 const LONG: Duration = Duration::from_secs(300);
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-fn jwt_config(client_id: &str, key: SecretSource) -> AuthConfig {
-    AuthConfig::private_key_jwt(SecretSource::Inline(client_id.into()), key)
-}
-
-fn file(name: &str) -> SecretSource {
-    SecretSource::File(key_path(name))
-}
-
 #[cfg(unix)]
 #[tokio::test]
 async fn key_file_readable_by_others_is_warned_about() {

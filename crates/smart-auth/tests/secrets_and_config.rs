@@ -59,27 +59,51 @@ async fn command_failure_does_not_echo_its_output() {
     assert!(matches!(empty, AuthError::SecretEmpty { .. }), "{empty:?}");
 }
 
-#[tokio::test]
-async fn env_and_file_sources() {
-    // Unique names: the environment is shared by all tests of this binary.
-    unsafe { std::env::set_var("SMART_AUTH_TEST_SECRET", "from-env\n") };
-    assert_eq!(
-        SecretSource::Env("SMART_AUTH_TEST_SECRET".into())
-            .load()
-            .await
-            .unwrap()
-            .expose(),
-        "from-env"
-    );
-    let err = SecretSource::Env("SMART_AUTH_TEST_UNSET".into())
-        .load()
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "environment variable SMART_AUTH_TEST_UNSET is not set"
-    );
+/// The environment variable is set only in a child process running this test alone, so no
+/// test running in parallel sees the process environment change.
+#[test]
+fn env_source_reads_the_process_environment() {
+    rusty_fork::fork(
+        rusty_fork::rusty_fork_test_name!(env_source_reads_the_process_environment),
+        rusty_fork::rusty_fork_id!(),
+        |child| {
+            child
+                .env("SMART_AUTH_TEST_SECRET", "from-env\n")
+                .env_remove("SMART_AUTH_TEST_UNSET");
+        },
+        |child, _| {
+            let status = child.wait().expect("waiting for the forked test");
+            assert!(status.success(), "the forked test failed: {status}");
+        },
+        || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                assert_eq!(
+                    SecretSource::Env("SMART_AUTH_TEST_SECRET".into())
+                        .load()
+                        .await
+                        .unwrap()
+                        .expose(),
+                    "from-env"
+                );
+                let err = SecretSource::Env("SMART_AUTH_TEST_UNSET".into())
+                    .load()
+                    .await
+                    .unwrap_err();
+                assert_eq!(
+                    err.to_string(),
+                    "environment variable SMART_AUTH_TEST_UNSET is not set"
+                );
+            });
+        },
+    )
+    .expect("forking the test");
+}
 
+#[tokio::test]
+async fn file_sources() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("secret.txt");
     std::fs::write(&path, "from-file\r\n").unwrap();
@@ -300,10 +324,11 @@ proptest! {
     }
 
     #[test]
-    fn secret_parsing_never_panics_and_keeps_values(text in ".{0,64}") {
+    fn secret_parsing_keeps_values_and_short_text_is_no_key(text in ".{0,64}") {
         if let Ok(SecretSource::Inline(secret)) = text.parse::<SecretSource>() {
             prop_assert!(text.ends_with(secret.expose()));
         }
-        let _ = smart_auth::SigningKey::parse(&text, Some("k"), None);
+        // No private key, JWK or PEM, fits in 64 characters.
+        prop_assert!(smart_auth::SigningKey::parse(&text, Some("k"), None).is_err());
     }
 }

@@ -1,21 +1,17 @@
 //! The client against the Bulk Data test server's SMART endpoints, through a whole export.
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bulk_test_server::smart::SmartServerConfig;
 use bulk_test_server::{DataSource, Fault, FaultRule, FaultTarget, ServerConfig, TestServer};
-use common::{CLIENT_SECRET, EC_CLIENT, RSA_CLIENT, SECRET_CLIENT, clients, key_path};
+use common::{
+    CLIENT_SECRET, EC_CLIENT, RSA_CLIENT, SECRET_CLIENT, clients, file, http, jwt_config,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
-use smart_auth::{AccessToken, AuthConfig, SecretSource, TokenProvider};
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
+use smart_auth::{AccessToken, AuthConfig, Clock, ManualClock, SecretSource, TokenProvider};
 
 async fn server(token_lifetime: Duration) -> TestServer {
     TestServer::start(ServerConfig {
@@ -38,12 +34,9 @@ async fn server(token_lifetime: Duration) -> TestServer {
     .unwrap()
 }
 
-fn jwt_provider(server: &TestServer, client_id: &str, key: &str) -> TokenProvider {
-    let config = AuthConfig::private_key_jwt(
-        SecretSource::Inline(client_id.into()),
-        SecretSource::File(key_path(key)),
-    );
-    TokenProvider::new(&server.base_url(), config, http()).unwrap()
+/// Token lifetimes and retry delays of the provider pass on `clock`.
+fn provider_on(server: &TestServer, config: AuthConfig, clock: &ManualClock) -> TokenProvider {
+    TokenProvider::with_clock(&server.base_url(), config, http(), Arc::new(clock.clone())).unwrap()
 }
 
 /// GET with the provider's token; one retry with a new token after a 401, as a Bulk Data
@@ -75,7 +68,12 @@ async fn get(
 async fn a_whole_export_outlives_several_short_tokens() {
     let server = server(Duration::from_secs(1)).await;
     let client = http();
-    let provider = jwt_provider(&server, EC_CLIENT, "ec384-a.private.jwk.json");
+    let clock = ManualClock::new();
+    let provider = provider_on(
+        &server,
+        jwt_config(EC_CLIENT, file("ec384-a.private.jwk.json")),
+        &clock,
+    );
     let kickoff_url = format!("{}/$export", server.base_url());
 
     let anonymous = client
@@ -95,7 +93,11 @@ async fn a_whole_export_outlives_several_short_tokens() {
         .unwrap()
         .to_string();
 
-    let manifest: Value = loop {
+    // The server completes after a number of polls; each Retry-After passes on the client's
+    // clock, so its one-second tokens expire between polls. The loop is bounded: a few real
+    // milliseconds per poll while the server plans the export.
+    let mut manifest = None;
+    for _ in 0..500 {
         let response = get(&client, &provider, &status_url, "application/json").await;
         match response.status() {
             StatusCode::ACCEPTED => {
@@ -105,12 +107,17 @@ async fn a_whole_export_outlives_several_short_tokens() {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok())
                     .unwrap_or(1);
-                tokio::time::sleep(Duration::from_secs(wait)).await;
+                clock.advance(Duration::from_secs(wait));
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            StatusCode::OK => break response.json().await.unwrap(),
+            StatusCode::OK => {
+                manifest = Some(response.json::<Value>().await.unwrap());
+                break;
+            }
             other => panic!("status answered {other}"),
         }
-    };
+    }
+    let manifest = manifest.expect("the export did not complete within 500 polls");
     assert_eq!(manifest["requiresAccessToken"], true);
     let outputs = manifest["output"].as_array().unwrap();
     assert!(outputs.len() > 1);
@@ -160,18 +167,25 @@ async fn token_endpoint_outages_are_retried_and_persistent_ones_reported() {
         FaultTarget::Token,
         Fault::Transient { status: 503 },
     ));
-    let provider = jwt_provider(&server, RSA_CLIENT, "rsa-a.private.jwk.json");
+    // Retry delays pass on the clock: the test waits for none of them.
+    let clock = ManualClock::new();
+    let start = clock.now();
+    let config = || jwt_config(RSA_CLIENT, file("rsa-a.private.jwk.json"));
+    let provider = provider_on(&server, config(), &clock);
     provider.token().await.unwrap();
     assert_eq!(provider.token_refreshes(), 1);
     assert_eq!(server.smart().unwrap().tokens_issued(), 1);
+    assert_eq!(clock.now() - start, Duration::from_millis(500));
 
     server.faults().add(FaultRule::always(
         FaultTarget::Token,
         Fault::Fatal { status: 500 },
     ));
-    let other = jwt_provider(&server, RSA_CLIENT, "rsa-a.private.jwk.json");
+    let other = provider_on(&server, config(), &clock);
     let err = other.token().await.unwrap_err();
     assert!(err.is_transient());
+    // Three attempts: 0.5 s and 1 s between them.
+    assert_eq!(clock.now() - start, Duration::from_millis(2000));
     let text = err.to_string();
     assert!(
         text.contains("HTTP 500") && text.contains(&server.token_url().to_string()),
@@ -204,19 +218,18 @@ async fn an_outage_during_refresh_keeps_the_current_token_until_it_expires() {
     let server = server(Duration::from_secs(10)).await;
     let config = AuthConfig {
         token_expiry_tolerance: 5,
-        ..AuthConfig::private_key_jwt(
-            SecretSource::Inline(RSA_CLIENT.into()),
-            SecretSource::File(key_path("rsa-a.private.jwk.json")),
-        )
+        ..jwt_config(RSA_CLIENT, file("rsa-a.private.jwk.json"))
     };
-    let provider = TokenProvider::new(&server.base_url(), config, http()).unwrap();
+    let clock = ManualClock::new();
+    let provider = provider_on(&server, config, &clock);
     let first = provider.token().await.unwrap();
     server.faults().add(FaultRule::always(
         FaultTarget::Token,
         Fault::Fatal { status: 500 },
     ));
-    // Past the refresh point (5 s before expiry), well before expiry.
-    tokio::time::sleep(Duration::from_millis(5200)).await;
+    // Past the refresh point (5 s before expiry), well before expiry; the two retries of the
+    // refresh wait 1.5 s more on the same clock.
+    clock.advance(Duration::from_millis(5200));
     let token_requests = || {
         server
             .requests()
@@ -234,4 +247,9 @@ async fn an_outage_during_refresh_keeps_the_current_token_until_it_expires() {
     assert_eq!(again.secret(), first.secret());
     assert_eq!(token_requests() - before, attempts);
     assert_eq!(provider.token_refreshes(), 1);
+    // Once the token has expired, the outage is the caller's error.
+    clock.advance(Duration::from_secs(4));
+    let err = provider.token().await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(token_requests() - before, 2 * attempts);
 }

@@ -41,6 +41,15 @@ pub async fn kickoff_get(c: &reqwest::Client, url: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// The status URL of a kick-off answered 202.
+pub fn accepted(r: &reqwest::Response) -> String {
+    assert_eq!(r.status(), 202);
+    r.headers()["content-location"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Kick-off that must succeed; returns the status URL.
 pub async fn kickoff_ok(c: &reqwest::Client, url: &str) -> String {
     let r = kickoff_get(c, url).await;

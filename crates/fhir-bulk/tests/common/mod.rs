@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fhir_bulk::{BulkEvent, ClientConfig};
+use fhir_bulk::{
+    BulkClient, BulkError, BulkEvent, ClientConfig, ExportOptions, ExportRequest, ExportSummary,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use url::Url;
@@ -24,6 +26,13 @@ pub fn fast_config(base: Url) -> ClientConfig {
     c.retry.max_retries = 5;
     c.read_timeout = Duration::from_secs(30);
     c
+}
+
+/// A system-level export with default options into `dir`.
+pub async fn export_system(client: &BulkClient, dir: &Path) -> Result<ExportSummary, BulkError> {
+    client
+        .export_to_dir(&ExportRequest::system(), dir, &ExportOptions::default())
+        .await
 }
 
 /// Records every event, for assertions on what observers see.

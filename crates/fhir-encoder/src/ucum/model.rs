@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 
 use super::UcumError;
 use super::decimal::Decimal;
-use super::table::{BASE_UNITS, Definition, PREFIXES, UNITS, UnitDef};
+use super::essence::{Definition, UnitDef};
+use super::table::{BASE_UNITS, PREFIXES, UNITS};
 
 /// A unit found by code: a base unit or a defined unit (index into its table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

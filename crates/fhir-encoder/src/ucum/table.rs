@@ -1,38 +1,9 @@
 //! UCUM essence definitions: prefixes, base units and defined units.
 //!
-//! Derived from the UCUM specification's `ucum-essence.xml` (Copyright
-//! Regenstrief Institute, Inc. and The UCUM Organization; free to use under
-//! the UCUM Terms of Use, https://ucum.org/trac/wiki/TermsOfUse). Special
-//! units carry the canonical unit expression the reference library assigns
-//! them instead of their conversion functions.
-//! Values are kept as the exact decimal text of the essence because the
-//! precision of that text decides the precision of canonical values.
-
-/// A prefix: code and exact factor text (always read with precision 24).
-pub(super) struct PrefixDef {
-    pub code: &'static str,
-    pub value: &'static str,
-}
-
-/// How a defined unit reduces to other units.
-pub(super) enum Definition {
-    /// `value` times the unit expression `unit`.
-    Linear {
-        unit: &'static str,
-        value: &'static str,
-    },
-    /// A non-linear unit (Cel, [degF], [pH], B, ...). `units` is the unit
-    /// expression whose canonical form names it, when one is known; its value
-    /// has no multiplicative factor, so canonical values are absent.
-    Special { units: Option<&'static str> },
-}
-
-/// A defined (non-base) unit.
-pub(super) struct UnitDef {
-    pub code: &'static str,
-    pub metric: bool,
-    pub definition: Definition,
-}
+//! GENERATED FILE, do not edit: `cargo run -p fhir-encoder --example generate-ucum-table`
+//! writes it from `definitions/ucum/ucum-essence.xml.gz` (UCUM essence 2.1; source and
+//! licence in `definitions/ucum/NOTICE.md`).
+use super::essence::{Definition, PrefixDef, UnitDef};
 
 /// Prefixes in essence order: the parser takes the first prefix that leaves a
 /// metric unit behind.
@@ -138,7 +109,7 @@ pub(super) const PREFIXES: &[PrefixDef] = &[
 /// Base units; canonical forms are products of powers of these.
 pub(super) const BASE_UNITS: &[&str] = &["m", "s", "g", "rad", "K", "C", "cd"];
 
-/// Defined units in essence order.
+/// Defined units, each after the units its definition uses (else in essence order).
 pub(super) const UNITS: &[UnitDef] = &[
     UnitDef {
         code: "10*",

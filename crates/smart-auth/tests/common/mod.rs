@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bulk_test_server::smart::{RegisteredClient, SmartAuth, SmartServerConfig};
 use serde_json::{Value, json};
+use smart_auth::{AuthConfig, SecretSource};
 use url::Url;
 
 pub const RSA_CLIENT: &str = "rsa-client";
@@ -20,6 +21,24 @@ pub const EC_CLIENT: &str = "ec-client";
 pub const ANY_ALG_CLIENT: &str = "any-alg-client";
 pub const SECRET_CLIENT: &str = "secret client/1";
 pub const CLIENT_SECRET: &str = "s3cr3t: with spaces+plus&percent%";
+
+/// An HTTP client for the tests' requests (and the providers' token requests).
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// `private_key_jwt` settings for `client_id` with `key`.
+pub fn jwt_config(client_id: &str, key: SecretSource) -> AuthConfig {
+    AuthConfig::private_key_jwt(SecretSource::Inline(client_id.into()), key)
+}
+
+/// A key fixture as a secret file.
+pub fn file(name: &str) -> SecretSource {
+    SecretSource::File(key_path(name))
+}
 
 pub fn key_path(name: &str) -> PathBuf {
     PathBuf::from(

@@ -1,0 +1,316 @@
+//! One file's download: attempts that stream the body into a [`LineSink`], resume with
+//! `Range` after a failure where the server allows, and retry transient failures; then the
+//! file is committed and its kind-specific contents read.
+use std::path::Path;
+
+use futures::StreamExt;
+use http::header::{ACCEPT, ACCEPT_ENCODING, RANGE};
+use http::{HeaderMap, HeaderValue, Method};
+
+use super::contents::{read_deletions, read_issues};
+use super::files::{DownloadedFile, PlannedFile};
+use super::lines::{Cursor, LineRules, LineSink};
+use crate::atomic::AtomicFile;
+use crate::client::BulkClient;
+use crate::error::BulkError;
+use crate::events::{BulkEvent, FileKind, RetryReason};
+use crate::retry::retry_delay;
+use crate::transport::{Verdict, read_outcome};
+
+const WRITE_BUFFER: usize = 1 << 20;
+/// Byte-progress events are sent at most every this many bytes per file.
+const PROGRESS_EVERY: u64 = 1 << 20;
+
+enum Attempt {
+    Done,
+    Retry {
+        reason: RetryReason,
+        hint: Option<std::time::Duration>,
+        error: BulkError,
+    },
+}
+
+pub(super) async fn fetch(
+    client: &BulkClient,
+    dir: &Path,
+    file: &PlannedFile,
+    requires_token: bool,
+) -> Result<DownloadedFile, BulkError> {
+    let final_path = dir.join(&file.name);
+    let part_path = dir.join(format!("{}.part", file.name));
+    let rejects_path = dir.join("rejects").join(&file.name);
+    let _ = tokio::fs::remove_file(&rejects_path).await;
+    let out = AtomicFile::create_async(&final_path, &part_path)
+        .await
+        .map_err(|e| BulkError::io(&part_path, e))?;
+    let config = &client.inner.config;
+    let rules = LineRules {
+        require_id: file.kind == FileKind::Output,
+        full_check: config.full_line_checks || file.kind != FileKind::Output,
+        max_line: config.max_line_bytes,
+    };
+    let mut sink = LineSink::new(file, rules, out, WRITE_BUFFER, rejects_path.clone());
+    let with_token = requires_token && client.same_origin(&file.url);
+    let mut attempt: u32 = 0;
+    let mut use_range = true;
+    loop {
+        attempt += 1;
+        client.emit(BulkEvent::DownloadRequest {
+            url: file.url.clone(),
+            resource_type: file.resource_type.clone(),
+            kind: file.kind,
+            attempt,
+        });
+        match fetch_attempt(client, file, &mut sink, with_token, &mut use_range).await? {
+            Attempt::Done => break,
+            Attempt::Retry {
+                reason,
+                hint,
+                error,
+            } => {
+                let committed = sink.cur;
+                sink.rewind(committed).await?;
+                if attempt > client.inner.config.retry.max_retries {
+                    return Err(BulkError::RetriesExhausted {
+                        what: "download",
+                        url: file.url.clone(),
+                        attempts: attempt,
+                        last: error.brief(),
+                    });
+                }
+                let delay = retry_delay(config, hint, attempt);
+                client.emit(BulkEvent::Retry {
+                    what: "download",
+                    url: file.url.clone(),
+                    attempt,
+                    reason,
+                    delay,
+                });
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+    let (out, cur) = sink.finish().await?;
+    out.commit()
+        .await
+        .map_err(|e| BulkError::io(&final_path, e))?;
+    let mut done = DownloadedFile {
+        kind: file.kind,
+        resource_type: file.resource_type.clone(),
+        url: file.url.clone(),
+        name: file.name.clone(),
+        path: final_path.clone(),
+        lines: cur.lines,
+        bytes: cur.out_len,
+        rejected_lines: cur.rejected,
+        rejects_path: (cur.rejected > 0).then_some(rejects_path),
+        expected_count: file.count,
+        deletions: Vec::new(),
+        issues: Vec::new(),
+        resumed: false,
+    };
+    if cur.rejected > 0 {
+        client.emit(BulkEvent::Warning {
+            url: Some(file.url.clone()),
+            message: format!(
+                "{}: {} invalid lines set aside in {}",
+                file.name,
+                cur.rejected,
+                display(done.rejects_path.as_deref())
+            ),
+        });
+    }
+    if done.count_mismatch() {
+        client.emit(BulkEvent::Warning {
+            url: Some(file.url.clone()),
+            message: format!(
+                "{}: manifest count is {} but {} lines were received",
+                file.name,
+                file.count.unwrap_or(0),
+                cur.lines + cur.rejected
+            ),
+        });
+    }
+    match file.kind {
+        FileKind::Output => {}
+        FileKind::Deleted => done.deletions = read_deletions(client, &done).await?,
+        FileKind::Error => done.issues = read_issues(client, &done).await?,
+    }
+    client.emit(BulkEvent::DownloadComplete {
+        url: file.url.clone(),
+        resource_type: file.resource_type.clone(),
+        kind: file.kind,
+        path: final_path,
+        lines: cur.lines,
+        bytes: cur.out_len,
+        rejected: cur.rejected,
+    });
+    Ok(done)
+}
+
+fn display(p: Option<&Path>) -> String {
+    p.map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+async fn fetch_attempt(
+    client: &BulkClient,
+    file: &PlannedFile,
+    sink: &mut LineSink<'_>,
+    with_token: bool,
+    use_range: &mut bool,
+) -> Result<Attempt, BulkError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static("application/fhir+ndjson"));
+    let offset = sink.cur.src_offset;
+    let ranged = offset > 0 && *use_range;
+    if !client.inner.config.gzip {
+        headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
+    if ranged {
+        let range = HeaderValue::from_str(&format!("bytes={offset}-"))
+            .map_err(|e| BulkError::InvalidRequest(e.to_string()))?;
+        headers.insert(RANGE, range);
+        // Byte offsets count decoded bytes, so the resumed part must come unencoded.
+        headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
+    let url = &file.url;
+    let resp = match client
+        .send_once("download", Method::GET, url, &headers, None, with_token)
+        .await
+    {
+        Ok((_, resp)) => resp,
+        Err(e @ BulkError::Network { .. }) => {
+            return Ok(Attempt::Retry {
+                reason: RetryReason::Network(e.brief()),
+                hint: None,
+                error: e,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let status = resp.status().as_u16();
+    let resp = match status {
+        200 => {
+            if offset > 0 {
+                // The server ignored the range (or none was sent): start the file over.
+                sink.rewind(Cursor::default()).await?;
+            }
+            resp
+        }
+        206 if ranged && content_range_start(resp.headers()) == Some(offset) => resp,
+        206 | 416 => {
+            // A range we cannot use: fetch the whole file again.
+            *use_range = false;
+            let error = BulkError::Http {
+                what: "download",
+                url: url.clone(),
+                status,
+                outcome: Some("unusable range response".into()),
+            };
+            return Ok(Attempt::Retry {
+                reason: RetryReason::ServerError(status),
+                hint: None,
+                error,
+            });
+        }
+        404 | 410 => {
+            return Err(BulkError::FileGone {
+                url: url.clone(),
+                status,
+            });
+        }
+        _ => match client.classify("download", url, resp).await {
+            Verdict::Pass(resp) => {
+                let outcome = read_outcome(resp).await.0;
+                return Err(BulkError::Http {
+                    what: "download",
+                    url: url.clone(),
+                    status,
+                    outcome,
+                });
+            }
+            Verdict::Retry {
+                reason,
+                hint,
+                error,
+            } => {
+                return Ok(Attempt::Retry {
+                    reason,
+                    hint,
+                    error,
+                });
+            }
+            Verdict::Fail(e) => return Err(e),
+        },
+    };
+    let mut body = resp.bytes_stream();
+    let mut unreported: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(bytes) => {
+                sink.feed(&bytes).await?;
+                unreported += bytes.len() as u64;
+                if unreported >= PROGRESS_EVERY {
+                    client.emit(BulkEvent::DownloadProgress {
+                        url: url.clone(),
+                        bytes: unreported,
+                    });
+                    unreported = 0;
+                }
+            }
+            Err(source) => {
+                if unreported > 0 {
+                    client.emit(BulkEvent::DownloadProgress {
+                        url: url.clone(),
+                        bytes: unreported,
+                    });
+                }
+                let error = BulkError::Network {
+                    what: "download",
+                    url: url.clone(),
+                    source,
+                };
+                return Ok(Attempt::Retry {
+                    reason: RetryReason::Network(error.brief()),
+                    hint: None,
+                    error,
+                });
+            }
+        }
+    }
+    if unreported > 0 {
+        client.emit(BulkEvent::DownloadProgress {
+            url: url.clone(),
+            bytes: unreported,
+        });
+    }
+    sink.end().await?;
+    Ok(Attempt::Done)
+}
+
+/// The first byte position of a `Content-Range: bytes a-b/n` header.
+fn content_range_start(headers: &HeaderMap) -> Option<u64> {
+    let v = headers.get(http::header::CONTENT_RANGE)?.to_str().ok()?;
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    rest.split('-').next()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_RANGE,
+            HeaderValue::from_static("bytes 100-199/200"),
+        );
+        assert_eq!(content_range_start(&h), Some(100));
+        h.insert(
+            http::header::CONTENT_RANGE,
+            HeaderValue::from_static("items 1-2/3"),
+        );
+        assert_eq!(content_range_start(&h), None);
+    }
+}

@@ -1,0 +1,39 @@
+//! Encoding options, with Pathling's defaults.
+
+/// Encoding options, with Pathling's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncoderOptions {
+    /// How many times a recursive type or backbone element may nest (e.g.
+    /// `Questionnaire.item.item`); deeper levels are not encoded.
+    pub max_nesting_level: usize,
+    /// Encode extensions (`_fid` on every group, `_extension` map on the resource).
+    pub enable_extensions: bool,
+    /// Types kept for open-type choice elements such as `Extension.value[x]`.
+    pub open_types: Vec<String>,
+}
+
+/// Pathling's default open types.
+pub const DEFAULT_OPEN_TYPES: [&str; 12] = [
+    "boolean",
+    "code",
+    "date",
+    "dateTime",
+    "decimal",
+    "integer",
+    "string",
+    "Coding",
+    "CodeableConcept",
+    "Address",
+    "Identifier",
+    "Reference",
+];
+
+impl Default for EncoderOptions {
+    fn default() -> Self {
+        EncoderOptions {
+            max_nesting_level: 3,
+            enable_extensions: false,
+            open_types: DEFAULT_OPEN_TYPES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}

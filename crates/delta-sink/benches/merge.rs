@@ -12,7 +12,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use delta_sink::generator::{RowSpec, observation_batch, observation_schema, random_ids};
-use delta_sink::{CommitOptions, Cursor, DeltaSink, SaveMode, SinkConfig, StorageOptions};
+use delta_sink::{
+    CommitOptions, Cursor, DeltaSink, ResourceTable, SaveMode, SinkConfig, StorageOptions,
+    TableWriter, WriteOutcome,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -57,11 +60,25 @@ fn dir_size(p: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-async fn build(dir: &Path, rows: usize, config: SinkConfig) {
+/// The benchmark's table in `dir`.
+async fn open_table(dir: &Path, config: SinkConfig) -> ResourceTable {
     let sink = DeltaSink::new(dir.to_str().unwrap(), StorageOptions::new())
         .unwrap()
         .with_config(config);
-    let mut table = sink.table("Observation").await.unwrap();
+    sink.table("Observation").await.unwrap()
+}
+
+/// Commits `w` as a merge with `cursor`.
+async fn commit_merge(table: &mut ResourceTable, w: TableWriter, cursor: Cursor) -> WriteOutcome {
+    let options = CommitOptions {
+        mode: SaveMode::Merge,
+        cursor: Some(cursor),
+    };
+    table.commit(w, options).await.unwrap()
+}
+
+async fn build(dir: &Path, rows: usize, config: SinkConfig) {
+    let mut table = open_table(dir, config).await;
     let ids = random_ids(rows);
     std::fs::write(dir.join("ids.txt"), ids.join("\n")).unwrap();
     let mut rng = StdRng::seed_from_u64(1);
@@ -80,16 +97,7 @@ async fn build(dir: &Path, rows: usize, config: SinkConfig) {
         chrono::DateTime::from_timestamp_micros(T0).unwrap(),
         "build",
     );
-    let out = table
-        .commit(
-            w,
-            CommitOptions {
-                mode: SaveMode::Merge,
-                cursor: Some(cursor),
-            },
-        )
-        .await
-        .unwrap();
+    let out = commit_merge(&mut table, w, cursor).await;
     let total = start.elapsed();
     let stats = table.stats().await.unwrap();
     println!(
@@ -128,10 +136,7 @@ async fn merge(dir: &Path, changed_pct: f64, new_pct: f64, config: SinkConfig) {
     drop(ids_text);
     let before_rss = vm_hwm_mib();
 
-    let sink = DeltaSink::new(dir.to_str().unwrap(), StorageOptions::new())
-        .unwrap()
-        .with_config(config);
-    let mut table = sink.table("Observation").await.unwrap();
+    let mut table = open_table(dir, config).await;
     let files_before = table.stats().await.unwrap().files;
     let start = Instant::now();
     let mut w = table.writer(observation_schema());
@@ -141,16 +146,7 @@ async fn merge(dir: &Path, changed_pct: f64, new_pct: f64, config: SinkConfig) {
     // A fresh cursor version per run: re-running one export would be skipped.
     let mut cursor = Cursor::new("bench", chrono::Utc::now(), "merge");
     cursor.version = chrono::Utc::now().timestamp_micros();
-    let out = table
-        .commit(
-            w,
-            CommitOptions {
-                mode: SaveMode::Merge,
-                cursor: Some(cursor),
-            },
-        )
-        .await
-        .unwrap();
+    let out = commit_merge(&mut table, w, cursor).await;
     let elapsed = start.elapsed();
     println!(
         "merge rows={n} changed={changed} new={new} status={:?} time={:.2}s inserted={} updated={} files_before={files_before} files_rewritten={} files_marked={} files_added={} bytes_added={} peak_rss={:.0}MiB (input batches alone: {:.0}MiB)",

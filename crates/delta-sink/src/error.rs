@@ -101,6 +101,28 @@ impl SinkError {
         }
     }
 
+    pub(crate) fn parquet(table: &str, source: parquet::errors::ParquetError) -> Self {
+        SinkError::Parquet {
+            table: table.to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(table: &str, detail: impl Into<String>) -> Self {
+        SinkError::InvalidData {
+            table: table.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn io(table: &str, context: &str, source: std::io::Error) -> Self {
+        SinkError::Io {
+            table: table.to_string(),
+            context: context.to_string(),
+            source,
+        }
+    }
+
     /// True when retrying after a reload may succeed.
     pub fn is_conflict(&self) -> bool {
         matches!(self, SinkError::Conflict { .. })

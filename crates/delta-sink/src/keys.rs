@@ -10,17 +10,17 @@ use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
 /// The recency of one resource version: `meta.lastUpdated` (epoch microseconds) and
 /// `meta.versionId`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Recency {
+pub(crate) struct Recency {
     /// `meta.lastUpdated` in microseconds since the epoch; `None` is oldest.
-    pub last_updated: Option<i64>,
+    pub(crate) last_updated: Option<i64>,
     /// `meta.versionId`; `None` is oldest.
-    pub version_id: Option<Box<str>>,
+    pub(crate) version_id: Option<Box<str>>,
 }
 
 impl Recency {
     /// Orders two versions of one resource: `lastUpdated` first (null oldest), then
     /// `versionId` (numerically when both parse as integers, else as strings; null oldest).
-    pub fn compare(&self, other: &Recency) -> Ordering {
+    pub(crate) fn compare(&self, other: &Recency) -> Ordering {
         self.last_updated.cmp(&other.last_updated).then_with(|| {
             compare_version_ids(self.version_id.as_deref(), other.version_id.as_deref())
         })
@@ -29,7 +29,7 @@ impl Recency {
     /// Whether an incoming version should replace `stored`: it must be newer; when both
     /// keys are equal it is the same version (skipped), except when neither side carries
     /// any recency at all, where nothing proves the incoming row is older, so it wins.
-    pub fn supersedes(&self, stored: &Recency) -> bool {
+    pub(crate) fn supersedes(&self, stored: &Recency) -> bool {
         match self.compare(stored) {
             Ordering::Greater => true,
             Ordering::Less => false,
@@ -39,7 +39,7 @@ impl Recency {
 }
 
 /// Compares two `versionId`s: numerically when both are integers, else bytewise.
-pub fn compare_version_ids(a: Option<&str>, b: Option<&str>) -> Ordering {
+pub(crate) fn compare_version_ids(a: Option<&str>, b: Option<&str>) -> Ordering {
     match (a, b) {
         (None, None) => Ordering::Equal,
         (None, Some(_)) => Ordering::Less,

@@ -21,20 +21,17 @@
 //! # Ok(()) }
 //! ```
 
-mod dv;
 mod error;
 pub mod generator;
 mod keys;
 mod location;
-mod spill;
-mod stage;
 mod table;
 
 pub use error::{Result, SinkError};
-pub use keys::{IdSet, Recency, compare_version_ids, reference_id};
-pub use location::{AWS_ENV_VARS, StorageOptions, register_object_stores, root_url, table_url};
+pub use keys::{IdSet, reference_id};
+pub use location::StorageOptions;
 pub use table::{
-    CommitOptions, Cursor, DeltaSink, METADATA_PREFIX, OptimizeOptions, OptimizeReport,
-    ReconcileScope, ResourceTable, SaveMode, SinkConfig, SyncMetadata, TableStats, TableWriter,
+    CommitOptions, Cursor, DeltaSink, OptimizeOptions, OptimizeReport, ReconcileScope,
+    ResourceTable, SaveMode, SinkConfig, SyncMetadata, TableStats, TableWriter, UnknownSaveMode,
     VacuumReport, WriteOutcome, WriteStatus,
 };

@@ -9,7 +9,7 @@ use url::Url;
 use crate::error::SinkError;
 
 /// AWS environment variables forwarded to the S3 object store when present.
-pub const AWS_ENV_VARS: &[&str] = &[
+pub(crate) const AWS_ENV_VARS: &[&str] = &[
     "AWS_ENDPOINT_URL",
     "AWS_ALLOW_HTTP",
     "AWS_ACCESS_KEY_ID",
@@ -35,7 +35,8 @@ impl StorageOptions {
         Self::default()
     }
 
-    /// The AWS variables of [`AWS_ENV_VARS`] found in the process environment.
+    /// The AWS variables the sink forwards (`AWS_ENDPOINT_URL`, `AWS_REGION`, credentials,
+    /// ...) found in the process environment.
     pub fn from_env() -> Self {
         let options = AWS_ENV_VARS
             .iter()
@@ -65,13 +66,13 @@ impl StorageOptions {
 static REGISTER: Once = Once::new();
 
 /// Registers the S3 object-store and log-store handlers with delta-rs (idempotent).
-pub fn register_object_stores() {
+pub(crate) fn register_object_stores() {
     REGISTER.call_once(|| deltalake::aws::register_handlers(None));
 }
 
 /// Turns a user-facing location (relative or absolute path, `file://` or `s3://` URL)
 /// into a directory URL ending in `/`.
-pub fn root_url(location: &str) -> Result<Url, SinkError> {
+pub(crate) fn root_url(location: &str) -> Result<Url, SinkError> {
     let invalid = |reason: String| SinkError::InvalidLocation {
         location: location.to_string(),
         reason,
@@ -109,7 +110,7 @@ pub fn root_url(location: &str) -> Result<Url, SinkError> {
 }
 
 /// The URL of one resource type's table: `<root>/<Type>.parquet`.
-pub fn table_url(root: &Url, resource_type: &str) -> Result<Url, SinkError> {
+pub(crate) fn table_url(root: &Url, resource_type: &str) -> Result<Url, SinkError> {
     let valid = !resource_type.is_empty()
         && resource_type
             .chars()

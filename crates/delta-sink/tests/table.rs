@@ -1,6 +1,8 @@
 //! Real Delta tables on local disk (and S3 when configured), read back through DataFusion.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -9,11 +11,12 @@ use chrono::{DateTime, TimeZone, Utc};
 use delta_sink::generator::{RowSpec, observation_batch, observation_schema, random_ids};
 use delta_sink::{
     CommitOptions, Cursor, DeltaSink, IdSet, OptimizeOptions, ReconcileScope, ResourceTable,
-    SaveMode, SinkConfig, SinkError, StorageOptions, WriteStatus,
+    SaveMode, SinkConfig, SinkError, StorageOptions, TableWriter, WriteOutcome, WriteStatus,
 };
 use deltalake::datafusion::prelude::SessionContext;
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tempfile::TempDir;
 
 /// Stored row: (versionId, lastUpdated µs, `_fid` marker).
 type Row = (Option<String>, Option<i64>, Option<i32>);
@@ -35,7 +38,7 @@ fn batch(rows: &[RowSpec], marker: i32) -> RecordBatch {
     let b = observation_batch(rows, &mut rng());
     let mut cols = b.columns().to_vec();
     let fid_idx = b.schema().index_of("_fid").unwrap();
-    cols[fid_idx] = std::sync::Arc::new(arrow::array::Int32Array::from(vec![marker; rows.len()]));
+    cols[fid_idx] = Arc::new(arrow::array::Int32Array::from(vec![marker; rows.len()]));
     RecordBatch::try_new(b.schema(), cols).unwrap()
 }
 
@@ -49,16 +52,35 @@ fn small_config() -> SinkConfig {
     }
 }
 
-fn sink_with(dir: &std::path::Path, config: SinkConfig) -> DeltaSink {
-    DeltaSink::new(dir.to_str().unwrap(), StorageOptions::new())
+/// A sink with `config` in a fresh directory.
+fn local_sink_with(config: SinkConfig) -> (TempDir, DeltaSink) {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = DeltaSink::new(dir.path().to_str().unwrap(), StorageOptions::new())
         .unwrap()
-        .with_config(config)
+        .with_config(config);
+    (dir, sink)
 }
 
-async fn sink_at(location: &str) -> DeltaSink {
-    DeltaSink::new(location, StorageOptions::new())
-        .unwrap()
-        .with_config(small_config())
+fn local_sink() -> (TempDir, DeltaSink) {
+    local_sink_with(small_config())
+}
+
+/// The (not yet existing) table of `resource_type` of a fresh [`local_sink_with`].
+async fn local_table(
+    resource_type: &str,
+    config: SinkConfig,
+) -> (TempDir, DeltaSink, ResourceTable) {
+    let (dir, sink) = local_sink_with(config);
+    let table = sink.table(resource_type).await.unwrap();
+    (dir, sink, table)
+}
+
+async fn observations_with(config: SinkConfig) -> (TempDir, DeltaSink, ResourceTable) {
+    local_table("Observation", config).await
+}
+
+async fn observations() -> (TempDir, DeltaSink, ResourceTable) {
+    observations_with(small_config()).await
 }
 
 async fn read_all(table: &ResourceTable) -> BTreeMap<String, Vec<Row>> {
@@ -101,20 +123,78 @@ async fn read_all(table: &ResourceTable) -> BTreeMap<String, Vec<Row>> {
     out
 }
 
+/// The stored ids, sorted.
+fn ids_of(rows: &BTreeMap<String, Vec<Row>>) -> Vec<&str> {
+    rows.keys().map(String::as_str).collect()
+}
+
+fn options(mode: SaveMode) -> CommitOptions {
+    CommitOptions { mode, cursor: None }
+}
+
+/// A writer of `table` holding `batches`.
+async fn writer_with(table: &ResourceTable, batches: &[RecordBatch]) -> TableWriter {
+    let mut w = table.writer(observation_schema());
+    for b in batches {
+        w.push(b).await.unwrap();
+    }
+    w
+}
+
 async fn write(
     table: &mut ResourceTable,
     batches: &[RecordBatch],
     mode: SaveMode,
     cursor: Option<Cursor>,
-) -> delta_sink::WriteOutcome {
-    let mut w = table.writer(observation_schema());
-    for b in batches {
-        w.push(b).await.unwrap();
-    }
+) -> WriteOutcome {
+    let w = writer_with(table, batches).await;
     table
         .commit(w, CommitOptions { mode, cursor })
         .await
         .unwrap()
+}
+
+/// Merges `rows` (one batch marked `marker`) without a cursor.
+async fn merge(table: &mut ResourceTable, rows: &[RowSpec], marker: i32) -> WriteOutcome {
+    write(table, &[batch(rows, marker)], SaveMode::Merge, None).await
+}
+
+/// A commit of `rows` in `mode` that must fail.
+async fn failed_commit(table: &mut ResourceTable, rows: &[RowSpec], mode: SaveMode) -> SinkError {
+    let w = writer_with(table, &[batch(rows, 9)]).await;
+    table.commit(w, options(mode)).await.unwrap_err()
+}
+
+/// Version 1 of every id, all last updated at the same time.
+fn first_versions<S: AsRef<str>>(ids: &[S]) -> Vec<RowSpec> {
+    ids.iter()
+        .map(|id| RowSpec::new(id.as_ref(), 1, us(1)))
+        .collect()
+}
+
+/// `n` ids `<prefix>0`, `<prefix>1`, ...
+fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// An `Observation` table (sink with `config`) of `files` files of ten random ids each,
+/// one merge per file; and the ids.
+async fn table_of_files(config: SinkConfig, files: usize) -> (TempDir, ResourceTable, Vec<String>) {
+    let (dir, _sink, mut table) = observations_with(config).await;
+    let ids = random_ids(files * 10);
+    for chunk in ids.chunks(10) {
+        merge(&mut table, &first_versions(chunk), 1).await;
+    }
+    (dir, table, ids)
+}
+
+/// A random version of `id`, last updated within `round * 10 + [0, spread)` seconds.
+fn random_version(rng: &mut StdRng, id: &str, round: i64, spread: i64) -> RowSpec {
+    RowSpec::new(
+        id,
+        rng.random_range(1..4),
+        us(round * 10 + rng.random_range(0..spread)),
+    )
 }
 
 fn only(rows: &BTreeMap<String, Vec<Row>>, id: &str) -> Row {
@@ -154,7 +234,7 @@ async fn merge_scenario(sink: &DeltaSink) {
             last_updated: None,
         }, // null lastUpdated is oldest
     ];
-    let out = write(&mut t, &[batch(&changes, 2)], SaveMode::Merge, None).await;
+    let out = merge(&mut t, &changes, 2).await;
     assert_eq!(
         (out.inserted, out.updated, out.unchanged),
         (1, 2, 4),
@@ -187,8 +267,7 @@ async fn merge_scenario(sink: &DeltaSink) {
 
 #[tokio::test]
 async fn merge_applies_only_newer_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
+    let (dir, sink) = local_sink();
     merge_scenario(&sink).await;
     // The table lives at <root>/<Type>.parquet.
     assert!(dir.path().join("Observation.parquet/_delta_log").is_dir());
@@ -196,14 +275,10 @@ async fn merge_applies_only_newer_rows() {
 
 #[tokio::test]
 async fn merge_with_deletion_vectors_applies_only_newer_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_with(
-        dir.path(),
-        SinkConfig {
-            deletion_vectors: true,
-            ..small_config()
-        },
-    );
+    let (dir, sink) = local_sink_with(SinkConfig {
+        deletion_vectors: true,
+        ..small_config()
+    });
     merge_scenario(&sink).await;
     let files: Vec<_> = std::fs::read_dir(dir.path().join("Observation.parquet"))
         .unwrap()
@@ -234,9 +309,7 @@ async fn merge_with_deletion_vectors_applies_only_newer_rows() {
 
 #[tokio::test]
 async fn duplicate_ids_in_input_keep_the_newest_across_batches() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let mut t = sink.table("Observation").await.unwrap();
+    let (_dir, _sink, mut t) = observations().await;
     let b1 = batch(
         &[
             RowSpec::new("a", 1, us(10)),
@@ -262,20 +335,19 @@ async fn duplicate_ids_in_input_keep_the_newest_across_batches() {
     assert_eq!(only(&rows, "b"), (Some("5".into()), Some(us(50)), Some(1)));
 
     // Against stored rows too: duplicates of an existing id, newest of them wins.
-    let b3 = batch(
+    let out = merge(
+        &mut t,
         &[RowSpec::new("a", 7, us(70)), RowSpec::new("a", 6, us(60))],
         3,
-    );
-    let out = write(&mut t, &[b3], SaveMode::Merge, None).await;
+    )
+    .await;
     assert_eq!((out.updated, out.duplicates), (1, 1));
     assert_eq!(only(&read_all(&t).await, "a").0, Some("7".into()));
 }
 
 #[tokio::test]
 async fn writers_filled_in_parallel_commit_as_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let mut t = sink.table("Observation").await.unwrap();
+    let (dir, _sink, mut t) = observations().await;
     let (mut w1, mut w2) = (
         t.writer(observation_schema()),
         t.writer(observation_schema()),
@@ -293,16 +365,7 @@ async fn writers_filled_in_parallel_commit_as_one() {
     r2.unwrap();
     w1.absorb(w2).await.unwrap();
     assert_eq!(w1.staged_rows(), 4);
-    let out = t
-        .commit(
-            w1,
-            CommitOptions {
-                mode: SaveMode::Merge,
-                cursor: None,
-            },
-        )
-        .await
-        .unwrap();
+    let out = t.commit(w1, options(SaveMode::Merge)).await.unwrap();
     assert_eq!((out.inserted, out.duplicates), (3, 1), "{out:?}");
     let rows = read_all(&t).await;
     assert_eq!(rows.len(), 3);
@@ -318,23 +381,20 @@ async fn writers_filled_in_parallel_commit_as_one() {
 
     // Writers of different schemas do not mix.
     let mut w = t.writer(observation_schema());
-    let other = arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
-        "id",
-        arrow::datatypes::DataType::Utf8,
-        true,
-    )]);
-    let err = w
-        .absorb(t.writer(std::sync::Arc::new(other)))
-        .await
-        .unwrap_err();
+    let err = w.absorb(t.writer(id_only_schema())).await.unwrap_err();
     assert!(matches!(err, SinkError::SchemaMismatch { .. }), "{err}");
+}
+
+/// A schema of just an `id` column.
+fn id_only_schema() -> arrow::datatypes::SchemaRef {
+    Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Utf8, true),
+    ]))
 }
 
 #[tokio::test]
 async fn deletes_respect_transaction_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let mut t = sink.table("Observation").await.unwrap();
+    let (_dir, _sink, mut t) = observations().await;
     let rows: Vec<RowSpec> = vec![
         RowSpec::new("old", 1, us(10)),
         RowSpec::new("new", 1, us(500)),
@@ -345,54 +405,37 @@ async fn deletes_respect_transaction_time() {
         },
         RowSpec::new("keep", 1, us(10)),
     ];
-    write(&mut t, &[batch(&rows, 1)], SaveMode::Merge, None).await;
+    merge(&mut t, &rows, 1).await;
     let out = t
         .delete_ids(["old", "new", "nolu", "absent"], at(100), None)
         .await
         .unwrap();
     assert_eq!(out.deleted, 2, "{out:?}");
-    let stored = read_all(&t).await;
-    assert_eq!(
-        stored.keys().cloned().collect::<Vec<_>>(),
-        vec!["keep".to_string(), "new".to_string()]
-    );
+    assert_eq!(ids_of(&read_all(&t).await), ["keep", "new"]);
 
     // Deletes and data in one commit: the deleted id's incoming row is dropped too.
-    let mut w = t.writer(observation_schema());
-    w.push(&batch(
-        &[
-            RowSpec::new("keep", 2, us(20)),
-            RowSpec::new("x", 1, us(20)),
-        ],
-        2,
-    ))
-    .await
-    .unwrap();
+    let incoming = [
+        RowSpec::new("keep", 2, us(20)),
+        RowSpec::new("x", 1, us(20)),
+    ];
+    let mut w = writer_with(&t, &[batch(&incoming, 2)]).await;
     w.delete(["keep", "x"], at(30));
     let before = t.version().unwrap();
     let out = t.commit(w, CommitOptions::default()).await.unwrap();
     assert_eq!(out.version, Some(before + 1), "one commit");
     assert_eq!(out.deleted, 1);
     assert_eq!(out.inserted, 0);
-    let stored = read_all(&t).await;
-    assert_eq!(
-        stored.keys().cloned().collect::<Vec<_>>(),
-        vec!["new".to_string()]
-    );
+    assert_eq!(ids_of(&read_all(&t).await), ["new"]);
 }
 
 #[tokio::test]
 async fn reconciliation_removes_ids_missing_from_the_export() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let mut t = sink.table("Observation").await.unwrap();
-    let rows: Vec<RowSpec> = (0..30)
-        .map(|i| RowSpec::new(format!("r{i}"), 1, us(1)))
-        .collect();
-    write(&mut t, &[batch(&rows, 1)], SaveMode::Merge, None).await;
+    let (_dir, _sink, mut t) = observations().await;
+    let ids = numbered("r", 30);
+    merge(&mut t, &first_versions(&ids), 1).await;
     // Server now has r0..r19; candidates limit the scope to r0..r24 (Group members).
-    let keep: IdSet = (0..20).map(|i| format!("r{i}")).collect();
-    let candidates: IdSet = (0..25).map(|i| format!("r{i}")).collect();
+    let keep: IdSet = ids[..20].iter().collect();
+    let candidates: IdSet = ids[..25].iter().collect();
     let removed = t
         .reconcile(keep.clone(), Some(candidates), None)
         .await
@@ -408,14 +451,13 @@ async fn reconciliation_removes_ids_missing_from_the_export() {
 
 #[tokio::test]
 async fn save_modes() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let mut t = sink.table("Patient").await.unwrap();
+    let (_dir, sink, mut t) = local_table("Patient", small_config()).await;
     let a = batch(
         &[RowSpec::new("a", 1, us(1)), RowSpec::new("b", 1, us(1))],
         1,
     );
-    let c = batch(&[RowSpec::new("c", 1, us(1))], 2);
+    let c_rows = [RowSpec::new("c", 1, us(1))];
+    let c = batch(&c_rows, 2);
 
     // error: creates when absent, fails when present.
     let out = write(
@@ -426,18 +468,7 @@ async fn save_modes() {
     )
     .await;
     assert_eq!(out.inserted, 2);
-    let mut w = t.writer(observation_schema());
-    w.push(&c).await.unwrap();
-    let err = t
-        .commit(
-            w,
-            CommitOptions {
-                mode: SaveMode::ErrorIfExists,
-                cursor: None,
-            },
-        )
-        .await
-        .unwrap_err();
+    let err = failed_commit(&mut t, &c_rows, SaveMode::ErrorIfExists).await;
     assert!(matches!(err, SinkError::TableExists { .. }), "{err}");
     assert!(err.to_string().contains("Patient.parquet"), "{err}");
 
@@ -456,11 +487,7 @@ async fn save_modes() {
     // overwrite: replaces everything.
     let out = write(&mut t, std::slice::from_ref(&c), SaveMode::Overwrite, None).await;
     assert!(out.files_removed >= 2);
-    let rows = read_all(&t).await;
-    assert_eq!(
-        rows.keys().cloned().collect::<Vec<_>>(),
-        vec!["c".to_string()]
-    );
+    assert_eq!(ids_of(&read_all(&t).await), ["c"]);
 
     // ignore on a missing table creates it.
     let mut t2 = sink.table("Encounter").await.unwrap();
@@ -477,9 +504,7 @@ async fn save_modes() {
 
 #[tokio::test]
 async fn cursor_is_committed_with_the_data_and_reruns_are_skipped() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let mut t = sink.table("Observation").await.unwrap();
+    let (_dir, sink, mut t) = observations().await;
     assert_eq!(t.committed_version("srv/Observation").await.unwrap(), None);
     let tt = at(1000);
     let cursor = Cursor::new("srv/Observation", tt, "sync-1");
@@ -543,13 +568,8 @@ async fn cursor_is_committed_with_the_data_and_reruns_are_skipped() {
 
 #[tokio::test]
 async fn schema_mismatch_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let t = sink.table("Observation").await.unwrap();
-    let other = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
-        arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Utf8, true),
-    ]));
-    let mut w = t.writer(other);
+    let (_dir, _sink, t) = observations().await;
+    let mut w = t.writer(id_only_schema());
     let err = w
         .push(&batch(&[RowSpec::new("a", 1, us(1))], 1))
         .await
@@ -563,14 +583,9 @@ async fn schema_mismatch_is_a_clear_error() {
 
 #[tokio::test]
 async fn maintenance_optimize_vacuum_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let mut t = sink.table("Observation").await.unwrap();
+    let (dir, sink, mut t) = observations().await;
     for i in 0..5 {
-        let rows: Vec<RowSpec> = (0..10)
-            .map(|j| RowSpec::new(format!("m{i}-{j}"), 1, us(1)))
-            .collect();
-        write(&mut t, &[batch(&rows, i)], SaveMode::Merge, None).await;
+        merge(&mut t, &first_versions(&numbered(&format!("m{i}-"), 10)), i).await;
     }
     let before = t.stats().await.unwrap();
     assert_eq!(before.files, 5);
@@ -582,25 +597,18 @@ async fn maintenance_optimize_vacuum_checkpoint() {
     assert_eq!(after.rows, Some(50));
     assert_eq!(read_all(&t).await.len(), 50);
 
-    let parquet_files = |p: &std::path::Path| {
-        std::fs::read_dir(p)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "parquet")
-            })
-            .count()
-    };
     let table_dir = dir.path().join("Observation.parquet");
-    assert_eq!(parquet_files(&table_dir), 6);
+    assert_eq!(parquet_files(&table_dir).len(), 6);
     // The default 7-day retention is enforced: a zero retention is refused.
     assert!(t.vacuum(Duration::ZERO, true, false).await.is_err());
+    assert_eq!(
+        parquet_files(&table_dir).len(),
+        6,
+        "the refused vacuum deleted nothing"
+    );
     let v = t.vacuum(Duration::ZERO, false, false).await.unwrap();
     assert_eq!(v.files_deleted, 5);
-    assert_eq!(parquet_files(&table_dir), 1);
+    assert_eq!(parquet_files(&table_dir).len(), 1);
     assert_eq!(read_all(&t).await.len(), 50);
 
     let version = t.checkpoint().await.unwrap();
@@ -612,23 +620,13 @@ async fn maintenance_optimize_vacuum_checkpoint() {
 
 #[tokio::test]
 async fn updates_rewrite_only_touched_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let mut t = sink.table("Observation").await.unwrap();
-    let ids = random_ids(40);
     // Four commits: four files of ten rows each.
-    for chunk in ids.chunks(10) {
-        let rows: Vec<RowSpec> = chunk
-            .iter()
-            .map(|id| RowSpec::new(id.clone(), 1, us(1)))
-            .collect();
-        write(&mut t, &[batch(&rows, 1)], SaveMode::Merge, None).await;
-    }
+    let (_dir, mut t, ids) = table_of_files(small_config(), 4).await;
     let rows = vec![
         RowSpec::new(ids[3].clone(), 2, us(2)),
         RowSpec::new("brand-new", 1, us(2)),
     ];
-    let out = write(&mut t, &[batch(&rows, 2)], SaveMode::Merge, None).await;
+    let out = merge(&mut t, &rows, 2).await;
     assert_eq!((out.inserted, out.updated), (1, 1));
     assert_eq!(out.files_rewritten, 1);
     assert_eq!(out.files_removed, 1);
@@ -660,54 +658,36 @@ async fn relative_paths_and_bad_locations() {
 
 #[tokio::test]
 async fn concurrent_writers_conflict_with_a_typed_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let mut t = sink.table("Observation").await.unwrap();
-    write(
-        &mut t,
-        &[batch(&[RowSpec::new("a", 1, us(1))], 1)],
-        SaveMode::Merge,
-        None,
-    )
-    .await;
-    // Two handles stage against the same version; both commit the same cursor app id.
+    let (_dir, sink, mut t) = observations().await;
+    merge(&mut t, &[RowSpec::new("a", 1, us(1))], 1).await;
+    // Two handles stage against the same version and commit with the same txn app id:
+    // exactly one commit lands, the other is refused with a typed conflict.
     let mut t1 = sink.table("Observation").await.unwrap();
     let mut t2 = sink.table("Observation").await.unwrap();
-    let mut w1 = t1.writer(observation_schema());
-    w1.push(&batch(&[RowSpec::new("a", 2, us(2))], 2))
-        .await
-        .unwrap();
-    let mut w2 = t2.writer(observation_schema());
-    w2.push(&batch(&[RowSpec::new("a", 3, us(3))], 3))
-        .await
-        .unwrap();
-    let c = |v: i64| Some(Cursor::new("app", at(v), "s"));
-    let (r1, r2) = tokio::join!(
-        t1.commit(
-            w1,
-            CommitOptions {
-                mode: SaveMode::Merge,
-                cursor: c(10)
-            }
+    let w1 = writer_with(&t1, &[batch(&[RowSpec::new("a", 2, us(2))], 2)]).await;
+    let w2 = writer_with(&t2, &[batch(&[RowSpec::new("a", 3, us(3))], 3)]).await;
+    let c = |v: i64| CommitOptions {
+        mode: SaveMode::Merge,
+        cursor: Some(Cursor::new("app", at(v), "s")),
+    };
+    let (r1, r2) = tokio::join!(t1.commit(w1, c(10)), t2.commit(w2, c(20)));
+    let (winner, cursor, err) = match (r1, r2) {
+        (Ok(_), Err(e)) => ("2", at(10), e),
+        (Err(e), Ok(_)) => ("3", at(20), e),
+        (Ok(a), Ok(b)) => panic!(
+            "both commits landed (versions {:?}, {:?})",
+            a.version, b.version
         ),
-        t2.commit(
-            w2,
-            CommitOptions {
-                mode: SaveMode::Merge,
-                cursor: c(20)
-            }
-        ),
+        (Err(a), Err(b)) => panic!("both commits failed: {a}; {b}"),
+    };
+    assert!(err.is_conflict(), "unexpected error: {err}");
+    let t = sink.table("Observation").await.unwrap();
+    assert_eq!(t.version(), Some(1), "one commit on top of the first");
+    assert_eq!(only(&read_all(&t).await, "a").0.as_deref(), Some(winner));
+    assert_eq!(
+        t.committed_version("app").await.unwrap(),
+        Some(cursor.timestamp_millis())
     );
-    let failures: Vec<SinkError> = [r1, r2].into_iter().filter_map(|r| r.err()).collect();
-    assert!(failures.len() <= 1, "at least one writer must succeed");
-    // Either both serialise cleanly (one finished before the other read) or the loser
-    // gets a typed conflict; never a silent lost update.
-    for f in &failures {
-        eprintln!("conflict: {f}");
-        assert!(f.is_conflict(), "unexpected error: {f}");
-    }
-    let stored = read_all(&sink.table("Observation").await.unwrap()).await;
-    assert_eq!(stored["a"].len(), 1);
 }
 
 /// Same scenario on S3-compatible storage (moto) when `FHIRSYNC_TEST_S3_ENDPOINT` is set.
@@ -751,17 +731,7 @@ async fn s3_merge_scenario() {
 
 #[tokio::test]
 async fn zorder_optimize_keeps_every_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let mut t = sink.table("Observation").await.unwrap();
-    let ids = random_ids(30);
-    for chunk in ids.chunks(10) {
-        let rows: Vec<RowSpec> = chunk
-            .iter()
-            .map(|id| RowSpec::new(id.clone(), 1, us(1)))
-            .collect();
-        write(&mut t, &[batch(&rows, 1)], SaveMode::Merge, None).await;
-    }
+    let (_dir, mut t, ids) = table_of_files(small_config(), 3).await;
     let report = t
         .optimize(OptimizeOptions {
             zorder_by_id: true,
@@ -774,32 +744,17 @@ async fn zorder_optimize_keeps_every_row() {
     assert_eq!(stored.len(), 30);
     assert!(ids.iter().all(|id| stored.contains_key(id)));
     // Merges keep working on the optimized layout.
-    let out = write(
-        &mut t,
-        &[batch(&[RowSpec::new(ids[0].clone(), 2, us(2))], 2)],
-        SaveMode::Merge,
-        None,
-    )
-    .await;
+    let out = merge(&mut t, &[RowSpec::new(ids[0].clone(), 2, us(2))], 2).await;
     assert_eq!(out.updated, 1);
 }
 
 #[tokio::test]
 async fn rows_without_id_are_rejected_without_losing_their_neighbours() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let mut t = sink.table("Observation").await.unwrap();
-    let b = batch(
-        &[
-            RowSpec::new("a", 1, us(1)),
-            RowSpec::new("x", 1, us(1)),
-            RowSpec::new("b", 1, us(1)),
-        ],
-        1,
-    );
+    let (_dir, _sink, mut t) = observations().await;
+    let b = batch(&first_versions(&["a", "x", "b"]), 1);
     // Null out the middle id.
     let mut cols = b.columns().to_vec();
-    cols[0] = std::sync::Arc::new(arrow::array::StringArray::from(vec![
+    cols[0] = Arc::new(arrow::array::StringArray::from(vec![
         Some("a"),
         None,
         Some("b"),
@@ -807,24 +762,13 @@ async fn rows_without_id_are_rejected_without_losing_their_neighbours() {
     let b = RecordBatch::try_new(b.schema(), cols).unwrap();
     let out = write(&mut t, &[b], SaveMode::Merge, None).await;
     assert_eq!((out.inserted, out.rejected), (2, 1));
-    assert_eq!(
-        read_all(&t).await.keys().cloned().collect::<Vec<_>>(),
-        vec!["a".to_string(), "b".to_string()]
-    );
+    assert_eq!(ids_of(&read_all(&t).await), ["a", "b"]);
 }
 
 #[tokio::test]
 async fn input_schema_must_match_the_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let mut t = sink.table("Observation").await.unwrap();
-    write(
-        &mut t,
-        &[batch(&[RowSpec::new("a", 1, us(1))], 1)],
-        SaveMode::Merge,
-        None,
-    )
-    .await;
+    let (_dir, _sink, mut t) = observations().await;
+    merge(&mut t, &[RowSpec::new("a", 1, us(1))], 1).await;
     // Same columns minus `_fid`: a different encoding of the type.
     let full = batch(&[RowSpec::new("b", 1, us(1))], 2);
     let narrow = full
@@ -840,9 +784,7 @@ async fn input_schema_must_match_the_table() {
 
 #[tokio::test]
 async fn an_export_without_rows_still_creates_the_table_and_records_the_cursor() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let mut t = sink.table("Device").await.unwrap();
+    let (_dir, _sink, mut t) = local_table("Device", small_config()).await;
     let out = write(
         &mut t,
         &[],
@@ -865,44 +807,20 @@ async fn an_export_without_rows_still_creates_the_table_and_records_the_cursor()
 
 #[tokio::test]
 async fn merges_fold_small_files_together() {
-    let dir = tempfile::tempdir().unwrap();
     let config = SinkConfig {
         compact_small_files: 4,
         ..small_config()
     };
-    let sink = sink_with(dir.path(), config);
-    let mut t = sink.table("Observation").await.unwrap();
-    let ids = random_ids(30);
-    for chunk in ids.chunks(10) {
-        let rows: Vec<RowSpec> = chunk
-            .iter()
-            .map(|id| RowSpec::new(id.clone(), 1, us(1)))
-            .collect();
-        write(&mut t, &[batch(&rows, 1)], SaveMode::Merge, None).await;
-    }
+    let (_dir, mut t, ids) = table_of_files(config, 3).await;
     assert_eq!(t.stats().await.unwrap().files, 3);
     // The fourth small file (from this merge's inserts) reaches the threshold next time.
-    let out = write(
-        &mut t,
-        &[batch(&[RowSpec::new("n1", 1, us(1))], 2)],
-        SaveMode::Merge,
-        None,
-    )
-    .await;
+    let out = merge(&mut t, &[RowSpec::new("n1", 1, us(1))], 2).await;
     assert_eq!(out.files_compacted, 0);
-    let out = write(
-        &mut t,
-        &[batch(
-            &[
-                RowSpec::new(ids[0].clone(), 2, us(2)),
-                RowSpec::new("n2", 1, us(1)),
-            ],
-            3,
-        )],
-        SaveMode::Merge,
-        None,
-    )
-    .await;
+    let rows = [
+        RowSpec::new(ids[0].clone(), 2, us(2)),
+        RowSpec::new("n2", 1, us(1)),
+    ];
+    let out = merge(&mut t, &rows, 3).await;
     assert_eq!(
         (
             out.inserted,
@@ -922,57 +840,75 @@ async fn merges_fold_small_files_together() {
     assert!(stored.values().all(|v| v.len() == 1));
 }
 
+/// A generator for a seeded test; the seed is printed to replay a failure.
+fn seeded(seed: u64) -> StdRng {
+    println!("seed {seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+/// `n` random UUIDs drawn from `rng`, so that a seed replays them too.
+fn seeded_ids(rng: &mut StdRng, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            uuid::Builder::from_random_bytes(rng.random())
+                .into_uuid()
+                .to_string()
+        })
+        .collect()
+}
+
+/// A writer holding `incoming`, deleting `deleted` as of `deleted_at` and (when given)
+/// reconciling against `keep`.
+async fn change_writer(
+    table: &ResourceTable,
+    incoming: &[RecordBatch],
+    deleted: &[String],
+    deleted_at: DateTime<Utc>,
+    keep: Option<&IdSet>,
+) -> TableWriter {
+    let mut w = writer_with(table, incoming).await;
+    w.delete(deleted, deleted_at);
+    if let Some(keep) = keep {
+        w.reconcile(keep.clone(), None);
+    }
+    w
+}
+
 /// Matching in many id buckets gives exactly what one pass gives: same rows, same counts.
 #[tokio::test]
 async fn bucketed_matching_equals_a_single_pass() {
-    use rand::Rng;
     for seed in 0..4u64 {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let ids = random_ids(120);
-        let spec = |rng: &mut StdRng, id: &String| {
-            RowSpec::new(
-                id.clone(),
-                rng.random_range(1..4),
-                us(rng.random_range(0..4)),
-            )
-        };
+        let mut rng = seeded(seed);
+        let ids = seeded_ids(&mut rng, 120);
         // Stored: 100 ids, a few twice; incoming: updates, stale rows, duplicates, new ids.
         let stored: Vec<RowSpec> = ids[..100]
             .iter()
             .chain(&ids[..5])
-            .map(|id| spec(&mut rng, id))
+            .map(|id| random_version(&mut rng, id, 0, 4))
             .collect();
         let incoming: Vec<RowSpec> = (0..80)
             .map(|_| {
                 let i = rng.random_range(0..ids.len());
-                spec(&mut rng, &ids[i])
+                random_version(&mut rng, &ids[i], 0, 4)
             })
             .collect();
         let deleted: Vec<String> = (0..10)
             .map(|_| ids[rng.random_range(0..ids.len())].clone())
             .collect();
         let keep: IdSet = ids[..90].iter().collect();
+        let batches: Vec<RecordBatch> = incoming.chunks(30).map(|c| batch(c, 2)).collect();
 
         let mut results = Vec::new();
         for bucket_rows in [1_000_000, 7, 1] {
-            let dir = tempfile::tempdir().unwrap();
-            let sink = sink_with(
-                dir.path(),
-                SinkConfig {
-                    index_bucket_rows: bucket_rows,
-                    ..small_config()
-                },
-            );
-            let mut t = sink.table("Observation").await.unwrap();
-            let first = write(&mut t, &[batch(&stored, 1)], SaveMode::Merge, None).await;
-            let mut w = t.writer(observation_schema());
-            for chunk in incoming.chunks(30) {
-                w.push(&batch(chunk, 2)).await.unwrap();
-            }
-            w.delete(&deleted, at(2));
-            w.reconcile(keep.clone(), None);
+            let (_dir, _sink, mut t) = observations_with(SinkConfig {
+                index_bucket_rows: bucket_rows,
+                ..small_config()
+            })
+            .await;
+            let first = merge(&mut t, &stored, 1).await;
+            let w = change_writer(&t, &batches, &deleted, at(2), Some(&keep)).await;
             let second = t.commit(w, CommitOptions::default()).await.unwrap();
-            let counts = |o: &delta_sink::WriteOutcome| {
+            let counts = |o: &WriteOutcome| {
                 (
                     o.inserted,
                     o.updated,
@@ -1001,24 +937,19 @@ async fn bucketed_matching_equals_a_single_pass() {
 /// (vectors extended, files rewritten once mostly deleted), and after maintenance.
 #[tokio::test]
 async fn deletion_vectors_give_the_same_rows_as_rewrites() {
-    use rand::Rng;
     for seed in 0..3u64 {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let ids = random_ids(150);
-        let spec = |rng: &mut StdRng, id: &String, round: i64| {
-            RowSpec::new(
-                id.clone(),
-                rng.random_range(1..4),
-                us(round * 10 + rng.random_range(0..12)),
-            )
-        };
-        let stored: Vec<RowSpec> = ids[..100].iter().map(|id| spec(&mut rng, id, 0)).collect();
+        let mut rng = seeded(seed);
+        let ids = seeded_ids(&mut rng, 150);
+        let stored: Vec<RowSpec> = ids[..100]
+            .iter()
+            .map(|id| random_version(&mut rng, id, 0, 12))
+            .collect();
         let rounds: Vec<(Vec<RowSpec>, Vec<String>, IdSet)> = (1..4)
             .map(|round| {
                 let incoming = (0..40)
                     .map(|_| {
                         let i = rng.random_range(0..ids.len());
-                        spec(&mut rng, &ids[i], round)
+                        random_version(&mut rng, &ids[i], round, 12)
                     })
                     .collect();
                 let deleted = (0..6)
@@ -1032,28 +963,18 @@ async fn deletion_vectors_give_the_same_rows_as_rewrites() {
         let mut results = Vec::new();
         let mut marked = 0;
         for vectors in [false, true] {
-            let dir = tempfile::tempdir().unwrap();
-            let sink = sink_with(
-                dir.path(),
-                SinkConfig {
-                    new_file_rows: 25,
-                    deletion_vectors: vectors,
-                    ..small_config()
-                },
-            );
-            let mut t = sink.table("Observation").await.unwrap();
-            let mut seen = vec![
-                write(&mut t, &[batch(&stored, 0)], SaveMode::Merge, None)
-                    .await
-                    .inserted,
-            ];
+            let (dir, sink, mut t) = observations_with(SinkConfig {
+                new_file_rows: 25,
+                deletion_vectors: vectors,
+                ..small_config()
+            })
+            .await;
+            let mut seen = vec![merge(&mut t, &stored, 0).await.inserted];
             for (round, (incoming, deleted, keep)) in rounds.iter().enumerate() {
-                let mut w = t.writer(observation_schema());
-                w.push(&batch(incoming, round as i32 + 1)).await.unwrap();
-                w.delete(deleted, at(round as i64 * 10 + 11));
-                if round == 2 {
-                    w.reconcile(keep.clone(), None);
-                }
+                let incoming = [batch(incoming, round as i32 + 1)];
+                let deleted_at = at(round as i64 * 10 + 11);
+                let keep = (round == 2).then_some(keep);
+                let w = change_writer(&t, &incoming, deleted, deleted_at, keep).await;
                 let out = t.commit(w, CommitOptions::default()).await.unwrap();
                 marked += out.files_marked;
                 seen.extend([
@@ -1081,15 +1002,30 @@ async fn deletion_vectors_give_the_same_rows_as_rewrites() {
             // A checkpoint keeps the vectors (a fresh handle reads from it); compaction
             // applies them; vacuum keeps the ones still in use.
             let before = read_all(&t).await;
-            t.checkpoint().await.unwrap();
+            let version = t.checkpoint().await.unwrap();
+            assert_eq!(Some(version), t.version());
             let fresh = sink.table("Observation").await.unwrap();
             assert_eq!(
                 read_all(&fresh).await,
                 before,
                 "seed {seed}: after checkpoint"
             );
-            t.optimize(OptimizeOptions::default()).await.unwrap();
+            let files_before = t.stats().await.unwrap().files;
+            let optimized = t.optimize(OptimizeOptions::default()).await.unwrap();
+            assert_eq!(Some(optimized.version), t.version(), "seed {seed}");
+            assert_eq!(
+                t.stats().await.unwrap().files,
+                files_before - optimized.files_removed + optimized.files_added,
+                "seed {seed}: {optimized:?}"
+            );
             t.vacuum(Duration::ZERO, false, false).await.unwrap();
+            let referenced = t.stats().await.unwrap().files;
+            let table_dir = dir.path().join("Observation.parquet");
+            assert_eq!(
+                parquet_files(&table_dir).len() as u64,
+                referenced,
+                "seed {seed}: vacuum leaves exactly the table's files"
+            );
             assert_eq!(
                 read_all(&t).await,
                 before,
@@ -1115,26 +1051,17 @@ fn with_subjects(b: RecordBatch, subjects: &[Option<&str>]) -> RecordBatch {
     let display = StringArray::from(vec![None::<&str>; subjects.len()]);
     let nulls =
         arrow::buffer::NullBuffer::from(subjects.iter().map(Option::is_some).collect::<Vec<_>>());
-    let subject = StructArray::new(
-        fields,
-        vec![std::sync::Arc::new(refs), std::sync::Arc::new(display)],
-        Some(nulls),
-    );
+    let subject = StructArray::new(fields, vec![Arc::new(refs), Arc::new(display)], Some(nulls));
     let mut cols = b.columns().to_vec();
-    cols[idx] = std::sync::Arc::new(subject);
+    cols[idx] = Arc::new(subject);
     RecordBatch::try_new(b.schema(), cols).unwrap()
 }
 
 #[tokio::test]
 async fn reconciliation_within_a_group_touches_only_its_patients_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let mut t = sink.table("Observation").await.unwrap();
-    let rows: Vec<RowSpec> = (0..6)
-        .map(|i| RowSpec::new(format!("o{i}"), 1, us(1)))
-        .collect();
+    let (_dir, _sink, mut t) = observations().await;
     let b = with_subjects(
-        batch(&rows, 1),
+        batch(&first_versions(&numbered("o", 6)), 1),
         &[
             Some("Patient/m1"),
             Some("Patient/m1"),
@@ -1146,13 +1073,11 @@ async fn reconciliation_within_a_group_touches_only_its_patients_rows() {
     );
     write(&mut t, &[b], SaveMode::Merge, None).await;
     // The group's export now has only o1 (and a new row of m2).
-    let mut w = t.writer(observation_schema());
-    w.push(&with_subjects(
+    let new_row = with_subjects(
         batch(&[RowSpec::new("o9", 1, us(2))], 2),
         &[Some("Patient/m2")],
-    ))
-    .await
-    .unwrap();
+    );
+    let mut w = writer_with(&t, &[new_row]).await;
     let keep: IdSet = ["o1", "o9"].into_iter().collect();
     w.reconcile_within(
         keep,
@@ -1164,15 +1089,11 @@ async fn reconciliation_within_a_group_touches_only_its_patients_rows() {
     );
     let out = t.commit(w, CommitOptions::default()).await.unwrap();
     assert_eq!((out.inserted, out.reconciled), (1, 3), "{out:?}");
-    let stored = read_all(&t).await;
-    assert_eq!(
-        stored.keys().cloned().collect::<Vec<_>>(),
-        ["o1", "o3", "o5", "o9"]
-    );
+    assert_eq!(ids_of(&read_all(&t).await), ["o1", "o3", "o5", "o9"]);
 }
 
 /// The Parquet files in a table directory, committed or not.
-fn parquet_files(table_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+fn parquet_files(table_dir: &Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(table_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -1187,12 +1108,8 @@ fn parquet_files(table_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn new_files_are_snappy_and_rewrites_zstd_only_where_columns_hold_values() {
     use parquet::basic::Compression;
     use parquet::file::reader::{FileReader, SerializedFileReader};
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let mut t = sink.table("Observation").await.unwrap();
-    let rows: Vec<RowSpec> = (0..10)
-        .map(|i| RowSpec::new(format!("z{i}"), 1, us(1)))
-        .collect();
+    let (dir, _sink, mut t) = observations().await;
+    let rows = first_versions(&numbered("z", 10));
     // `subject` null in every row; a new file after the first batch (7 rows).
     let b1 = with_subjects(batch(&rows[..7], 1), &[None; 7]);
     let b2 = with_subjects(batch(&rows[7..], 1), &[None; 3]);
@@ -1247,12 +1164,10 @@ async fn new_files_are_snappy_and_rewrites_zstd_only_where_columns_hold_values()
 /// commit are deleted, so the directory holds only the table's files.
 #[tokio::test]
 async fn files_a_commit_does_not_take_are_deleted() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = sink_at(dir.path().to_str().unwrap()).await;
-    let mut t = sink.table("Observation").await.unwrap();
+    let (dir, _sink, mut t) = observations().await;
     let data_files = || parquet_files(&dir.path().join("Observation.parquet")).len() as u64;
-    let ids: Vec<String> = (0..7).map(|i| format!("d{i}")).collect();
-    let v1: Vec<RowSpec> = ids.iter().map(|id| RowSpec::new(id, 1, us(1))).collect();
+    let ids = numbered("d", 7);
+    let v1 = first_versions(&ids);
     let v2: Vec<RowSpec> = ids.iter().map(|id| RowSpec::new(id, 2, us(2))).collect();
     // Three new files: every row of the first loses, the second wins whole, the third
     // has a winner (d9) and a stale copy of d0.
@@ -1274,22 +1189,10 @@ async fn files_a_commit_does_not_take_are_deleted() {
     // Writes that do not commit leave nothing behind.
     let rows = [RowSpec::new("x", 1, us(5))];
     let out = write(&mut t, &[batch(&rows, 4)], SaveMode::Ignore, None).await;
-    assert_eq!(out.status, delta_sink::WriteStatus::IgnoredExisting);
-    let mut w = t.writer(observation_schema());
-    w.push(&batch(&rows, 5)).await.unwrap();
-    let err = t
-        .commit(
-            w,
-            CommitOptions {
-                mode: SaveMode::ErrorIfExists,
-                cursor: None,
-            },
-        )
-        .await
-        .unwrap_err();
+    assert_eq!(out.status, WriteStatus::IgnoredExisting);
+    let err = failed_commit(&mut t, &rows, SaveMode::ErrorIfExists).await;
     assert!(matches!(err, SinkError::TableExists { .. }), "{err}");
-    let mut w = t.writer(observation_schema());
-    w.push(&batch(&v2, 6)).await.unwrap(); // 7 rows: a full file, written out
+    let w = writer_with(&t, &[batch(&v2, 6)]).await; // 7 rows: a full file, written out
     assert_eq!(data_files(), 3);
     w.discard().await.unwrap();
     assert_eq!(data_files(), 2);
@@ -1297,8 +1200,7 @@ async fn files_a_commit_does_not_take_are_deleted() {
 
     // A write that stops without commit or discard (a killed sync) leaves its closed files;
     // vacuum removes them.
-    let mut w = t.writer(observation_schema());
-    w.push(&batch(&v2, 7)).await.unwrap();
+    let w = writer_with(&t, &[batch(&v2, 7)]).await;
     drop(w);
     assert_eq!(data_files(), 3);
     let report = t.vacuum(Duration::ZERO, false, false).await.unwrap();

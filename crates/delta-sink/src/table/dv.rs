@@ -1,21 +1,124 @@
 //! Deletion vectors (the Delta protocol's "Deletion Vector Format"): reading the ones a
-//! table's files carry, writing the ones a merge produces.
+//! table's files carry, writing the ones a merge produces, and enabling them on a table.
 //!
 //! With deletion vectors a merge marks the replaced rows of a stored file as deleted
 //! instead of rewriting the file: the file stays, its `add` action gains a descriptor of
 //! a RoaringBitmapArray of deleted row positions. delta-rs applies them when reading but
 //! does not write them, so this module writes them with the kernel's writer.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use delta_kernel::actions::deletion_vector_writer::{
     DeletionVector, StreamingDeletionVectorWriter,
 };
-use deltalake::ObjectStore;
-use deltalake::kernel::{DeletionVectorDescriptor, StorageType};
+use deltalake::kernel::{Add, DeletionVectorDescriptor, LogicalFileView, StorageType};
 use deltalake::logstore::object_store::ObjectStoreExt;
+use deltalake::{ObjectStore, TableProperty};
+use futures::{StreamExt, TryStreamExt};
 use roaring::RoaringTreemap;
+use serde_json::Value;
 use url::Url;
+
+use super::ResourceTable;
+use crate::error::{Result, SinkError};
+
+impl ResourceTable {
+    /// The rows each file's deletion vector marks deleted (`None` for files without one).
+    pub(crate) async fn read_deletion_vectors(
+        &self,
+        files: &[LogicalFileView],
+    ) -> Result<Vec<Option<RoaringTreemap>>> {
+        let store = self.table.object_store();
+        let root = self.table.table_url().clone();
+        futures::stream::iter(files.iter().map(|f| {
+            let (store, root) = (store.clone(), root.clone());
+            async move {
+                let Some(d) = f.deletion_vector_descriptor() else {
+                    return Ok(None);
+                };
+                read(&store, &root, &d).await.map(Some).map_err(|detail| {
+                    SinkError::invalid(
+                        &self.name,
+                        format!("deletion vector of {}: {detail}", f.path()),
+                    )
+                })
+            }
+        }))
+        .buffered(8)
+        .try_collect()
+        .await
+    }
+
+    pub(crate) fn deletion_vectors_enabled(&self) -> Result<bool> {
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        Ok(snapshot.table_config().enable_deletion_vectors == Some(true))
+    }
+
+    /// Sets `delta.enableDeletionVectors` (upgrading the table's protocol) in a commit of
+    /// its own.
+    pub(crate) async fn enable_deletion_vectors(&mut self) -> Result<()> {
+        tracing::info!(table = %self.name, "enabling deletion vectors");
+        self.table = self
+            .table
+            .clone()
+            .set_tbl_properties()
+            .with_properties(HashMap::from([(
+                TableProperty::EnableDeletionVectors.as_ref().to_string(),
+                "true".to_string(),
+            )]))
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Writes the vectors of `marks` into one new file and returns the add actions that
+    /// keep the marked files with their new vectors.
+    pub(crate) async fn mark_rows(
+        &self,
+        marks: Vec<(LogicalFileView, RoaringTreemap)>,
+    ) -> Result<Vec<Add>> {
+        if marks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (files, vectors): (Vec<_>, Vec<_>) = marks.into_iter().unzip();
+        let descriptors = write(&self.table.object_store(), vectors)
+            .await
+            .map_err(|d| {
+                SinkError::invalid(&self.name, format!("writing deletion vectors: {d}"))
+            })?;
+        Ok(files
+            .iter()
+            .zip(descriptors)
+            .map(|(f, d)| {
+                #[allow(deprecated)]
+                let add = f.add_action();
+                marked_add(add, d)
+            })
+            .collect())
+    }
+}
+
+/// A stored file's add action re-added with a new deletion vector.
+fn marked_add(mut add: Add, vector: DeletionVectorDescriptor) -> Add {
+    add.deletion_vector = Some(vector);
+    add.data_change = true;
+    add.stats = add.stats.as_deref().map(wide_bounds);
+    add
+}
+
+/// File statistics marked as no longer tight: min/max and null counts were taken over rows
+/// of which some are now deleted (the Delta protocol's `tightBounds`, which readers take as
+/// true when absent).
+fn wide_bounds(stats: &str) -> String {
+    match serde_json::from_str::<Value>(stats) {
+        Ok(Value::Object(mut fields)) => {
+            fields.insert("tightBounds".into(), Value::Bool(false));
+            Value::Object(fields).to_string()
+        }
+        _ => stats.to_string(),
+    }
+}
 
 /// The "portable" RoaringBitmapArray serialization's magic number.
 const PORTABLE_MAGIC: u32 = 1681511377;
@@ -37,7 +140,7 @@ impl DeletionVector for Rows {
 
 /// Reads the deleted row positions a descriptor points at. `store` is rooted at the
 /// table (`root`); `'u'` vectors live in the table directory, `'p'` ones must too.
-pub(crate) async fn read(
+async fn read(
     store: &Arc<dyn ObjectStore>,
     root: &Url,
     dv: &DeletionVectorDescriptor,
@@ -121,7 +224,7 @@ fn relative_path(encoded: &str) -> Result<String, String> {
 
 /// Writes `vectors` into one new deletion-vector file in the table directory and returns
 /// their descriptors, in order.
-pub(crate) async fn write(
+async fn write(
     store: &Arc<dyn ObjectStore>,
     vectors: Vec<RoaringTreemap>,
 ) -> Result<Vec<DeletionVectorDescriptor>, String> {
@@ -155,6 +258,35 @@ pub(crate) async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marked_files_are_re_added_with_the_vector_and_loose_statistics() {
+        let vector = DeletionVectorDescriptor {
+            storage_type: StorageType::UuidRelativePath,
+            path_or_inline_dv: "ab".into(),
+            offset: Some(1),
+            size_in_bytes: 30,
+            cardinality: 2,
+        };
+        let add = Add {
+            path: "part-0.parquet".into(),
+            data_change: false,
+            stats: Some(r#"{"numRecords":10,"tightBounds":true}"#.into()),
+            ..Add::default()
+        };
+        let marked = marked_add(add, vector.clone());
+        assert_eq!(marked.path, "part-0.parquet");
+        assert!(marked.data_change);
+        assert_eq!(marked.deletion_vector, Some(vector.clone()));
+        let stats: Value = serde_json::from_str(marked.stats.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            stats,
+            serde_json::json!({"numRecords": 10, "tightBounds": false})
+        );
+        // Statistics that are not a JSON object are left as they are; none stay none.
+        assert_eq!(wide_bounds("not json"), "not json");
+        assert_eq!(marked_add(Add::default(), vector).stats, None);
+    }
 
     #[tokio::test]
     async fn written_vectors_read_back() {

@@ -12,9 +12,9 @@ use futures::StreamExt;
 use std::sync::Arc;
 use url::Url;
 
+use super::load_table;
 use crate::error::SinkError;
 use crate::location::StorageOptions;
-use crate::table::load_table;
 
 /// One data file written by a [`Stage`], not yet part of the table.
 #[derive(Debug, Clone)]

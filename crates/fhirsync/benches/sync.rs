@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use bulk_test_server::{DataSource, ServerConfig, TestServer};
 use fhirsync::config::{DEFAULT_RESOURCE_TYPES, SyncOptions};
-use fhirsync::daemon::RunKind;
 use fhirsync::logging::LogMode;
+use fhirsync::run::RunKind;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -190,7 +190,7 @@ fn child(args: &[String]) -> anyhow::Result<()> {
             inserted += t.inserted;
             updated += t.updated;
             unchanged += t.unchanged;
-            deleted += t.deleted + t.reconciled;
+            deleted += t.removed();
         }
         let out = json!({
             "wall_s": finished.duration_since(started).as_secs_f64(),

@@ -111,11 +111,6 @@ pub fn patient_link_columns(resource_type: &str, schema: &Schema) -> Vec<String>
     columns
 }
 
-/// Whether `resource_type` is in the Patient compartment at all.
-pub fn in_patient_compartment(resource_type: &str) -> bool {
-    resource_type == "Patient" || PATIENT_COMPARTMENT.iter().any(|(t, _)| *t == resource_type)
-}
-
 fn camel(param: &str) -> String {
     let mut out = String::with_capacity(param.len());
     let mut upper = false;
@@ -167,7 +162,5 @@ mod tests {
         // Nested only: no top-level column.
         assert!(cols("Appointment").is_empty());
         assert!(cols("Practitioner").is_empty());
-        assert!(!in_patient_compartment("Practitioner"));
-        assert!(in_patient_compartment("Patient") && in_patient_compartment("Claim"));
     }
 }

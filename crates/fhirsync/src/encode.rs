@@ -73,7 +73,7 @@ pub fn read_download_rejects(
     path: &Path,
     resource_type: Option<&str>,
 ) -> anyhow::Result<Vec<EncodeReject>> {
-    let reader = crate::sync::open_ndjson(path)?;
+    let reader = crate::files::open_ndjson(path)?;
     let mut out = Vec::new();
     for line in reader.lines() {
         let line = line.with_context(|| format!("reading {}", path.display()))?;

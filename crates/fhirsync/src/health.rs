@@ -1,4 +1,4 @@
-//! Health verdicts (daemon `/health` and `fhirsync health`) and the daemon's HTTP server.
+//! Health verdicts: of the daemon's jobs (`/health`) and of a state file (`fhirsync health`).
 //!
 //! A job is healthy when its last successful sync is younger than the staleness limit and its
 //! most recent run did not fail. A job that has not succeeded yet counts as `pending` (healthy)
@@ -6,21 +6,34 @@
 //! an outage.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::daemon::{DaemonState, JobStatus, RunKind};
+use crate::run::RunKind;
 use crate::state::SyncState;
+
+/// What the daemon knows about one job, for its verdict.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobStatus {
+    pub name: String,
+    /// When the job's loop started (a job that has never succeeded is "pending" for a while).
+    pub started_at: Option<DateTime<Utc>>,
+    pub running: Option<RunKind>,
+    pub running_since: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// The last committed `transactionTime`.
+    pub last_cursor: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// Whether the most recent finished run failed.
+    pub last_run_failed: bool,
+    pub consecutive_failures: u64,
+    pub next_run: Option<DateTime<Utc>>,
+    pub next_run_kind: Option<RunKind>,
+    pub queued: Option<RunKind>,
+}
 
 /// A job's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -37,21 +50,21 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn is_healthy(self) -> bool {
+    pub(crate) fn is_healthy(self) -> bool {
         matches!(self, Self::Ok | Self::Pending)
     }
 }
 
 /// What the state file says, read tolerantly (only `last_sync_time` is guaranteed).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct StateFileView {
+pub(crate) struct StateFileView {
     /// `last_success_at`, else `last_sync_time` (the cursor, a server time) as the best estimate.
     pub last_success_at: Option<DateTime<Utc>>,
     pub last_run_failed: bool,
 }
 
 impl StateFileView {
-    pub fn from_state(state: &SyncState) -> Self {
+    pub(crate) fn from_state(state: &SyncState) -> Self {
         let cursor = state
             .last_sync_time
             .as_deref()
@@ -72,7 +85,7 @@ impl StateFileView {
 
 /// One job in the `/health` body.
 #[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct JobHealth {
+pub(crate) struct JobHealth {
     pub status: Verdict,
     pub healthy: bool,
     /// Why the job is not `ok`.
@@ -97,7 +110,7 @@ pub struct JobHealth {
 
 /// The `/health` body.
 #[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct HealthReport {
+pub(crate) struct HealthReport {
     /// `ok` or `unhealthy`.
     pub status: &'static str,
     pub healthy: bool,
@@ -146,7 +159,7 @@ fn verdict(
 }
 
 /// The verdict for one job of the daemon.
-pub fn evaluate_job(s: &JobStatus, stale_after: Duration, now: DateTime<Utc>) -> JobHealth {
+pub(crate) fn evaluate_job(s: &JobStatus, stale_after: Duration, now: DateTime<Utc>) -> JobHealth {
     let (status, reason, age_seconds) = verdict(
         s.last_success_at,
         s.last_run_failed,
@@ -173,7 +186,11 @@ pub fn evaluate_job(s: &JobStatus, stale_after: Duration, now: DateTime<Utc>) ->
 }
 
 /// The verdict over all jobs: healthy when every job is.
-pub fn evaluate(jobs: &[JobStatus], stale_after: Duration, now: DateTime<Utc>) -> HealthReport {
+pub(crate) fn evaluate(
+    jobs: &[JobStatus],
+    stale_after: Duration,
+    now: DateTime<Utc>,
+) -> HealthReport {
     let jobs: BTreeMap<String, JobHealth> = jobs
         .iter()
         .map(|j| (j.name.clone(), evaluate_job(j, stale_after, now)))
@@ -254,45 +271,6 @@ pub fn check_state_file(path: &Path, max_age: Duration, now: DateTime<Utc>) -> S
     report.last_error = state.last_error;
     report.last_error_at = state.last_error_at;
     report
-}
-
-/// The daemon's routes: `/health` and `/metrics`.
-pub fn router(state: Arc<DaemonState>) -> Router {
-    Router::new()
-        .route("/health", get(health_handler))
-        .route("/metrics", get(metrics_handler))
-        .with_state(state)
-}
-
-async fn health_handler(State(state): State<Arc<DaemonState>>) -> Response {
-    let report = evaluate(&state.snapshot(), state.stale_after(), Utc::now());
-    let code = if report.healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        code,
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(report),
-    )
-        .into_response()
-}
-
-async fn metrics_handler(State(state): State<Arc<DaemonState>>) -> Response {
-    let body = state.metrics.encode(Utc::now());
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
-}
-
-/// Serves [`router`] on `listener` until `stop` fires.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<DaemonState>,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
 }
 
 #[cfg(test)]

@@ -1,14 +1,21 @@
 //! fhirsync: the sync layer that ties the Bulk Data client, the FHIR encoder and the Delta sink
 //! together, plus the pieces shared by the `fhirsync` binary's subcommands.
-pub mod compartment;
+//!
+//! Modules depend on each other in one direction only: `run`, `files`, `state`, `memory` and
+//! `compartment` on none of the others; `schedule` and `metrics` on `run`; `health` on `run`
+//! and `state`; `encode` on `files`; `config` on `schedule`; `tables` on `config` and `files`;
+//! `sync` and `daemon` on those below them, never on each other.
+mod compartment;
 pub mod config;
 pub mod daemon;
-pub mod encode;
+mod encode;
+pub mod files;
 pub mod health;
 pub mod logging;
 pub mod memory;
-pub mod metrics;
+mod metrics;
 pub mod progress;
+pub mod run;
 pub mod schedule;
 pub mod state;
 pub mod sync;

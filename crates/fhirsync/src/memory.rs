@@ -4,7 +4,7 @@
 /// arenas). Called between the export phase, which frees its writers' buffers scattered over
 /// the heap, and the commits, so their memory adds to the live heap rather than to the
 /// export's high-water mark.
-pub fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns unused pages of the heap to the kernel.
     unsafe {

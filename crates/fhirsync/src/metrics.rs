@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::daemon::{RunKind, SyncOutcome};
+use crate::run::{RunKind, SyncReport};
 
 /// Content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -240,7 +240,7 @@ impl Metrics {
         name: &str,
         kind: RunKind,
         elapsed: Duration,
-        outcome: &SyncOutcome,
+        report: &SyncReport,
         finished_at: DateTime<Utc>,
     ) {
         let l = Self::run(name, kind);
@@ -253,11 +253,11 @@ impl Metrics {
         self.consecutive_failures.get_or_create(&j).set(0);
         self.bytes_downloaded
             .get_or_create(&j)
-            .inc_by(outcome.bytes_downloaded);
+            .inc_by(report.bytes_downloaded);
         self.token_refreshes
             .get_or_create(&j)
-            .inc_by(outcome.token_refreshes);
-        for (reason, n) in &outcome.http_retries {
+            .inc_by(report.token_refreshes);
+        for (reason, n) in &report.http_retries {
             self.http_retries
                 .get_or_create(&RetryLabels {
                     job: name.to_owned(),
@@ -265,13 +265,13 @@ impl Metrics {
                 })
                 .inc_by(*n);
         }
-        for (resource_type, c) in &outcome.per_type {
+        for (resource_type, t) in &report.tables {
             for (kind, n) in [
-                ("inserted", c.inserted),
-                ("updated", c.updated),
-                ("unchanged", c.unchanged),
-                ("deleted", c.deleted),
-                ("rejected", c.rejected),
+                ("inserted", t.inserted),
+                ("updated", t.updated),
+                ("unchanged", t.unchanged),
+                ("deleted", t.removed()),
+                ("rejected", t.rejected),
             ] {
                 self.resources
                     .get_or_create(&ResourceLabels {
@@ -282,7 +282,7 @@ impl Metrics {
                     .inc_by(n);
             }
         }
-        self.seed_last_success(name, finished_at, outcome.transaction_time.as_deref());
+        self.seed_last_success(name, finished_at, report.transaction_time.as_deref());
     }
 
     /// Sets the last-success time and cursor (also from the state file at start-up).

@@ -15,7 +15,7 @@ use chrono_tz::Tz;
 use croner::Cron;
 use serde::Deserialize;
 
-use crate::daemon::RunKind;
+use crate::run::RunKind;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid cron expression {expr:?}: {message}")]
@@ -119,7 +119,7 @@ pub struct ScheduleConfig {
 impl ScheduleConfig {
     /// The next due run strictly after `after`; a full refresh wins over an incremental sync due
     /// at the same instant.
-    pub fn next_run(&self, after: DateTime<Utc>) -> Option<(DateTime<Utc>, RunKind)> {
+    pub(crate) fn next_run(&self, after: DateTime<Utc>) -> Option<(DateTime<Utc>, RunKind)> {
         let inc = self
             .incremental
             .as_ref()
@@ -137,7 +137,7 @@ impl ScheduleConfig {
     }
 
     /// A random delay in `[0, jitter)`.
-    pub fn jitter_delay(&self) -> Duration {
+    pub(crate) fn jitter_delay(&self) -> Duration {
         if self.jitter.is_zero() {
             return Duration::ZERO;
         }

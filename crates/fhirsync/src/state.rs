@@ -92,13 +92,12 @@ impl SyncState {
     }
 }
 
-pub use fhir_bulk::write_file_atomically as write_atomically;
+use fhir_bulk::write_file_atomically as write_atomically;
 
 /// An exclusive advisory lock held for the lifetime of a sync; released on drop or process death.
 #[derive(Debug)]
 pub struct SyncLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl SyncLock {
@@ -106,10 +105,7 @@ impl SyncLock {
     pub fn try_acquire(path: &Path) -> Result<Self, StateError> {
         let file = Self::open(path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Self {
-                _file: file,
-                path: path.to_owned(),
-            }),
+            Ok(()) => Ok(Self { _file: file }),
             Err(fs::TryLockError::WouldBlock) => Err(StateError::Locked {
                 path: path.to_owned(),
             }),
@@ -118,19 +114,6 @@ impl SyncLock {
                 source,
             }),
         }
-    }
-
-    /// Waits for the lock (blocking; call from a blocking context).
-    pub fn acquire_blocking(path: &Path) -> Result<Self, StateError> {
-        let file = Self::open(path)?;
-        file.lock().map_err(|source| StateError::LockOpen {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(Self {
-            _file: file,
-            path: path.to_owned(),
-        })
     }
 
     fn open(path: &Path) -> Result<File, StateError> {
@@ -149,10 +132,6 @@ impl SyncLock {
                 path: path.to_owned(),
                 source,
             })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

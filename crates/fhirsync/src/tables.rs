@@ -1,14 +1,22 @@
 //! Finding the resource tables under a delta path, for `status`, `query` and `maintain`.
-use std::path::Path;
-
-use anyhow::Context;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::Context;
 use delta_sink::{DeltaSink, ResourceTable, StorageOptions};
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::config::is_remote_path;
+use crate::files;
+
 /// Suffix of every table directory (`<delta-path>/<Type>.parquet`, the Pathling layout).
-pub const TABLE_SUFFIX: &str = ".parquet";
+pub(crate) const TABLE_SUFFIX: &str = ".parquet";
+
+/// The directory of a local delta path (`file://` stripped); `None` for an object store URL.
+pub(crate) fn local_dir(delta_path: &str) -> Option<PathBuf> {
+    (!is_remote_path(delta_path))
+        .then(|| PathBuf::from(delta_path.strip_prefix("file://").unwrap_or(delta_path)))
+}
 
 /// The tables under `delta_path`, sorted by type. A local path is listed; an object store path
 /// is probed for every type the encoder supports (or `types`, when given).
@@ -17,25 +25,17 @@ pub async fn list_tables(
     delta_path: &str,
     types: Option<&[String]>,
 ) -> anyhow::Result<Vec<(String, ResourceTable)>> {
-    let candidates: Vec<String> = match types {
-        Some(t) => t.to_vec(),
-        None if !crate::config::is_remote_path(delta_path) => {
-            let dir = Path::new(delta_path.strip_prefix("file://").unwrap_or(delta_path));
-            let mut found = Vec::new();
-            let entries =
-                std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
-            for entry in entries {
-                let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if let Some(t) = name.strip_suffix(TABLE_SUFFIX)
-                    && entry.path().join("_delta_log").is_dir()
-                {
-                    found.push(t.to_string());
-                }
-            }
-            found
-        }
-        None => fhir_encoder::Encoder::new(Default::default())
+    let candidates: Vec<String> = match (types, local_dir(delta_path)) {
+        (Some(t), _) => t.to_vec(),
+        (None, Some(dir)) => files::dir_entries(&dir)?
+            .into_iter()
+            .filter(|p| p.join("_delta_log").is_dir())
+            .filter_map(|p| {
+                let name = files::file_name(&p);
+                name.strip_suffix(TABLE_SUFFIX).map(str::to_string)
+            })
+            .collect(),
+        (None, None) => fhir_encoder::Encoder::new(Default::default())
             .supported_types()
             .into_iter()
             .map(|t| t.to_string())

@@ -1,5 +1,10 @@
 //! The daemon against a runner built here: real schedules (second-granularity cron), real HTTP
 //! over loopback for `/health` and `/metrics`, real state files.
+//!
+//! Time is virtual: each test runs on a runtime whose clock is paused (tokio advances it
+//! whenever every task waits for a timer), and the daemon's wall clock follows it from
+//! [`start_time`]. Schedules fire, grace periods end and health turns stale without real
+//! time passing, and always at the same instants.
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -7,16 +12,49 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use fhirsync::config::{DaemonConfig, JobConfig, Secret, SecretSource, SyncOptions};
-use fhirsync::daemon::{Daemon, DaemonState, RunKind, SyncOutcome, SyncRunner, TypeCounts};
+use fhirsync::daemon::{Clock, Daemon, DaemonState, SyncRunner};
+use fhirsync::run::{RunKind, SyncReport, TableReport};
 use fhirsync::schedule::{OverlapPolicy, Schedule, ScheduleConfig};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-/// Generous: the machine may be loaded.
+/// Virtual time: long enough for any condition the daemon's timers lead to.
 const WAIT: Duration = Duration::from_secs(30);
+
+/// The wall-clock time at which every test starts.
+fn start_time() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2024-05-01T12:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// Wall-clock time that follows tokio's (paused) clock from [`start_time`].
+struct VirtualClock {
+    origin: tokio::time::Instant,
+}
+
+impl VirtualClock {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            origin: tokio::time::Instant::now(),
+        })
+    }
+}
+
+impl Clock for VirtualClock {
+    fn now(&self) -> DateTime<Utc> {
+        start_time() + chrono::Duration::from_std(self.origin.elapsed()).unwrap()
+    }
+}
+
+/// Lets `d` of virtual time pass, every task of the daemon running meanwhile.
+async fn pass_virtual_time(d: Duration) {
+    tokio::time::sleep(d).await;
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -64,7 +102,7 @@ impl SyncRunner for Handle {
         job: &JobConfig,
         kind: RunKind,
         cancel: CancellationToken,
-    ) -> BoxFuture<'static, anyhow::Result<SyncOutcome>> {
+    ) -> BoxFuture<'static, anyhow::Result<SyncReport>> {
         let r = self.0.clone();
         r.calls.lock().unwrap().push((job.name.clone(), kind));
         let mode = *r.mode.lock().unwrap();
@@ -74,13 +112,13 @@ impl SyncRunner for Handle {
         };
         async move {
             let result = match mode {
-                Mode::Succeed => Ok(outcome()),
+                Mode::Succeed => Ok(report()),
                 Mode::Fail => Err(
                     anyhow::anyhow!("token request rejected for secret {secret}")
                         .context("server returned 500"),
                 ),
                 Mode::Gated => tokio::select! {
-                    p = r.gate.acquire() => { p?.forget(); Ok(outcome()) }
+                    p = r.gate.acquire() => { p?.forget(); Ok(report()) }
                     _ = cancel.cancelled() => Err(anyhow::anyhow!("cancelled")),
                 },
                 Mode::UntilCancelled => {
@@ -90,7 +128,7 @@ impl SyncRunner for Handle {
                 }
                 Mode::Stubborn => {
                     std::future::pending::<()>().await;
-                    Ok(outcome())
+                    Ok(report())
                 }
             };
             r.finished.fetch_add(1, Ordering::SeqCst);
@@ -100,37 +138,36 @@ impl SyncRunner for Handle {
     }
 }
 
-fn outcome() -> SyncOutcome {
-    let mut per_type = BTreeMap::new();
-    per_type.insert(
+fn report() -> SyncReport {
+    let mut tables = BTreeMap::new();
+    tables.insert(
         "Patient".to_string(),
-        TypeCounts {
+        TableReport {
             inserted: 3,
             updated: 1,
-            unchanged: 0,
             deleted: 1,
-            rejected: 0,
+            ..Default::default()
         },
     );
-    per_type.insert(
+    tables.insert(
         "Observation".to_string(),
-        TypeCounts {
+        TableReport {
             inserted: 10,
-            updated: 0,
             unchanged: 2,
-            deleted: 0,
             rejected: 2,
+            ..Default::default()
         },
     );
-    SyncOutcome {
+    SyncReport {
         transaction_time: Some("2024-05-01T10:00:00Z".into()),
-        per_type,
+        tables,
         bytes_downloaded: 1000,
         duration: Duration::from_millis(5),
         http_retries: [("429".to_string(), 2), ("network".to_string(), 1)]
             .into_iter()
             .collect(),
         token_refreshes: 1,
+        ..Default::default()
     }
 }
 
@@ -173,8 +210,12 @@ struct Running {
     task: tokio::task::JoinHandle<Result<(), fhirsync::daemon::DaemonError>>,
 }
 
+fn daemon(config: DaemonConfig, runner: Arc<dyn SyncRunner>) -> Daemon {
+    Daemon::with_clock(config, runner, VirtualClock::new())
+}
+
 async fn start(config: DaemonConfig, runner: &Arc<TestRunner>) -> Running {
-    let daemon = Daemon::new(config, Arc::new(Handle(runner.clone())));
+    let daemon = daemon(config, Arc::new(Handle(runner.clone())));
     let listener = daemon.bind().await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = daemon.state();
@@ -206,7 +247,7 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        pass_virtual_time(Duration::from_millis(20)).await;
     }
 }
 
@@ -236,7 +277,7 @@ async fn wait_for_health(
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what}: {code} {body}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        pass_virtual_time(Duration::from_millis(50)).await;
     }
 }
 
@@ -294,7 +335,7 @@ fn m(map: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
 const EVERY_SECOND: &str = "* * * * * *";
 const NEVER_SOON: &str = "0 0 1 1 *";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn overlapping_ticks_are_skipped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let runner = TestRunner::new(Mode::Gated);
@@ -323,7 +364,7 @@ async fn overlapping_ticks_are_skipped_and_counted() {
             tokio::time::Instant::now() < deadline,
             "ticks were not skipped"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pass_virtual_time(Duration::from_millis(100)).await;
     }
     assert_eq!(runner.calls().len(), 1, "never two syncs of a job at once");
     let body = wait_for_health(addr, "running", |_, b| b["jobs"]["main"]["running"] == true).await;
@@ -338,7 +379,7 @@ async fn overlapping_ticks_are_skipped_and_counted() {
     d.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn overlapping_ticks_queue_at_most_one_run() {
     let dir = tempfile::tempdir().unwrap();
     let runner = TestRunner::new(Mode::Gated);
@@ -363,7 +404,7 @@ async fn overlapping_ticks_queue_at_most_one_run() {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pass_virtual_time(Duration::from_millis(100)).await;
     }
     assert_eq!(runner.calls().len(), 1);
 
@@ -375,7 +416,7 @@ async fn overlapping_ticks_queue_at_most_one_run() {
     d.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn full_refresh_wins_when_both_schedules_are_due() {
     let dir = tempfile::tempdir().unwrap();
     let runner = TestRunner::new(Mode::Succeed);
@@ -395,12 +436,20 @@ async fn full_refresh_wins_when_both_schedules_are_due() {
     wait_until("four runs", || runner.finished.load(Ordering::SeqCst) >= 4).await;
     d.stop().await;
     let kinds: Vec<RunKind> = runner.calls().into_iter().map(|(_, k)| k).collect();
-    assert!(kinds.contains(&RunKind::FullRefresh), "{kinds:?}");
-    assert!(kinds.contains(&RunKind::Incremental), "{kinds:?}");
-    // Had the incremental schedule won at even seconds, no full refresh would ever have run.
+    // Both are due at even seconds: the full refresh runs then, the incremental sync at odd ones.
+    assert_eq!(
+        kinds[..4],
+        [
+            RunKind::Incremental,
+            RunKind::FullRefresh,
+            RunKind::Incremental,
+            RunKind::FullRefresh
+        ],
+        "{kinds:?}"
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn shutdown_cancels_the_running_sync_and_waits_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let runner = TestRunner::new(Mode::UntilCancelled);
@@ -428,7 +477,7 @@ async fn shutdown_cancels_the_running_sync_and_waits_for_it() {
     assert!(s.running.is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn shutdown_does_not_wait_past_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let runner = TestRunner::new(Mode::Stubborn);
@@ -438,11 +487,16 @@ async fn shutdown_does_not_wait_past_the_grace_period() {
     c.grace_period = Duration::from_millis(200);
     let d = start(c, &runner).await;
     wait_until("the start-up sync", || runner.calls().len() == 1).await;
+    let stopping = tokio::time::Instant::now();
     d.stop().await; // returns although the sync never does
+    assert!(
+        stopping.elapsed() >= Duration::from_millis(200),
+        "the daemon waited the grace period for the sync"
+    );
     assert_eq!(runner.finished.load(Ordering::SeqCst), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn health_flips_between_failed_and_ok_and_hides_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let runner = TestRunner::new(Mode::Succeed);
@@ -497,7 +551,7 @@ async fn health_flips_between_failed_and_ok_and_hides_secrets() {
     d.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn health_turns_stale_when_no_sync_succeeds_in_time() {
     let dir = tempfile::tempdir().unwrap();
     let runner = TestRunner::new(Mode::Succeed);
@@ -522,13 +576,13 @@ async fn health_turns_stale_when_no_sync_succeeds_in_time() {
     d.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn health_starts_from_the_state_file() {
     let dir = tempfile::tempdir().unwrap();
     let runner = TestRunner::new(Mode::Succeed);
     let fresh = job("fresh", dir.path(), Some(NEVER_SOON), None);
     let old = job("old", dir.path(), Some(NEVER_SOON), None);
-    let now = chrono::Utc::now();
+    let now = start_time();
     let write = |j: &JobConfig, json: serde_json::Value| {
         let p = j.sync.state_file_path().unwrap();
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -570,7 +624,7 @@ async fn health_starts_from_the_state_file() {
     d.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn metrics_count_real_runs() {
     let dir = tempfile::tempdir().unwrap();
     let runner = TestRunner::new(Mode::Succeed);
@@ -595,7 +649,7 @@ async fn metrics_count_real_runs() {
     assert_eq!(code, 200);
     // Stop first, so the counts no longer move while they are compared.
     d.stop().await;
-    let metrics_before_stop = parse_metrics(&state.metrics.encode(chrono::Utc::now()));
+    let metrics_before_stop = parse_metrics(&state.metrics_text());
 
     let succeeded = m(
         &metrics_before_stop,
@@ -675,7 +729,7 @@ async fn metrics_count_real_runs() {
         "fhirsync_last_success_timestamp_seconds",
         &[("job", "main")],
     );
-    assert!((chrono::Utc::now().timestamp() as f64 - last).abs() < 3600.0);
+    assert!((start_time().timestamp() as f64 - last).abs() < 3600.0);
     assert!(
         m(
             &metrics_before_stop,
@@ -685,7 +739,7 @@ async fn metrics_count_real_runs() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn jobs_run_independently() {
     let dir = tempfile::tempdir().unwrap();
     // The runner blocks "slow" at its gate while "fast" keeps syncing.
@@ -696,7 +750,7 @@ async fn jobs_run_independently() {
             job: &JobConfig,
             kind: RunKind,
             cancel: CancellationToken,
-        ) -> BoxFuture<'static, anyhow::Result<SyncOutcome>> {
+        ) -> BoxFuture<'static, anyhow::Result<SyncReport>> {
             if job.name == "slow" {
                 Handle(self.0.clone()).run(job, kind, cancel)
             } else {
@@ -713,7 +767,7 @@ async fn jobs_run_independently() {
         ],
         Duration::from_secs(3600),
     );
-    let daemon = Daemon::new(c, Arc::new(Split(slow.clone(), fast.clone())));
+    let daemon = daemon(c, Arc::new(Split(slow.clone(), fast.clone())));
     let listener = daemon.bind().await.unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(daemon.run(listener, shutdown.clone()));
@@ -731,13 +785,13 @@ async fn jobs_run_independently() {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_reloaded_job_restarts_after_its_current_sync_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let runner = TestRunner::new(Mode::Gated);
     let mut j = job("main", dir.path(), Some(NEVER_SOON), None);
     j.schedule.run_on_start = true;
-    let daemon = Daemon::new(
+    let daemon = daemon(
         config(vec![j.clone()], Duration::from_secs(3600)),
         Arc::new(Handle(runner.clone())),
     );
@@ -755,7 +809,8 @@ async fn a_reloaded_job_restarts_after_its_current_sync_finishes() {
     added.schedule.run_on_start = false;
     assert!(reloader.reload(config(vec![changed, added], Duration::from_secs(60))));
     wait_until("the new job", || state.job("second").is_some()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The new schedule's ticks come due, but the changed job waits for its running sync.
+    pass_virtual_time(Duration::from_secs(3)).await;
     assert_eq!(
         runner.calls().len(),
         1,

@@ -119,13 +119,21 @@ async fn daemon_runs_real_syncs_and_stops_cleanly_on_sigterm() {
         times: None,
     });
     let other = dir.path().join("other");
+    let requests_before = server.requests().len();
     let mut child = daemon(&other);
+    // SIGTERM once a file is being downloaded.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !other.join("_fhirsync/export").exists() {
-        assert!(Instant::now() < deadline, "the sync did not start");
+    while !server.requests()[requests_before..]
+        .iter()
+        .any(|r| r.path_and_query.starts_with("/files/"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the sync did not start downloading"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(other.join("_fhirsync/export").exists());
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fhirsync::config::{DaemonArgs, JobConfig, NoEnv, SyncArgs};
-use fhirsync::daemon::{Daemon, RunKind, SyncOutcome, SyncRunner, handle_signals};
+use fhirsync::daemon::{Daemon, SyncRunner, handle_signals};
+use fhirsync::run::{RunKind, SyncReport};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +27,7 @@ impl SyncRunner for Handle {
         _job: &JobConfig,
         _kind: RunKind,
         cancel: CancellationToken,
-    ) -> BoxFuture<'static, anyhow::Result<SyncOutcome>> {
+    ) -> BoxFuture<'static, anyhow::Result<SyncReport>> {
         let r = self.0.clone();
         r.started.fetch_add(1, Ordering::SeqCst);
         async move {
@@ -90,8 +91,13 @@ async fn sighup_reloads_and_sigterm_cancels_then_exits() {
     let listener = daemon.bind().await.unwrap();
     let shutdown = CancellationToken::new();
     let reload_args = args.clone();
+    // Each reload's outcome, in order (true: the file was read).
+    let reloads = Arc::new(std::sync::Mutex::new(Vec::<bool>::new()));
+    let seen = reloads.clone();
     handle_signals(shutdown.clone(), daemon.reloader(), move || {
-        reload_args.resolve(&NoEnv)
+        let config = reload_args.resolve(&NoEnv);
+        seen.lock().unwrap().push(config.is_ok());
+        config
     })
     .unwrap();
     let task = tokio::spawn(daemon.run(listener, shutdown.clone()));
@@ -121,7 +127,11 @@ async fn sighup_reloads_and_sigterm_cancels_then_exits() {
     // A broken file is reported and ignored.
     std::fs::write(&path, "[[jobs]]\nname = \n").unwrap();
     signal("HUP");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the broken file to be read", || {
+        reloads.lock().unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(*reloads.lock().unwrap(), [true, false]);
     assert!(!task.is_finished());
     assert!(state.job("a").is_some() && state.job("b").is_some());
 

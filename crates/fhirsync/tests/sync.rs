@@ -8,10 +8,10 @@ use bulk_test_server::{
     DataSource, Fault, FaultHandle, FaultRule, FaultTarget, ServerConfig, TestServer,
 };
 use fhirsync::config::{SaveMode, SyncOptions};
-use fhirsync::daemon::RunKind;
 use fhirsync::logging::LogMode;
+use fhirsync::run::{RunKind, SyncReport};
 use fhirsync::state::SyncState;
-use fhirsync::sync::{self, ImportRequest, SyncReport};
+use fhirsync::sync::{self, ImportRequest};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

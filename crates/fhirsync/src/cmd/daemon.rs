@@ -3,8 +3,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use fhirsync::config::{DaemonArgs, JobConfig, ProcessEnv};
-use fhirsync::daemon::{Daemon, RunKind, SyncOutcome, SyncRunner, handle_signals};
+use fhirsync::daemon::{Daemon, SyncRunner, handle_signals};
 use fhirsync::logging::LogMode;
+use fhirsync::run::{RunKind, SyncReport};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -30,23 +31,22 @@ impl SyncRunner for SyncLayer {
         job: &JobConfig,
         kind: RunKind,
         cancel: CancellationToken,
-    ) -> BoxFuture<'static, anyhow::Result<SyncOutcome>> {
+    ) -> BoxFuture<'static, anyhow::Result<SyncReport>> {
         let opts = job.sync.clone();
         let mode = self.mode;
         let runtime = tokio::runtime::Handle::current();
         async move {
             // The sync's future is not `Send`, so it cannot be spawned as a task: drive it on a
             // blocking thread of the same runtime (its own tasks still run on the workers).
-            let outcome = tokio::task::spawn_blocking(move || {
+            let report = tokio::task::spawn_blocking(move || {
                 runtime.block_on(async move {
                     let client = fhirsync::sync::client_config(&opts, mode).await?;
-                    let report = fhirsync::sync::run_sync(&opts, kind, client, cancel).await?;
-                    anyhow::Ok(report.to_outcome())
+                    fhirsync::sync::run_sync(&opts, kind, client, cancel).await
                 })
             })
             .await
             .context("the sync thread ended abnormally")??;
-            Ok(outcome)
+            Ok(report)
         }
         .boxed()
     }

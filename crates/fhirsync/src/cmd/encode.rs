@@ -2,8 +2,8 @@
 //! the Pathling encoding (the equivalent of Pathling's `read.ndjson(...).write.parquet(...)`).
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -123,42 +123,6 @@ impl Output {
     }
 }
 
-fn input_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read the input directory {}", dir.display()))?
-    {
-        let path = entry
-            .with_context(|| format!("cannot list {}", dir.display()))?
-            .path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if path.is_file() && (name.ends_with(".ndjson") || name.ends_with(".ndjson.gz")) {
-            files.push(path);
-        }
-    }
-    files.sort();
-    if files.is_empty() {
-        bail!("no *.ndjson or *.ndjson.gz files in {}", dir.display());
-    }
-    Ok(files)
-}
-
-fn open(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let reader: Box<dyn BufRead> = if path.to_string_lossy().ends_with(".gz") {
-        Box::new(BufReader::with_capacity(
-            1 << 20,
-            flate2::read::MultiGzDecoder::new(BufReader::new(file)),
-        ))
-    } else {
-        Box::new(BufReader::with_capacity(1 << 20, file))
-    };
-    Ok(reader)
-}
-
 fn encode(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let encoding = args.encoding.resolve(&FileOptions::default());
@@ -178,7 +142,7 @@ fn encode(args: Args) -> anyhow::Result<()> {
         max_rows: args.batch_rows,
         ..BatchLimits::default()
     };
-    let files = input_files(&args.input)?;
+    let files = fhirsync::files::ndjson_files(&args.input)?;
     std::fs::create_dir_all(&args.output).with_context(|| {
         format!(
             "cannot create the output directory {}",
@@ -206,12 +170,9 @@ fn encode(args: Args) -> anyhow::Result<()> {
     let mut bytes_in = 0u64;
     for path in &files {
         bytes_in += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = fhirsync::files::file_name(path);
         tracing::info!(file = %path.display(), "encoding");
-        let reader = open(path)?;
+        let reader = fhirsync::files::open_ndjson(path)?;
         let mut batches = NdjsonBatches::new(encoder.clone(), reader, name.as_str(), limits);
         loop {
             match batches.next() {

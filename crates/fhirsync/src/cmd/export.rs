@@ -1,6 +1,5 @@
 //! `fhirsync export`: one Bulk Data export into a directory of NDJSON files.
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::ArgAction;
@@ -102,17 +101,7 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
         .auth
         .resolve(&ProcessEnv, None)
         .context("authentication settings")?;
-    if auth.enabled {
-        // The token endpoint gets its own client: it never follows redirects with credentials.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.connect_timeout)
-            .build()
-            .context("building the HTTP client for the token endpoint")?;
-        let provider = smart_auth::TokenProvider::new(&endpoint, auth.to_auth_config(), http)
-            .context("configuring SMART Backend Services authentication")?;
-        config.bearer = Some(Arc::new(provider));
-    }
+    fhirsync::sync::authenticate(&mut config, &auth)?;
     let progress = (mode == LogMode::Human).then(|| Progress::new("starting export"));
     if let Some(p) = &progress {
         config.events = Some(p.handler(config.events.take()));

@@ -1,10 +1,10 @@
 use anyhow::Context;
 use clap::ArgAction;
 use fhirsync::config::{ConfigFile, ProcessEnv, SyncArgs};
-use fhirsync::daemon::RunKind;
 use fhirsync::logging::LogMode;
 use fhirsync::progress::Progress;
-use fhirsync::sync::{self, SyncReport};
+use fhirsync::run::{RunKind, SyncReport};
+use fhirsync::sync;
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]

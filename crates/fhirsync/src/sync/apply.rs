@@ -1,0 +1,204 @@
+//! Applying files to the tables: each file is encoded on a blocking thread as soon as it is
+//! added (as many at once as there are cores) into the writer pool, and [`Applier::finish`]
+//! commits every table with its deletions and the cursor.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, anyhow, bail};
+use chrono::{DateTime, SecondsFormat, Utc};
+use delta_sink::{DeltaSink, IdSet};
+use fhir_encoder::Encoder;
+
+use super::commit::{self, Changes};
+use super::input::{ApplyInput, InputFile};
+use super::pool::Pool;
+use crate::run::SyncReport;
+
+pub(crate) struct Applier {
+    pool: Arc<Pool>,
+    permits: Arc<tokio::sync::Semaphore>,
+    tasks: tokio::task::JoinSet<anyhow::Result<u64>>,
+    /// Resources encoded by files whose task has already been joined.
+    resources: u64,
+    started: Instant,
+    /// For a Group-scoped reconciliation: the group's patient ids.
+    group_members: Option<IdSet>,
+    /// Cores: files encoded at once, tables committed at once.
+    parallel: usize,
+    /// Input files to delete once all are encoded (see [`Applier::remove_inputs_once_encoded`]).
+    remove_inputs: Option<Vec<PathBuf>>,
+}
+
+impl Applier {
+    pub async fn new(
+        sink: &DeltaSink,
+        encoder: Encoder,
+        input: ApplyInput,
+    ) -> anyhow::Result<Self> {
+        let parallel = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let types = input.types.clone();
+        let pool = Arc::new(Pool::new(sink, encoder, input, parallel));
+        // Tables of every requested type take part, so each gets the cursor even with no rows.
+        for t in types.into_iter().flatten() {
+            open_table(&pool, t).await?;
+        }
+        Ok(Self {
+            pool,
+            permits: Arc::new(tokio::sync::Semaphore::new(parallel)),
+            tasks: tokio::task::JoinSet::new(),
+            resources: 0,
+            started: Instant::now(),
+            group_members: None,
+            parallel,
+            remove_inputs: None,
+        })
+    }
+
+    /// Deletes the added files once every one is encoded, while the tables commit: for
+    /// downloaded copies. Deleting gigabytes can take seconds (on file systems that discard
+    /// freed blocks at once) that are better spent beside the commits' work than after it.
+    /// A run killed during the commits downloads them again if it resumes the export.
+    pub fn remove_inputs_once_encoded(&mut self) {
+        self.remove_inputs.get_or_insert_with(Vec::new);
+    }
+
+    /// Starts encoding `file`; waits while every core is busy. Errors of earlier files surface here.
+    pub async fn add(&mut self, file: InputFile) -> anyhow::Result<()> {
+        while let Some(done) = self.tasks.try_join_next() {
+            self.resources += done.map_err(|e| anyhow!("an encoding thread failed: {e}"))??;
+        }
+        let permit = self.permits.clone().acquire_owned().await?;
+        if let Some(paths) = &mut self.remove_inputs {
+            paths.push(file.path.clone());
+        }
+        let pool = self.pool.clone();
+        self.tasks.spawn_blocking(move || {
+            let _permit = permit;
+            pool.encode_file(&file)
+                .with_context(|| format!("encoding {}", file.path.display()))
+        });
+        Ok(())
+    }
+
+    /// How many files of each type the export has (from the manifest): a type's data files
+    /// are closed as soon as its last file is encoded. Call before adding files.
+    pub fn expect_files(&self, per_type: &BTreeMap<String, usize>) -> anyhow::Result<()> {
+        self.pool.expect_files(per_type)
+    }
+
+    /// Limits reconciliation to the rows of these patients (a Group's members): `Patient`
+    /// rows by id, other types by their patient references (the Patient compartment).
+    pub fn reconcile_within_group(&mut self, members: IdSet) {
+        self.group_members = Some(members);
+    }
+
+    /// The ids of `resource_type` encoded so far when reconciling (else `None`).
+    pub fn exported_ids(&self, resource_type: &str) -> anyhow::Result<Option<IdSet>> {
+        match self.pool.existing_slot(resource_type)? {
+            Some(slot) => Ok(slot.lock()?.exported_ids.clone()),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the lines the bulk client set aside while downloading `file`.
+    pub fn add_download_rejects(&self, file: &InputFile) -> anyhow::Result<()> {
+        self.pool.add_download_rejects(file)
+    }
+
+    /// Waits for every file, then commits each table with its deletions and the cursor of the
+    /// export whose `transactionTime` is given. A table that already has this export is skipped.
+    pub async fn finish(
+        mut self,
+        deletions: Vec<(String, String)>,
+        transaction_time: DateTime<Utc>,
+    ) -> anyhow::Result<SyncReport> {
+        let mut resources = self.resources;
+        while let Some(joined) = self.tasks.join_next().await {
+            resources += joined.map_err(|e| anyhow!("an encoding thread failed: {e}"))??;
+        }
+        crate::memory::release_free_memory();
+        let pool = self.pool;
+        let (rejects, rejects_file) = pool.finish_rejects()?;
+        if let Some(max) = pool.input.max_rejects
+            && rejects > max
+        {
+            pool.discard().await;
+            bail!(
+                "{rejects} resources were rejected, more than --max-rejects {max}; nothing was committed{}",
+                rejects_file
+                    .as_ref()
+                    .map(|p| format!(" (see {})", p.display()))
+                    .unwrap_or_default()
+            );
+        }
+        for (t, n) in pool.skipped_types()? {
+            tracing::warn!(resource_type = %t, resources = n, "resources of a type that was not requested were skipped");
+        }
+
+        // Commits follow: the inputs are no longer needed (a run that fails before this
+        // point keeps them for the next).
+        let removal = self.remove_inputs.take().map(|paths| {
+            tokio::task::spawn_blocking(move || {
+                for p in paths {
+                    if let Err(e) = std::fs::remove_file(&p) {
+                        tracing::debug!(path = %p.display(), error = %e, "could not remove an encoded file");
+                    }
+                }
+            })
+        });
+
+        let mut by_type: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (t, id) in deletions {
+            by_type.entry(t).or_default().push(id);
+        }
+        for t in by_type.keys() {
+            open_table(&pool, t.clone()).await?;
+        }
+        let changes = Changes {
+            deletions: by_type,
+            group_members: self.group_members.take(),
+            transaction_time,
+        };
+        let tables = commit::commit_all(&pool, changes, self.parallel).await?;
+        if let Some(removal) = removal {
+            let _ = removal.await;
+        }
+        Ok(SyncReport {
+            sync_id: pool.input.app_id.clone(),
+            transaction_time: Some(transaction_time.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            tables,
+            resources,
+            rejects,
+            rejects_file,
+            duration: self.started.elapsed(),
+            ..Default::default()
+        })
+    }
+}
+
+/// Opens the table of `resource_type` (on a blocking thread: opening blocks on the runtime).
+async fn open_table(pool: &Arc<Pool>, resource_type: String) -> anyhow::Result<()> {
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || pool.slot(&resource_type)).await??;
+    Ok(())
+}
+
+/// Applies local files in one go (imports).
+pub(crate) async fn apply_files(
+    sink: &DeltaSink,
+    encoder: Encoder,
+    files: Vec<InputFile>,
+    deletions: Vec<(String, String)>,
+    input: ApplyInput,
+    transaction_time: DateTime<Utc>,
+) -> anyhow::Result<SyncReport> {
+    let mut applier = Applier::new(sink, encoder, input).await?;
+    for file in files {
+        applier.add(file).await?;
+    }
+    applier.finish(deletions, transaction_time).await
+}

@@ -1,0 +1,171 @@
+//! The per-table commit: each type's writers joined, its deletions, reconciliation and the
+//! export's cursor committed in one Delta commit; as many tables at once as there are cores.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use chrono::{DateTime, Utc};
+use delta_sink::{CommitOptions, Cursor, IdSet, WriteOutcome, WriteStatus};
+use futures::StreamExt as _;
+
+use super::input::ApplyInput;
+use super::pool::{Pool, Slot};
+use super::reconcile::reconcile_scope;
+use crate::config::SaveMode;
+use crate::run::TableReport;
+
+/// What the tables get besides the rows the writers hold.
+pub(super) struct Changes {
+    /// Ids the export lists as deleted, by type.
+    pub deletions: BTreeMap<String, Vec<String>>,
+    /// For a Group-scoped reconciliation: the group's patient ids.
+    pub group_members: Option<IdSet>,
+    pub transaction_time: DateTime<Utc>,
+}
+
+/// Commits every open table of `pool`, `parallel` at once. Every started commit finishes (a
+/// commit is never cut off half-way); the first error is returned.
+pub(super) async fn commit_all(
+    pool: &Arc<Pool>,
+    changes: Changes,
+    parallel: usize,
+) -> anyhow::Result<BTreeMap<String, TableReport>> {
+    let Changes {
+        mut deletions,
+        group_members,
+        transaction_time,
+    } = changes;
+    // A commit is mostly one thread's work (key scans, the log); memory stays bounded, since
+    // each commit's id index is, and the file rewrites of all tables share one slot per core
+    // (in delta-sink).
+    let group_members = group_members.map(Arc::new);
+    let mut commits =
+        futures::stream::iter(pool.slots()?.into_iter().map(|(resource_type, slot)| {
+            let deletions = deletions.remove(&resource_type);
+            let (pool, members) = (pool.clone(), group_members.clone());
+            // A thread of its own that drives the commit (a blocking thread may block on the
+            // runtime, and the commit's future need not be `Send`).
+            tokio::task::spawn_blocking(move || {
+                pool.runtime.block_on(commit_table(
+                    &pool.input,
+                    resource_type,
+                    &slot,
+                    deletions,
+                    members.as_deref(),
+                    transaction_time,
+                ))
+            })
+        }))
+        .buffer_unordered(parallel);
+    let mut tables = BTreeMap::new();
+    let mut failed = None;
+    while let Some(joined) = commits.next().await {
+        match joined.map_err(|e| anyhow!("a commit task failed: {e}")) {
+            Ok(Ok(Some((resource_type, entry)))) => {
+                tables.insert(resource_type, entry);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) | Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(tables),
+    }
+}
+
+/// Commits one type's writers with its deletions, reconciliation and the cursor; `None` for
+/// a slot without a table.
+async fn commit_table(
+    input: &ApplyInput,
+    resource_type: String,
+    slot: &Slot,
+    deletions: Option<Vec<String>>,
+    group_members: Option<&IdSet>,
+    transaction_time: DateTime<Utc>,
+) -> anyhow::Result<Option<(String, TableReport)>> {
+    let version = transaction_time.timestamp_millis();
+    let (table, writers, ids, resources, rejected) = {
+        let mut s = slot.lock()?;
+        (
+            s.table.take(),
+            s.take_writers(),
+            s.exported_ids.take(),
+            s.resources,
+            s.rejected,
+        )
+    };
+    let mut writers = writers.into_iter();
+    let mut writer = writers.next();
+    if let Some(w) = writer.as_mut() {
+        for other in writers {
+            w.absorb(other)
+                .await
+                .with_context(|| format!("joining the {resource_type} writers"))?;
+        }
+    }
+    let mut entry = TableReport {
+        resources,
+        rejected,
+        ..Default::default()
+    };
+    let (Some(mut table), Some(mut writer)) = (table, writer) else {
+        return Ok(None);
+    };
+    if input.mode == SaveMode::Merge
+        && table
+            .committed_version(&input.app_id)
+            .await?
+            .is_some_and(|v| v >= version)
+    {
+        tracing::info!(resource_type = %resource_type, "this export is already in the table: skipped");
+        if let Err(e) = writer.discard().await {
+            tracing::warn!(resource_type = %resource_type, error = %e, "could not delete the rows written again");
+        }
+        entry.status = Some(WriteStatus::AlreadyApplied);
+        entry.version = table.version();
+        return Ok(Some((resource_type, entry)));
+    }
+    if input.mode == SaveMode::Merge {
+        if let Some(ids) = deletions {
+            writer.delete(ids, transaction_time);
+        }
+        if let Some(mut ids) = ids {
+            ids.seal();
+            match reconcile_scope(&resource_type, writer.schema(), group_members) {
+                Some(scope) => writer.reconcile_within(ids, scope),
+                None => tracing::warn!(resource_type = %resource_type,
+                    "not reconciled: no top-level element ties its rows to a patient of the group"),
+            }
+        }
+    }
+    let cursor = Cursor::new(input.app_id.clone(), transaction_time, input.app_id.clone());
+    let options = CommitOptions {
+        mode: sink_mode(input.mode),
+        cursor: Some(cursor),
+    };
+    let outcome: WriteOutcome = table
+        .commit(writer, options)
+        .await
+        .with_context(|| format!("committing the {resource_type} table"))?;
+    entry.status = Some(outcome.status);
+    entry.version = outcome.version;
+    entry.inserted = outcome.inserted;
+    entry.updated = outcome.updated;
+    entry.unchanged = outcome.unchanged + outcome.duplicates;
+    entry.deleted = outcome.deleted;
+    entry.reconciled = outcome.reconciled;
+    Ok(Some((resource_type, entry)))
+}
+
+fn sink_mode(mode: SaveMode) -> delta_sink::SaveMode {
+    match mode {
+        SaveMode::Merge => delta_sink::SaveMode::Merge,
+        SaveMode::Overwrite => delta_sink::SaveMode::Overwrite,
+        SaveMode::Append => delta_sink::SaveMode::Append,
+        SaveMode::Ignore => delta_sink::SaveMode::Ignore,
+        SaveMode::Error => delta_sink::SaveMode::ErrorIfExists,
+    }
+}

@@ -1,0 +1,151 @@
+//! One sync: a Bulk Data export (or a local NDJSON directory), encoded and committed into one
+//! Delta table per resource type, with the export's `transactionTime` committed in the same
+//! Delta commit as the data.
+//!
+//! Crash safety rests on three facts:
+//! - every table commit carries a Delta `txn` (app id = the sync's identity, version = the
+//!   export's `transactionTime` in epoch ms), so re-applying an export to a table that already
+//!   has it is skipped;
+//! - the next `_since` is the oldest cursor committed across the requested tables (the state
+//!   file is written only after all of them committed), so the cursor is never ahead of data;
+//! - the export's job (status URL, manifest, finished files) is persisted by the bulk client in
+//!   the work directory, so an interrupted export is resumed while the server still has it.
+//!
+//! This file is the sync from start to end; each step lives in a module of its own.
+mod apply;
+mod client;
+mod commit;
+mod cursor;
+mod export;
+mod import;
+mod input;
+mod pool;
+mod reconcile;
+mod rejects;
+mod setup;
+
+use std::time::Instant;
+
+use anyhow::bail;
+use chrono::{SecondsFormat, Utc};
+use tokio_util::sync::CancellationToken;
+
+pub use client::{SyncClient, authenticate, client_config};
+pub use cursor::sync_identity;
+pub use import::{ImportRequest, run_import};
+
+use crate::config::SyncOptions;
+use crate::run::{RunKind, SyncReport};
+use crate::state::{SyncLock, SyncState};
+
+/// Runs one sync as configured: lock, export (resuming an interrupted one), encode, commit,
+/// state file. Returns when every table has committed, or with the first error.
+pub async fn run_sync(
+    opts: &SyncOptions,
+    kind: RunKind,
+    client: SyncClient,
+    cancel: CancellationToken,
+) -> anyhow::Result<SyncReport> {
+    let started = Instant::now();
+    let SyncClient { mut config, tokens } = client;
+    let retries = client::RetryCounts::default();
+    config.events = Some(client::count_retries(config.events.take(), retries.clone()));
+    let work = setup::WorkDir::for_options(opts)?;
+    let _lock = SyncLock::try_acquire(&work.lock_path())?;
+    let mut state = SyncState::load(&work.state_file)?;
+
+    let mut result = sync_locked(opts, kind, config, &cancel, &work, &state, started).await;
+    if let Ok(report) = result.as_mut() {
+        report.http_retries = retries.lock().map(|r| r.clone()).unwrap_or_default();
+        report.token_refreshes = tokens.as_ref().map_or(0, |t| t.token_refreshes());
+    }
+    cursor::record_result(&mut state, opts, &result);
+    if let Err(e) = state.store(&work.state_file) {
+        // The tables carry the cursor; a lost state write costs nothing but this warning.
+        tracing::warn!(error = %e, "could not write the state file");
+        if result.is_ok() {
+            return Err(e.into());
+        }
+    }
+    result
+}
+
+async fn sync_locked(
+    opts: &SyncOptions,
+    kind: RunKind,
+    config: fhir_bulk::ClientConfig,
+    cancel: &CancellationToken,
+    work: &setup::WorkDir,
+    state: &SyncState,
+    started: Instant,
+) -> anyhow::Result<SyncReport> {
+    // Where the export starts.
+    let sink = setup::sink(
+        &opts.delta_path,
+        &opts.storage_options,
+        opts.deletion_vectors,
+    )?;
+    let app_id = cursor::sync_identity(&opts.fhir_endpoint, opts.group_id.as_deref());
+    let full = kind == RunKind::FullRefresh || opts.full_refresh;
+    let since = match (opts.since, full) {
+        (Some(s), _) => Some(s.with_timezone(&Utc)),
+        (None, true) => None,
+        (None, false) => cursor::resume_cursor(&sink, &app_id, &opts.resource_types, state).await?,
+    };
+
+    // The tables' writers, ready before the first file arrives.
+    let reconcile = reconcile::reconciles(opts, full);
+    let input = input::ApplyInput {
+        app_id,
+        mode: opts.save_mode,
+        types: Some(opts.resource_types.iter().cloned().collect()),
+        reconcile,
+        max_rejects: opts.max_rejects,
+        rejects_dir: rejects::rejects_dir(&opts.delta_path, Some(&work.dir)),
+    };
+    let encoder = setup::encoder(opts.max_nesting_level, opts.extensions);
+    let mut applier = apply::Applier::new(&sink, encoder, input).await?;
+    applier.remove_inputs_once_encoded();
+
+    // The export: files are encoded as they finish downloading.
+    let request = export::export_request(opts, since);
+    let export_dir = work.export_dir();
+    let (client, summary) = export::export_into(
+        &mut applier,
+        config,
+        &request,
+        &export_dir,
+        opts.timeout,
+        cancel,
+    )
+    .await?;
+    if reconcile && let Some(group_id) = &opts.group_id {
+        let exported_patients = applier.exported_ids("Patient")?;
+        let members = reconcile::group_members(&client, group_id, exported_patients).await?;
+        applier.reconcile_within_group(members);
+    }
+
+    // The commits, each table with the export's deletions and cursor.
+    let transaction_time = summary.manifest.transaction_time.with_timezone(&Utc);
+    let deletions: Vec<(String, String)> = summary
+        .deletions()
+        .map(|d| (d.resource_type.clone(), d.id.clone()))
+        .collect();
+    let mut report = tokio::select! {
+        r = applier.finish(deletions, transaction_time) => r?,
+        _ = cancel.cancelled() => bail!("sync cancelled while writing tables; the next run finishes it"),
+    };
+    report.since = since.map(|s| s.to_rfc3339_opts(SecondsFormat::Millis, true));
+    report.bytes_downloaded = summary.bytes;
+    report.resumed_files = summary.resumed_files;
+    report.duration = started.elapsed();
+
+    // Every table has the data: the server may now drop the job and we our copy of the files.
+    if let Err(e) = client.cancel(&summary.job).await {
+        tracing::debug!(error = %e, "could not delete the finished export job on the server");
+    }
+    if let Err(e) = std::fs::remove_dir_all(&export_dir) {
+        tracing::warn!(dir = %export_dir.display(), error = %e, "could not remove the downloaded files");
+    }
+    Ok(report)
+}

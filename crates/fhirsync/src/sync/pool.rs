@@ -1,0 +1,330 @@
+//! The writer pool: each resource type's table writers, shared by the threads that encode
+//! files. A thread takes an idle writer of the type for each batch, or opens an extra one
+//! when another thread holds it, so neither waits for the other's Parquet encoding.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use anyhow::{Context, anyhow};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use delta_sink::{DeltaSink, IdSet, ResourceTable, TableWriter};
+use fhir_encoder::Encoder;
+
+use super::input::{ApplyInput, InputFile};
+use super::rejects::RejectLog;
+use crate::encode::{self, EncodeReject};
+use crate::files;
+
+/// One resource type's table while an export is being applied.
+pub(super) struct TypeSlot {
+    /// Taken by the commit.
+    pub table: Option<ResourceTable>,
+    schema: SchemaRef,
+    /// Writers not in use. The commit joins them all, with the retired ones.
+    pub idle: Vec<TableWriter>,
+    /// Writers in use or idle.
+    writers: usize,
+    /// Extra writers whose file closed: only their list of files remains.
+    pub retired: Vec<TableWriter>,
+    /// Ids of the rows written, when reconciling.
+    pub exported_ids: Option<IdSet>,
+    pub resources: u64,
+    pub rejected: u64,
+}
+
+impl TypeSlot {
+    /// Every writer of the type, for the commit or for discarding; none remain.
+    pub fn take_writers(&mut self) -> Vec<TableWriter> {
+        let mut all = std::mem::take(&mut self.idle);
+        all.append(&mut self.retired);
+        all
+    }
+}
+
+/// A type's writers and counters, and a signal for threads waiting for a writer.
+pub(super) struct Slot {
+    state: Mutex<TypeSlot>,
+    returned: Condvar,
+}
+
+impl Slot {
+    pub fn lock(&self) -> anyhow::Result<MutexGuard<'_, TypeSlot>> {
+        self.state
+            .lock()
+            .map_err(|_| anyhow!("a writer thread panicked"))
+    }
+}
+
+/// The pool: every type's slot, the rejects, and the limit on extra writers.
+pub(super) struct Pool {
+    sink: DeltaSink,
+    encoder: Encoder,
+    pub input: ApplyInput,
+    pub runtime: tokio::runtime::Handle,
+    slots: Mutex<BTreeMap<String, Arc<Slot>>>,
+    rejects: Mutex<RejectLog>,
+    skipped_types: Mutex<BTreeMap<String, u64>>,
+    /// Extra writers open now, over all types, and how many may be: each open writer holds
+    /// a row group of buffered rows, so only as many as there are threads to fill them.
+    extra_writers: AtomicUsize,
+    max_extra_writers: usize,
+    /// Files of each type still to encode, when the manifest said how many there are: once
+    /// a type's last file is encoded its open data files are closed, so the Parquet writers'
+    /// buffers of types already done do not stay in memory until the commit.
+    files_left: Mutex<HashMap<String, usize>>,
+}
+
+fn poisoned<T>(_: T) -> anyhow::Error {
+    anyhow!("a writer thread panicked")
+}
+
+impl Pool {
+    pub fn new(sink: &DeltaSink, encoder: Encoder, input: ApplyInput, threads: usize) -> Self {
+        let rejects = RejectLog::new(input.rejects_dir.clone(), &input.app_id);
+        Self {
+            sink: sink.clone(),
+            encoder,
+            input,
+            runtime: tokio::runtime::Handle::current(),
+            slots: Mutex::new(BTreeMap::new()),
+            rejects: Mutex::new(rejects),
+            skipped_types: Mutex::new(BTreeMap::new()),
+            extra_writers: AtomicUsize::new(0),
+            max_extra_writers: threads.saturating_sub(1),
+            files_left: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The slot of `resource_type`, opening its table on first use (from a blocking thread);
+    /// `None` for a type that was not requested.
+    pub fn slot(&self, resource_type: &str) -> anyhow::Result<Option<Arc<Slot>>> {
+        if let Some(types) = &self.input.types
+            && !types.contains(resource_type)
+        {
+            return Ok(None);
+        }
+        let mut slots = self.slots.lock().map_err(poisoned)?;
+        if let Some(slot) = slots.get(resource_type) {
+            return Ok(Some(slot.clone()));
+        }
+        let schema = self
+            .encoder
+            .schema(resource_type)
+            .with_context(|| format!("resource type {resource_type}"))?;
+        let table = self
+            .runtime
+            .block_on(self.sink.table(resource_type))
+            .with_context(|| format!("opening the {resource_type} table"))?;
+        let writer = table.writer(schema.clone());
+        let slot = Arc::new(Slot {
+            state: Mutex::new(TypeSlot {
+                table: Some(table),
+                schema,
+                idle: vec![writer],
+                writers: 1,
+                retired: Vec::new(),
+                exported_ids: self.input.reconcile.then(IdSet::new),
+                resources: 0,
+                rejected: 0,
+            }),
+            returned: Condvar::new(),
+        });
+        slots.insert(resource_type.to_string(), slot.clone());
+        Ok(Some(slot))
+    }
+
+    /// Every slot opened so far, by type.
+    pub fn slots(&self) -> anyhow::Result<Vec<(String, Arc<Slot>)>> {
+        Ok(self
+            .slots
+            .lock()
+            .map_err(poisoned)?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    /// The slot of `resource_type` if its table is open already.
+    pub fn existing_slot(&self, resource_type: &str) -> anyhow::Result<Option<Arc<Slot>>> {
+        Ok(self
+            .slots
+            .lock()
+            .map_err(poisoned)?
+            .get(resource_type)
+            .cloned())
+    }
+
+    /// How many files of each type are to come (from the manifest).
+    pub fn expect_files(&self, per_type: &BTreeMap<String, usize>) -> anyhow::Result<()> {
+        let mut left = self.files_left.lock().map_err(poisoned)?;
+        left.extend(per_type.iter().map(|(t, n)| (t.clone(), *n)));
+        Ok(())
+    }
+
+    /// The rejects so far, and the list's path (the list is closed).
+    pub fn finish_rejects(&self) -> anyhow::Result<(u64, Option<std::path::PathBuf>)> {
+        let mut log = self.rejects.lock().map_err(poisoned)?;
+        Ok((log.count(), log.finish()?))
+    }
+
+    /// Resources of types that were not requested, by type.
+    pub fn skipped_types(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        Ok(self.skipped_types.lock().map_err(poisoned)?.clone())
+    }
+
+    fn push(&self, resource_type: &str, batch: &RecordBatch) -> anyhow::Result<()> {
+        let Some(slot) = self.slot(resource_type)? else {
+            *self
+                .skipped_types
+                .lock()
+                .map_err(poisoned)?
+                .entry(resource_type.to_string())
+                .or_default() += batch.num_rows() as u64;
+            return Ok(());
+        };
+        let mut writer = {
+            let mut s = slot.lock()?;
+            s.resources += batch.num_rows() as u64;
+            if let Some(ids) = s.exported_ids.as_mut()
+                && let Some(col) = batch.column_by_name("id")
+            {
+                ids.extend_from_array(col.as_ref());
+            }
+            loop {
+                if let Some(w) = s.idle.pop() {
+                    break w;
+                }
+                let table = s
+                    .table
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("{resource_type} table already committed"))?;
+                if self.take_extra_writer() {
+                    let w = table.writer(s.schema.clone());
+                    s.writers += 1;
+                    break w;
+                }
+                s = slot.returned.wait(s).map_err(poisoned)?;
+            }
+        };
+        // Called from an encoding thread (blocking pool): the write's uploads run on the runtime.
+        let pushed = self.runtime.block_on(writer.push(batch));
+        self.put_back(&mut *slot.lock()?, writer);
+        slot.returned.notify_all();
+        pushed.with_context(|| format!("writing {resource_type} rows"))
+    }
+
+    /// Counts one encoded file of `resource_type`; after its last one, closes the type's
+    /// data files (no thread uses its writers any more).
+    fn file_done(&self, resource_type: &str) -> anyhow::Result<()> {
+        {
+            let mut left = self.files_left.lock().map_err(poisoned)?;
+            match left.get_mut(resource_type) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    return Ok(());
+                }
+                Some(_) => {
+                    left.remove(resource_type);
+                }
+                None => return Ok(()),
+            }
+        }
+        let Some(slot) = self.slot(resource_type)? else {
+            return Ok(());
+        };
+        let mut s = slot.lock()?;
+        for mut w in std::mem::take(&mut s.idle) {
+            self.runtime
+                .block_on(w.close_file())
+                .with_context(|| format!("writing {resource_type} rows"))?;
+            self.put_back(&mut s, w);
+        }
+        drop(s);
+        slot.returned.notify_all();
+        // The closed writers' buffers are free now, scattered over the heap.
+        crate::memory::release_free_memory();
+        Ok(())
+    }
+
+    /// Returns a writer to its type. If its file just closed and the type has an extra
+    /// writer, it retires instead, so the extra writer's memory and turn go to whichever
+    /// type needs one next.
+    fn put_back(&self, s: &mut TypeSlot, writer: TableWriter) {
+        if s.writers > 1 && !writer.has_open_file() {
+            s.writers -= 1;
+            s.retired.push(writer);
+            self.extra_writers.fetch_sub(1, Ordering::SeqCst);
+        } else {
+            s.idle.push(writer);
+        }
+    }
+
+    fn take_extra_writer(&self) -> bool {
+        self.extra_writers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max_extra_writers).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn reject(&self, r: EncodeReject) -> anyhow::Result<()> {
+        if let Some(t) = r.resource_type.as_deref()
+            && let Ok(Some(slot)) = self.slot(t)
+            && let Ok(mut slot) = slot.lock()
+        {
+            slot.rejected += 1;
+        }
+        self.rejects.lock().map_err(poisoned)?.write(&r)
+    }
+
+    /// Encodes one file into the writers (on a blocking thread); returns the resources read.
+    pub fn encode_file(&self, file: &InputFile) -> anyhow::Result<u64> {
+        let reader = files::open_ndjson(&file.path)?;
+        let mut resources = 0u64;
+        encode::encode_ndjson(
+            &self.encoder,
+            reader,
+            &file.label,
+            file.expected_type.as_deref(),
+            &mut |resource_type: &str, batch: RecordBatch| {
+                resources += batch.num_rows() as u64;
+                self.push(resource_type, &batch)
+            },
+            &mut |r: EncodeReject| self.reject(r),
+        )?;
+        self.add_download_rejects(file)?;
+        if let Some(t) = &file.expected_type {
+            self.file_done(t)?;
+        }
+        Ok(resources)
+    }
+
+    /// Records the lines the bulk client set aside while downloading `file`.
+    pub fn add_download_rejects(&self, file: &InputFile) -> anyhow::Result<()> {
+        if let Some(path) = &file.download_rejects_path
+            && file.download_rejects > 0
+        {
+            for r in encode::read_download_rejects(path, file.expected_type.as_deref())? {
+                self.reject(r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the data files the writers wrote: nothing of this export will be committed.
+    pub async fn discard(&self) {
+        let Ok(slots) = self.slots() else { return };
+        for (resource_type, slot) in slots {
+            let writers = slot
+                .lock()
+                .map(|mut s| s.take_writers())
+                .unwrap_or_default();
+            for writer in writers {
+                if let Err(e) = writer.discard().await {
+                    tracing::warn!(resource_type = %resource_type, error = %e, "could not delete uncommitted rows");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Reconciliation: after a full export, rows whose id the export no longer has are removed;
+//! for a Group's export, only rows of the group's patients.
+use arrow::datatypes::SchemaRef;
+use delta_sink::{IdSet, ReconcileScope};
+use fhir_bulk::BulkClient;
+
+use crate::compartment;
+use crate::config::{SaveMode, SyncOptions};
+
+/// Whether a sync reconciles: a full, unfiltered export merged into the tables (a Group's
+/// only with `--reconcile`).
+pub(super) fn reconciles(opts: &SyncOptions, full: bool) -> bool {
+    full && opts.save_mode == SaveMode::Merge
+        && opts.type_filters.is_empty()
+        && (opts.group_id.is_none() || opts.reconcile)
+        && opts.patients.is_empty()
+}
+
+/// Which stored rows of `resource_type` a reconciliation may remove: all of them, or with
+/// `group_members` those of the group's patients (`None` when nothing ties the type's rows
+/// to a patient, so none may go).
+pub(super) fn reconcile_scope(
+    resource_type: &str,
+    schema: &SchemaRef,
+    group_members: Option<&IdSet>,
+) -> Option<ReconcileScope> {
+    let Some(members) = group_members else {
+        return Some(ReconcileScope::All);
+    };
+    if resource_type == "Patient" {
+        return Some(ReconcileScope::Ids(members.clone()));
+    }
+    let columns = compartment::patient_link_columns(resource_type, schema);
+    (!columns.is_empty()).then(|| ReconcileScope::References {
+        columns,
+        target_type: "Patient".to_string(),
+        targets: members.clone(),
+    })
+}
+
+/// The patient ids of Group `group_id`: its `member[].entity` references read from the
+/// server, plus `exported_patients` (the ids of the group's export, when Patient was
+/// exported). Fails when neither is available, rather than guess which rows belong to the group.
+pub(super) async fn group_members(
+    client: &BulkClient,
+    group_id: &str,
+    exported_patients: Option<IdSet>,
+) -> anyhow::Result<IdSet> {
+    let mut members = IdSet::new();
+    match client.read_resource("Group", group_id).await {
+        Ok(group) => {
+            let refs = group
+                .get("member")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.pointer("/entity/reference")?.as_str());
+            let (mut patients, mut others) = (0u64, 0u64);
+            for r in refs {
+                match delta_sink::reference_id(r, "Patient") {
+                    Some(id) => {
+                        members.insert(id);
+                        patients += 1;
+                    }
+                    None => others += 1,
+                }
+            }
+            if others > 0 {
+                tracing::warn!(
+                    group = group_id,
+                    members = others,
+                    "group members that are not Patient references are not reconciled"
+                );
+            }
+            tracing::info!(
+                group = group_id,
+                patients,
+                "group members read for reconciliation"
+            );
+        }
+        Err(e) if exported_patients.is_some() => {
+            tracing::warn!(group = group_id, error = %e,
+                "could not read the Group; reconciling within the exported Patient resources");
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "--reconcile with --group-id needs the group's members: reading Group/{group_id} \
+                 failed and Patient is not among the exported types"
+            )));
+        }
+    }
+    if let Some(mut ids) = exported_patients {
+        ids.seal();
+        members.merge(&ids);
+    }
+    members.seal();
+    Ok(members)
+}

@@ -138,11 +138,7 @@ impl ScheduleConfig {
 
     /// A random delay in `[0, jitter)`.
     pub(crate) fn jitter_delay(&self) -> Duration {
-        if self.jitter.is_zero() {
-            return Duration::ZERO;
-        }
-        let nanos = u64::try_from(self.jitter.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rand::random_range(0..nanos))
+        fhir_bulk::Jitter::Full.apply(self.jitter)
     }
 }
 

@@ -523,12 +523,12 @@ async fn save_modes_behave_as_delta_users_expect() {
         &[patient("3", 1, "2024-01-01T00:00:00Z", "female")],
     );
 
-    sync::run_import(&import(&a, &delta, SaveMode::Error))
+    sync::run_import(&import(&a, &delta, SaveMode::ErrorIfExists))
         .await
         .unwrap();
     assert_eq!(count(&delta, "Patient").await, 2);
     assert!(
-        sync::run_import(&import(&b, &delta, SaveMode::Error))
+        sync::run_import(&import(&b, &delta, SaveMode::ErrorIfExists))
             .await
             .is_err(),
         "error mode refuses an existing table"

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use fhir_bulk::AtomicFile;
 use fhir_encoder::{BatchLimits, Encoder, EncoderOptions, NdjsonBatches, Reject, Warning};
 use fhirsync::config::{EncodingArgs, FileOptions};
 use fhirsync::logging::LogMode;
@@ -55,7 +56,7 @@ struct TypeStats {
 struct Output {
     dir: PathBuf,
     props: WriterProperties,
-    writers: BTreeMap<String, (ArrowWriter<File>, PathBuf)>,
+    writers: BTreeMap<String, ArrowWriter<AtomicFile>>,
     rejects: BufWriter<File>,
     warnings: BufWriter<File>,
     stats: BTreeMap<String, TypeStats>,
@@ -65,14 +66,15 @@ struct Output {
 impl Output {
     fn write_batch(&mut self, rt: &str, batch: &arrow::array::RecordBatch) -> anyhow::Result<()> {
         if !self.writers.contains_key(rt) {
+            let dest = self.dir.join(format!("{rt}.parquet"));
             let tmp = self.dir.join(format!(".{rt}.parquet.partial"));
-            let file =
-                File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            let file = AtomicFile::create_with_temp(&dest, &tmp)
+                .with_context(|| format!("cannot create {}", tmp.display()))?;
             let w = ArrowWriter::try_new(file, batch.schema(), Some(self.props.clone()))
                 .with_context(|| format!("cannot start the Parquet file for {rt}"))?;
-            self.writers.insert(rt.to_string(), (w, tmp));
+            self.writers.insert(rt.to_string(), w);
         }
-        let Some((w, _)) = self.writers.get_mut(rt) else {
+        let Some(w) = self.writers.get_mut(rt) else {
             bail!("no writer for {rt}")
         };
         w.write(batch)
@@ -106,12 +108,13 @@ impl Output {
     }
 
     fn finish(mut self) -> anyhow::Result<(BTreeMap<String, TypeStats>, u64)> {
-        for (rt, (w, tmp)) in std::mem::take(&mut self.writers) {
-            w.close()
+        for (rt, w) in std::mem::take(&mut self.writers) {
+            let file = w
+                .into_inner()
                 .with_context(|| format!("cannot finish the Parquet file for {rt}"))?;
-            let dest = self.dir.join(format!("{rt}.parquet"));
-            std::fs::rename(&tmp, &dest)
-                .with_context(|| format!("cannot move {} to {}", tmp.display(), dest.display()))?;
+            let dest = file.target().to_path_buf();
+            file.commit()
+                .with_context(|| format!("cannot move the Parquet file to {}", dest.display()))?;
         }
         self.rejects
             .flush()

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use serde::Deserialize;
 use url::Url;
 
 use super::secrets::{Secret, SecretSource, SigningAlgorithm};
@@ -31,34 +30,8 @@ pub const MAX_CONCURRENT_DOWNLOADS: usize = 64;
 pub const DEFAULT_MAX_NESTING_LEVEL: usize = 3;
 /// Default leeway before token expiry at which a new token is requested (Pathling's default).
 pub const DEFAULT_TOKEN_EXPIRY_TOLERANCE: Duration = Duration::from_secs(120);
-/// How encoded resources are written to the Delta tables.
-#[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SaveMode {
-    /// Upsert by resource id (and apply deletions): the incremental mode.
-    #[default]
-    Merge,
-    /// Replace the table contents.
-    Overwrite,
-    /// Append rows without de-duplication.
-    Append,
-    /// Leave an existing table untouched.
-    Ignore,
-    /// Fail if the table exists.
-    Error,
-}
-
-impl SaveMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Merge => "merge",
-            Self::Overwrite => "overwrite",
-            Self::Append => "append",
-            Self::Ignore => "ignore",
-            Self::Error => "error",
-        }
-    }
-}
+/// How encoded resources are written to the Delta tables: the sink's own modes and names.
+pub use delta_sink::SaveMode;
 
 /// SMART Backend Services / client credentials settings.
 #[derive(Clone, Debug, PartialEq)]

@@ -275,7 +275,7 @@ impl EncodingArgs {
 #[derive(clap::Args, Clone, Debug, Default, PartialEq)]
 pub struct TableWriteArgs {
     /// How rows are written to the tables [default: merge]
-    #[arg(long, value_enum)]
+    #[arg(long, value_name = "MODE", value_parser = save_mode_parser())]
     pub save_mode: Option<SaveMode>,
 
     /// Fail, committing nothing, when more resources than this are rejected as invalid
@@ -309,4 +309,13 @@ impl TableWriteArgs {
                 .unwrap_or(false),
         }
     }
+}
+
+/// `--save-mode`: the sink's modes, each listed with its description in `--help`.
+fn save_mode_parser() -> impl clap::builder::TypedValueParser<Value = SaveMode> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(
+        SaveMode::ALL.map(|m| PossibleValue::new(m.as_str()).help(m.description())),
+    )
+    .try_map(|s| s.parse::<SaveMode>())
 }

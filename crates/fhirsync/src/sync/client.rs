@@ -54,15 +54,12 @@ pub fn authenticate(
     if !auth.enabled {
         return Ok(None);
     }
-    // The token endpoint gets its own client: it never follows redirects with credentials.
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(config.connect_timeout)
-        .build()
-        .context("building the HTTP client for the token endpoint")?;
-    let provider =
-        smart_auth::TokenProvider::new(&config.fhir_base_url, auth.to_auth_config(), http)
-            .context("configuring SMART Backend Services authentication")?;
+    let provider = smart_auth::TokenProvider::for_endpoint(
+        &config.fhir_base_url,
+        auth.to_auth_config(),
+        config.connect_timeout,
+    )
+    .context("configuring SMART Backend Services authentication")?;
     config.bearer = Some(Arc::new(provider.clone()));
     Ok(Some(provider))
 }

@@ -143,7 +143,7 @@ async fn commit_table(
     }
     let cursor = Cursor::new(input.app_id.clone(), transaction_time, input.app_id.clone());
     let options = CommitOptions {
-        mode: sink_mode(input.mode),
+        mode: input.mode,
         cursor: Some(cursor),
     };
     let outcome: WriteOutcome = table
@@ -160,12 +160,3 @@ async fn commit_table(
     Ok(Some((resource_type, entry)))
 }
 
-fn sink_mode(mode: SaveMode) -> delta_sink::SaveMode {
-    match mode {
-        SaveMode::Merge => delta_sink::SaveMode::Merge,
-        SaveMode::Overwrite => delta_sink::SaveMode::Overwrite,
-        SaveMode::Append => delta_sink::SaveMode::Append,
-        SaveMode::Ignore => delta_sink::SaveMode::Ignore,
-        SaveMode::Error => delta_sink::SaveMode::ErrorIfExists,
-    }
-}

@@ -37,9 +37,21 @@ pub const DEFAULT_FILTER: &str = "warn,fhirsync=info,fhir_bulk=info,smart_auth=i
      fhir_encoder=info,bulk_test_server=info,buoyant_kernel::snapshot::builder=off,\
      deltalake_core::writer::stats=error";
 
+/// Under progress bars on a terminal: warnings and errors only, so the bars stay in sight (the
+/// bars say what the info lines would; `--log-level debug` brings every line back).
+pub const BARS_FILTER: &str = "warn,buoyant_kernel::snapshot::builder=off,\
+     deltalake_core::writer::stats=error";
+
 /// Installs the global subscriber; logs go to stderr so stdout stays free for command output.
-pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<LogMode> {
+/// `filter` is the user's (`None`: [`DEFAULT_FILTER`], or [`BARS_FILTER`] for a command that
+/// draws progress bars on a terminal).
+pub fn init(format: LogFormat, filter: Option<&str>, bars: bool) -> anyhow::Result<LogMode> {
     let mode = LogMode::resolve(format);
+    let filter = filter.unwrap_or(if bars && mode == LogMode::Human {
+        BARS_FILTER
+    } else {
+        DEFAULT_FILTER
+    });
     let filter = EnvFilter::try_new(filter)
         .map_err(|e| anyhow::anyhow!("invalid log filter {filter:?}: {e}"))?;
     let registry = tracing_subscriber::registry().with(filter);

@@ -18,9 +18,11 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "FHIRSYNC_LOG_FORMAT", help_heading = GLOBAL)]
     log_format: LogFormat,
 
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `debug` or `warn,fhir_bulk=debug`.
-    #[arg(long, global = true, default_value = fhirsync::logging::DEFAULT_FILTER, env = "FHIRSYNC_LOG", help_heading = GLOBAL)]
-    log_level: String,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info`, `debug` or `warn,fhir_bulk=debug`
+    /// [default: `info`; `warn` under the progress bars of `export`, `sync` and `import` on a
+    /// terminal, where `debug` adds one line per file and per commit]
+    #[arg(long, global = true, value_name = "FILTER", env = "FHIRSYNC_LOG", help_heading = GLOBAL)]
+    log_level: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -55,7 +57,11 @@ enum Command {
 fn main() -> ExitCode {
     fhirsync::memory::limit_malloc_arenas();
     let cli = Cli::parse();
-    let mode = match logging::init(cli.log_format, &cli.log_level) {
+    let bars = matches!(
+        cli.command,
+        Command::Export(_) | Command::Sync(_) | Command::Import(_)
+    );
+    let mode = match logging::init(cli.log_format, cli.log_level.as_deref(), bars) {
         Ok(mode) => mode,
         Err(e) => {
             eprintln!("fhirsync: {e:#}");

@@ -75,3 +75,48 @@ pub struct SyncReport {
     pub http_retries: BTreeMap<String, u64>,
     pub token_refreshes: u64,
 }
+
+/// What a sync or import reports while it runs, for progress displays. Counts, never rows.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SyncEvent {
+    /// An import is about to encode this many files (a sync learns its count from the
+    /// export's manifest instead).
+    EncodingStarted { files: usize },
+    /// One input file is encoded into its table's writers.
+    FileEncoded { resources: u64 },
+    /// Every file is encoded; these tables commit now.
+    CommitsStarted { tables: usize },
+    /// One table's commit has started.
+    TableCommitStarted { resource_type: String },
+    /// One table's commit is done (or was skipped).
+    TableCommitted { resource_type: String },
+}
+
+/// Where [`SyncEvent`]s go: nowhere by default. Called on encoding and commit threads, so it
+/// must be cheap.
+#[derive(Clone, Default)]
+pub struct SyncEvents(Option<SyncEventHandler>);
+
+type SyncEventHandler = std::sync::Arc<dyn Fn(&SyncEvent) + Send + Sync>;
+
+impl SyncEvents {
+    pub fn new(handler: impl Fn(&SyncEvent) + Send + Sync + 'static) -> Self {
+        Self(Some(std::sync::Arc::new(handler)))
+    }
+
+    pub fn emit(&self, event: SyncEvent) {
+        if let Some(h) = &self.0 {
+            h(&event);
+        }
+    }
+}
+
+impl fmt::Debug for SyncEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "SyncEvents(handler)"
+        } else {
+            "SyncEvents(none)"
+        })
+    }
+}

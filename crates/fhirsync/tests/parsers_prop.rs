@@ -6,17 +6,39 @@ use fhirsync::config::{parse_duration, parse_instant};
 use fhirsync::schedule::Schedule;
 use proptest::prelude::*;
 
+/// An accepted schedule's next run (if any) is after the instant asked about; a refused one
+/// says why.
+fn schedule_means_what_it_accepts(s: &str) -> Result<(), TestCaseError> {
+    match Schedule::parse(s) {
+        Ok(schedule) => {
+            let after = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+            if let Some(next) = schedule.next_after(after, chrono_tz::UTC) {
+                prop_assert!(next > after, "{s:?}: {next} is not after {after}");
+            }
+        }
+        Err(e) => prop_assert!(!e.to_string().is_empty()),
+    }
+    Ok(())
+}
+
 proptest! {
     #[test]
-    fn parsers_never_panic(s in "\\PC{0,40}") {
-        let _ = parse_duration(&s);
-        let _ = parse_instant(&s);
-        let _ = Schedule::parse(&s);
+    fn parsers_never_panic_and_mean_what_they_accept(s in "\\PC{0,40}") {
+        // Accepted: the value means the same when written back; refused: a message to show.
+        match parse_duration(&s) {
+            Ok(d) => prop_assert_eq!(parse_duration(&humantime::format_duration(d).to_string()), Ok(d)),
+            Err(e) => prop_assert!(!e.is_empty()),
+        }
+        match parse_instant(&s) {
+            Ok(t) => prop_assert_eq!(parse_instant(&t.to_rfc3339()), Ok(t)),
+            Err(e) => prop_assert!(e.contains("RFC 3339"), "{}", e),
+        }
+        schedule_means_what_it_accepts(&s)?;
     }
 
     #[test]
     fn cron_like_garbage_never_panics(fields in proptest::collection::vec("[0-9*/,LW#-]{1,6}", 0..8)) {
-        let _ = Schedule::parse(&fields.join(" "));
+        schedule_means_what_it_accepts(&fields.join(" "))?;
     }
 
     #[test]

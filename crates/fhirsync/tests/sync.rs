@@ -412,6 +412,7 @@ fn import(input: &Path, delta: &Path, mode: SaveMode) -> ImportRequest {
         max_nesting_level: 3,
         extensions: false,
         deletion_vectors: false,
+        events: Default::default(),
     }
 }
 

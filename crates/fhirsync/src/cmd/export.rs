@@ -102,7 +102,7 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
         .resolve(&ProcessEnv, None)
         .context("authentication settings")?;
     fhirsync::sync::authenticate(&mut config, &auth)?;
-    let progress = (mode == LogMode::Human).then(|| Progress::new("starting export"));
+    let progress = (mode == LogMode::Human).then(|| Progress::new("export", "starting"));
     if let Some(p) = &progress {
         config.events = Some(p.handler(config.events.take()));
     }

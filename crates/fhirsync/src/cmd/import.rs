@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::ArgAction;
 use fhirsync::config::{EncodingArgs, FileOptions, ResourceTypeArgs, TableWriteArgs};
 use fhirsync::logging::LogMode;
+use fhirsync::progress::Progress;
 
 #[derive(clap::Args, Debug)]
 #[command(mut_arg(
@@ -35,11 +36,11 @@ pub struct Args {
     pub json: bool,
 }
 
-pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
+pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
     let no_file = FileOptions::default();
     let write = args.write.resolve(&no_file);
     let encoding = args.encoding.resolve(&no_file);
-    let request = fhirsync::sync::ImportRequest {
+    let mut request = fhirsync::sync::ImportRequest {
         input: args.input.clone(),
         delta_path: args.delta_path.clone(),
         save_mode: write.save_mode,
@@ -48,10 +49,18 @@ pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
         max_nesting_level: encoding.max_nesting_level,
         extensions: encoding.extensions,
         deletion_vectors: write.deletion_vectors,
+        events: Default::default(),
     };
     let _lock = super::lock_tables(&args.delta_path, None)?;
-    let report = fhirsync::sync::run_import(&request)
-        .await
-        .with_context(|| format!("importing {}", args.input.display()))?;
+    // On a terminal, bars for the encoding and the commits; in JSON mode the logs say it all.
+    let progress = (mode == LogMode::Human).then(|| Progress::new("import", "reading files"));
+    if let Some(p) = &progress {
+        request.events = p.sync_events();
+    }
+    let result = fhirsync::sync::run_import(&request).await;
+    if let Some(p) = &progress {
+        p.finish();
+    }
+    let report = result.with_context(|| format!("importing {}", args.input.display()))?;
     super::sync::print_report(&report, args.json)
 }

@@ -28,20 +28,10 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
     cancel_on_signal(cancel.clone());
     let mut client = sync::client_config(&opts, mode).await?;
     // On a terminal a bar follows the export; in JSON mode the logs say it all.
-    let progress = (mode == LogMode::Human).then(|| Progress::new("starting sync"));
+    let progress = (mode == LogMode::Human).then(|| Progress::new("export", "starting"));
     if let Some(p) = &progress {
-        let stage = p.clone();
-        let inner = client.events.take();
-        client.events = Some(p.handler(Some(std::sync::Arc::new(
-            move |e: &fhir_bulk::BulkEvent| {
-                if matches!(e, fhir_bulk::BulkEvent::ExportComplete { .. }) {
-                    stage.stage("export downloaded; writing the Delta tables");
-                }
-                if let Some(h) = &inner {
-                    h(e);
-                }
-            },
-        ))));
+        client.events = Some(p.handler(client.events.take()));
+        client.sync_events = p.sync_events();
     }
     let kind = if opts.full_refresh {
         RunKind::FullRefresh

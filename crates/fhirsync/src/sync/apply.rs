@@ -14,7 +14,7 @@ use fhir_encoder::Encoder;
 use super::commit::{self, Changes};
 use super::input::{ApplyInput, InputFile};
 use super::pool::Pool;
-use crate::run::SyncReport;
+use crate::run::{SyncEvent, SyncReport};
 
 pub(crate) struct Applier {
     pool: Arc<Pool>,
@@ -78,8 +78,11 @@ impl Applier {
         let pool = self.pool.clone();
         self.tasks.spawn_blocking(move || {
             let _permit = permit;
-            pool.encode_file(&file)
-                .with_context(|| format!("encoding {}", file.path.display()))
+            let resources = pool
+                .encode_file(&file)
+                .with_context(|| format!("encoding {}", file.path.display()))?;
+            pool.input.events.emit(SyncEvent::FileEncoded { resources });
+            Ok(resources)
         });
         Ok(())
     }
@@ -196,6 +199,9 @@ pub(crate) async fn apply_files(
     input: ApplyInput,
     transaction_time: DateTime<Utc>,
 ) -> anyhow::Result<SyncReport> {
+    input
+        .events
+        .emit(SyncEvent::EncodingStarted { files: files.len() });
     let mut applier = Applier::new(sink, encoder, input).await?;
     for file in files {
         applier.add(file).await?;

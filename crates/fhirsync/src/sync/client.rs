@@ -7,11 +7,15 @@ use anyhow::Context;
 use fhir_bulk::{BulkEvent, ClientConfig, EventHandler, RetryReason};
 
 use crate::config::{AuthOptions, SyncOptions};
+use crate::run::SyncEvents;
 
 /// The Bulk Data client's settings for a sync, and the token provider (kept for its refresh count).
 pub struct SyncClient {
     pub config: ClientConfig,
     pub tokens: Option<smart_auth::TokenProvider>,
+    /// Where the sync reports its encoding and commits (the client's own events go to
+    /// `config.events`).
+    pub sync_events: SyncEvents,
 }
 
 impl std::ops::Deref for SyncClient {
@@ -42,7 +46,11 @@ pub async fn client_config(
         config.poll.timeout = t;
     }
     let tokens = authenticate(&mut config, &opts.auth)?;
-    Ok(SyncClient { config, tokens })
+    Ok(SyncClient {
+        config,
+        tokens,
+        sync_events: SyncEvents::default(),
+    })
 }
 
 /// With authentication enabled, gives `config` a token provider for its FHIR server and

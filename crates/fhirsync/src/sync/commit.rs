@@ -12,7 +12,7 @@ use super::input::ApplyInput;
 use super::pool::{Pool, Slot};
 use super::reconcile::reconcile_scope;
 use crate::config::SaveMode;
-use crate::run::TableReport;
+use crate::run::{SyncEvent, TableReport};
 
 /// What the tables get besides the rows the writers hold.
 pub(super) struct Changes {
@@ -39,24 +39,34 @@ pub(super) async fn commit_all(
     // each commit's id index is, and the file rewrites of all tables share one slot per core
     // (in delta-sink).
     let group_members = group_members.map(Arc::new);
-    let mut commits =
-        futures::stream::iter(pool.slots()?.into_iter().map(|(resource_type, slot)| {
-            let deletions = deletions.remove(&resource_type);
-            let (pool, members) = (pool.clone(), group_members.clone());
-            // A thread of its own that drives the commit (a blocking thread may block on the
-            // runtime, and the commit's future need not be `Send`).
-            tokio::task::spawn_blocking(move || {
-                pool.runtime.block_on(commit_table(
-                    &pool.input,
-                    resource_type,
-                    &slot,
-                    deletions,
-                    members.as_deref(),
-                    transaction_time,
-                ))
-            })
-        }))
-        .buffer_unordered(parallel);
+    let slots = pool.slots()?;
+    let events = &pool.input.events;
+    events.emit(SyncEvent::CommitsStarted {
+        tables: slots.len(),
+    });
+    let mut commits = futures::stream::iter(slots.into_iter().map(|(resource_type, slot)| {
+        let deletions = deletions.remove(&resource_type);
+        let (pool, members) = (pool.clone(), group_members.clone());
+        // A thread of its own that drives the commit (a blocking thread may block on the
+        // runtime, and the commit's future need not be `Send`).
+        tokio::task::spawn_blocking(move || {
+            let events = &pool.input.events;
+            events.emit(SyncEvent::TableCommitStarted {
+                resource_type: resource_type.clone(),
+            });
+            let done = pool.runtime.block_on(commit_table(
+                &pool.input,
+                resource_type.clone(),
+                &slot,
+                deletions,
+                members.as_deref(),
+                transaction_time,
+            ));
+            events.emit(SyncEvent::TableCommitted { resource_type });
+            done
+        })
+    }))
+    .buffer_unordered(parallel);
     let mut tables = BTreeMap::new();
     let mut failed = None;
     while let Some(joined) = commits.next().await {
@@ -159,4 +169,3 @@ async fn commit_table(
     entry.reconciled = outcome.reconciled;
     Ok(Some((resource_type, entry)))
 }
-

@@ -15,7 +15,7 @@ use super::rejects::rejects_dir;
 use super::setup;
 use crate::config::SaveMode;
 use crate::files;
-use crate::run::SyncReport;
+use crate::run::{SyncEvents, SyncReport};
 
 /// What to import, and how.
 #[derive(Clone, Debug)]
@@ -29,6 +29,8 @@ pub struct ImportRequest {
     pub extensions: bool,
     /// See [`crate::config::SyncOptions::deletion_vectors`].
     pub deletion_vectors: bool,
+    /// Progress of encoding and commits.
+    pub events: SyncEvents,
 }
 
 /// The identity under which imports commit their cursor.
@@ -60,6 +62,7 @@ pub async fn run_import(request: &ImportRequest) -> anyhow::Result<SyncReport> {
         reconcile: false,
         max_rejects: request.max_rejects,
         rejects_dir: rejects_dir(&request.delta_path, None),
+        events: request.events.clone(),
     };
     let mut report = apply_files(&sink, encoder, files, deletions, input, transaction_time).await?;
     report.duration = started.elapsed();

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::config::SaveMode;
 use crate::files;
+use crate::run::SyncEvents;
 
 /// A local NDJSON file to apply.
 #[derive(Clone, Debug)]
@@ -48,4 +49,6 @@ pub(crate) struct ApplyInput {
     pub reconcile: bool,
     pub max_rejects: Option<u64>,
     pub rejects_dir: PathBuf,
+    /// Progress of encoding and commits.
+    pub events: SyncEvents,
 }

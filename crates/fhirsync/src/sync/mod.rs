@@ -35,7 +35,7 @@ pub use cursor::sync_identity;
 pub use import::{ImportRequest, run_import};
 
 use crate::config::SyncOptions;
-use crate::run::{RunKind, SyncReport};
+use crate::run::{RunKind, SyncEvents, SyncReport};
 use crate::state::{SyncLock, SyncState};
 
 /// Runs one sync as configured: lock, export (resuming an interrupted one), encode, commit,
@@ -47,15 +47,20 @@ pub async fn run_sync(
     cancel: CancellationToken,
 ) -> anyhow::Result<SyncReport> {
     let started = Instant::now();
-    let SyncClient { mut config, tokens } = client;
+    let SyncClient {
+        mut config,
+        tokens,
+        sync_events: events,
+    } = client;
     let retries = client::RetryCounts::default();
     config.events = Some(client::count_retries(config.events.take(), retries.clone()));
     let work = setup::WorkDir::for_options(opts)?;
     let _lock = SyncLock::try_acquire(&work.lock_path())?;
     let mut state = SyncState::load(&work.state_file)?;
 
-    let mut result = sync_locked(opts, kind, config, &cancel, &work, &state, started).await;
+    let mut result = sync_locked(opts, kind, config, events, &cancel, &work, &state).await;
     if let Ok(report) = result.as_mut() {
+        report.duration = started.elapsed();
         report.http_retries = retries.lock().map(|r| r.clone()).unwrap_or_default();
         report.token_refreshes = tokens.as_ref().map_or(0, |t| t.token_refreshes());
     }
@@ -74,10 +79,10 @@ async fn sync_locked(
     opts: &SyncOptions,
     kind: RunKind,
     config: fhir_bulk::ClientConfig,
+    events: SyncEvents,
     cancel: &CancellationToken,
     work: &setup::WorkDir,
     state: &SyncState,
-    started: Instant,
 ) -> anyhow::Result<SyncReport> {
     // Where the export starts.
     let sink = setup::sink(
@@ -102,6 +107,7 @@ async fn sync_locked(
         reconcile,
         max_rejects: opts.max_rejects,
         rejects_dir: rejects::rejects_dir(&opts.delta_path, Some(&work.dir)),
+        events,
     };
     let encoder = setup::encoder(opts.max_nesting_level, opts.extensions);
     let mut applier = apply::Applier::new(&sink, encoder, input).await?;
@@ -138,7 +144,6 @@ async fn sync_locked(
     report.since = since.map(|s| s.to_rfc3339_opts(SecondsFormat::Millis, true));
     report.bytes_downloaded = summary.bytes;
     report.resumed_files = summary.resumed_files;
-    report.duration = started.elapsed();
 
     // Every table has the data: the server may now drop the job and we our copy of the files.
     if let Err(e) = client.cancel(&summary.job).await {

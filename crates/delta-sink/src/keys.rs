@@ -227,8 +227,8 @@ fn with_parent_nulls(child: &ArrayRef, parent: Option<&arrow::buffer::NullBuffer
 /// A compact set of resource ids: 64-bit fingerprints in a sorted vector (8 bytes per id,
 /// ~80 MB for ten million ids).
 ///
-/// Fingerprints can collide (about 3 in a million for ten million ids); a collision can
-/// only make an absent id look present, so reconciliation errs towards keeping a row,
+/// Fingerprints can collide (the odds that any two of ten million ids share one are about
+/// 3 in a million: n²/2⁶⁵); a collision can only make an absent id look present, so reconciliation errs towards keeping a row,
 /// never towards deleting one that the server still has.
 #[derive(Debug, Clone, Default)]
 pub struct IdSet {

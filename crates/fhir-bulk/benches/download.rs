@@ -2,7 +2,7 @@
 //! temporary directory and prints MB/s, resources/s and peak RSS.
 //!
 //! `cargo bench -p fhir-bulk --bench download` (defaults to about 1 GB of NDJSON).
-//! Settings (environment): `BENCH_PATIENTS` (default 80000; ~12 KB of NDJSON each),
+//! Settings (environment): `BENCH_PATIENTS` (default 80000; ~16 KB of NDJSON each),
 //! `BENCH_RESOURCES_PER_FILE` (default 20000), `BENCH_CONCURRENCY` (default 4),
 //! `BENCH_GZIP` (`1` to ask for gzip-compressed files; default off: loopback is not the
 //! bottleneck, compression is), `BENCH_DIR` (where to write; default a temporary directory).

@@ -464,7 +464,7 @@ mod tests {
         );
         assert_eq!(
             seen.load(Ordering::Relaxed),
-            6,
+            7,
             "the inner handler sees every event"
         );
         p.finish();

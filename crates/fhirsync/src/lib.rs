@@ -2,9 +2,10 @@
 //! together, plus the pieces shared by the `fhirsync` binary's subcommands.
 //!
 //! Modules depend on each other in one direction only: `run`, `files`, `state`, `memory` and
-//! `compartment` on none of the others; `schedule` and `metrics` on `run`; `health` on `run`
-//! and `state`; `encode` on `files`; `config` on `schedule`; `tables` on `config` and `files`;
-//! `sync` and `daemon` on those below them, never on each other.
+//! `compartment` on none of the others; `schedule`, `metrics` and `progress` on `run`; `logging`
+//! on `progress`; `health` on `run` and `state`; `encode` on `files`; `config` on `schedule`;
+//! `tables` on `config` and `files`; `sync` and `daemon` on those below them, never on each
+//! other.
 mod compartment;
 pub mod config;
 pub mod daemon;

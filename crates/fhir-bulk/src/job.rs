@@ -9,6 +9,7 @@ use crate::client::BulkClient;
 use crate::error::BulkError;
 use crate::events::BulkEvent;
 use crate::request::{ExportRequest, KickOffRequest};
+use crate::transport::Outgoing;
 use crate::transport::{FHIR_JSON, read_outcome};
 
 /// A started export: what was asked and where to poll.
@@ -32,7 +33,11 @@ impl BulkClient {
         headers.insert(ACCEPT, HeaderValue::from_static(FHIR_JSON));
         headers.insert("prefer", HeaderValue::from_static("respond-async"));
         let (final_url, resp) = self
-            .send_retrying("kick-off", method, &url, &headers, body.as_ref(), true)
+            .send_retrying(&Outgoing {
+                method,
+                json: body.as_ref(),
+                ..Outgoing::get("kick-off", &url, &headers)
+            })
             .await?;
         let status = resp.status();
         if status != StatusCode::ACCEPTED {
@@ -79,7 +84,10 @@ impl BulkClient {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(FHIR_JSON));
         let (_, resp) = self
-            .send_retrying("delete", Method::DELETE, url, &headers, None, true)
+            .send_retrying(&Outgoing {
+                method: Method::DELETE,
+                ..Outgoing::get("delete", url, &headers)
+            })
             .await?;
         let status = resp.status();
         if status.is_success() || status == StatusCode::NOT_FOUND || status == StatusCode::GONE {

@@ -1,11 +1,11 @@
 //! Reading single resources, e.g. a Group to learn its members.
 use http::header::ACCEPT;
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
 
 use crate::client::BulkClient;
 use crate::error::BulkError;
-use crate::transport::{FHIR_JSON, read_outcome};
+use crate::transport::{FHIR_JSON, Outgoing, read_outcome};
 
 impl BulkClient {
     /// Reads one resource (`GET [base]/[type]/[id]`) with the same auth and retries as the
@@ -21,7 +21,7 @@ impl BulkClient {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(FHIR_JSON));
         let (_, resp) = self
-            .send_retrying("read", Method::GET, &url, &headers, None, true)
+            .send_retrying(&Outgoing::get("read", &url, &headers))
             .await?;
         let status = resp.status();
         if status != StatusCode::OK {

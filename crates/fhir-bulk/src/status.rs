@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use http::header::ACCEPT;
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, HeaderValue};
 use reqwest::Response;
 use tokio::time::Instant;
 use url::Url;
@@ -17,6 +17,7 @@ use crate::manifest::Manifest;
 use crate::retry::{
     poll_delay, retry_after, retry_delay, sleep_until_deadline, throttled_poll_delay,
 };
+use crate::transport::Outgoing;
 use crate::transport::{Verdict, read_outcome};
 
 /// One answer of the status endpoint.
@@ -35,7 +36,7 @@ impl BulkClient {
     pub async fn poll_status(&self, job: &ExportJob) -> Result<StatusPoll, BulkError> {
         let url = &job.status_url;
         let (final_url, resp) = self
-            .send_once("status", Method::GET, url, &status_headers(), None, true)
+            .send_once(&Outgoing::get("status", url, &status_headers()))
             .await?;
         match self.classify("status", url, resp).await {
             Verdict::Pass(resp) => self.status_answer(url, &final_url, resp).await,
@@ -140,7 +141,7 @@ impl BulkClient {
                 });
             }
             let (reason, hint, error) = match self
-                .send_once("status", Method::GET, url, &status_headers(), None, true)
+                .send_once(&Outgoing::get("status", url, &status_headers()))
                 .await
             {
                 Err(e @ BulkError::Network { .. }) => (RetryReason::Network(e.brief()), None, e),

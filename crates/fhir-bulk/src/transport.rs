@@ -30,21 +30,46 @@ pub(crate) enum Verdict {
     Fail(BulkError),
 }
 
+/// One request to send: what it is for (in errors and events), method, URL, headers, an
+/// optional JSON body, and whether the FHIR token may go with it.
+pub(crate) struct Outgoing<'a> {
+    pub what: &'static str,
+    pub method: Method,
+    pub url: &'a Url,
+    pub headers: &'a HeaderMap,
+    pub json: Option<&'a Value>,
+    pub with_token: bool,
+}
+
+impl<'a> Outgoing<'a> {
+    /// A `GET` with the FHIR token (on the FHIR origin).
+    pub fn get(what: &'static str, url: &'a Url, headers: &'a HeaderMap) -> Self {
+        Self {
+            what,
+            method: Method::GET,
+            url,
+            headers,
+            json: None,
+            with_token: true,
+        }
+    }
+}
+
 impl BulkClient {
     /// Sends one request, following redirects by hand (at most 10) and answering one 401 with a
     /// refreshed token. `with_token` allows the token; it is still only attached on the FHIR
     /// origin, hop by hop. Returns the final URL with the response.
-    pub(crate) async fn send_once(
-        &self,
-        what: &'static str,
-        method: Method,
-        url: &Url,
-        headers: &HeaderMap,
-        json: Option<&Value>,
-        with_token: bool,
-    ) -> Result<(Url, Response), BulkError> {
+    pub(crate) async fn send_once(&self, out: &Outgoing<'_>) -> Result<(Url, Response), BulkError> {
+        let &Outgoing {
+            what,
+            ref method,
+            url,
+            headers,
+            json,
+            with_token,
+        } = out;
         let bearer = self.inner.config.bearer.as_ref().filter(|_| with_token);
-        let mut method = method;
+        let mut method = method.clone();
         let mut url = url.clone();
         let mut json = json;
         let mut refreshed = false;
@@ -133,19 +158,12 @@ impl BulkClient {
     /// (including 4xx) for the caller to interpret; a non-transient 5xx is an error.
     pub(crate) async fn send_retrying(
         &self,
-        what: &'static str,
-        method: Method,
-        url: &Url,
-        headers: &HeaderMap,
-        json: Option<&Value>,
-        with_token: bool,
+        out: &Outgoing<'_>,
     ) -> Result<(Url, Response), BulkError> {
+        let (what, url) = (out.what, out.url);
         let mut attempt = 0;
         loop {
-            let (reason, hint, error) = match self
-                .send_once(what, method.clone(), url, headers, json, with_token)
-                .await
-            {
+            let (reason, hint, error) = match self.send_once(out).await {
                 Err(e @ BulkError::Network { .. }) => (RetryReason::Network(e.brief()), None, e),
                 Err(e) => return Err(e),
                 Ok((final_url, resp)) => match self.classify(what, url, resp).await {

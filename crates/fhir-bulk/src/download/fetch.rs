@@ -5,7 +5,7 @@ use std::path::Path;
 
 use futures::StreamExt;
 use http::header::{ACCEPT, ACCEPT_ENCODING, RANGE};
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, HeaderValue};
 
 use super::contents::{read_deletions, read_issues};
 use super::files::{DownloadedFile, PlannedFile};
@@ -15,6 +15,7 @@ use crate::client::BulkClient;
 use crate::error::BulkError;
 use crate::events::{BulkEvent, FileKind, RetryReason};
 use crate::retry::retry_delay;
+use crate::transport::Outgoing;
 use crate::transport::{Verdict, read_outcome};
 
 const WRITE_BUFFER: usize = 1 << 20;
@@ -175,7 +176,10 @@ async fn fetch_attempt(
     }
     let url = &file.url;
     let resp = match client
-        .send_once("download", Method::GET, url, &headers, None, with_token)
+        .send_once(&Outgoing {
+            with_token,
+            ..Outgoing::get("download", url, &headers)
+        })
         .await
     {
         Ok((_, resp)) => resp,

@@ -224,31 +224,38 @@ fn with_parent_nulls(child: &ArrayRef, parent: Option<&arrow::buffer::NullBuffer
     }
 }
 
-/// A compact set of resource ids: 64-bit fingerprints in a sorted vector (8 bytes per id,
-/// ~80 MB for ten million ids).
+/// The ids of an [`IdSet`] being collected. It answers no membership questions: only the
+/// set that [`IdSetBuilder::seal`] returns does, so no lookup can run on unsorted ids (where
+/// "absent" would be wrong, and absent means "delete" in reconciliation).
 ///
-/// Fingerprints can collide (the odds that any two of ten million ids share one are about
-/// 3 in a million: n²/2⁶⁵); a collision can only make an absent id look present, so reconciliation errs towards keeping a row,
-/// never towards deleting one that the server still has.
+/// ```
+/// let mut ids = delta_sink::IdSetBuilder::new();
+/// ids.insert("a");
+/// let ids = ids.seal();
+/// assert!(ids.contains("a"));
+/// ```
+///
+/// Asking the builder does not compile:
+///
+/// ```compile_fail,E0599
+/// let mut ids = delta_sink::IdSetBuilder::new();
+/// ids.insert("a");
+/// assert!(ids.contains("a"));
+/// ```
 #[derive(Debug, Clone, Default)]
-pub struct IdSet {
+pub struct IdSetBuilder {
     hashes: Vec<u64>,
-    sorted: bool,
 }
 
-impl IdSet {
-    /// An empty set.
+impl IdSetBuilder {
+    /// No ids yet.
     pub fn new() -> Self {
-        Self {
-            hashes: Vec::new(),
-            sorted: true,
-        }
+        Self::default()
     }
 
     /// Adds one id.
     pub fn insert(&mut self, id: &str) {
         self.hashes.push(fingerprint(id));
-        self.sorted = false;
     }
 
     /// Adds every non-null id of an Arrow string array (e.g. the `id` column of a batch).
@@ -260,50 +267,61 @@ impl IdSet {
         } else if let Some(s) = ids.as_string_view_opt() {
             self.hashes.extend(s.iter().flatten().map(fingerprint));
         }
-        self.sorted = false;
     }
 
     /// Adds every id of `other`.
-    pub fn merge(&mut self, other: &IdSet) {
-        self.hashes.extend_from_slice(&other.hashes);
-        self.sorted = false;
+    pub fn merge(&mut self, other: IdSetBuilder) {
+        self.hashes.extend(other.hashes);
     }
 
-    /// Sorts and deduplicates; call once after inserting (lookups do it lazily otherwise).
-    pub fn seal(&mut self) {
-        if !self.sorted {
-            self.hashes.sort_unstable();
-            self.hashes.dedup();
-            self.hashes.shrink_to_fit();
-            self.sorted = true;
+    /// The set of the ids added: sorted and deduplicated, ready for lookups.
+    pub fn seal(mut self) -> IdSet {
+        self.hashes.sort_unstable();
+        self.hashes.dedup();
+        self.hashes.shrink_to_fit();
+        IdSet {
+            hashes: self.hashes,
         }
     }
+}
 
-    /// Number of distinct fingerprints (after [`IdSet::seal`]).
+/// A compact set of resource ids: 64-bit fingerprints in a sorted vector (8 bytes per id,
+/// ~80 MB for ten million ids). Built by an [`IdSetBuilder`] or collected from ids.
+///
+/// Fingerprints can collide (the odds that any two of ten million ids share one are about
+/// 3 in a million: n²/2⁶⁵); a collision can only make an absent id look present, so
+/// reconciliation errs towards keeping a row, never towards deleting one that the server
+/// still has.
+#[derive(Debug, Clone, Default)]
+pub struct IdSet {
+    /// Sorted, without duplicates.
+    hashes: Vec<u64>,
+}
+
+impl IdSet {
+    /// Number of distinct fingerprints.
     pub fn len(&self) -> usize {
         self.hashes.len()
     }
 
-    /// True when no id was added.
+    /// True when the set holds no id.
     pub fn is_empty(&self) -> bool {
         self.hashes.is_empty()
     }
 
-    /// Membership test. The set must be sealed.
+    /// Membership test.
     pub fn contains(&self, id: &str) -> bool {
-        debug_assert!(self.sorted, "IdSet::contains before seal");
         self.hashes.binary_search(&fingerprint(id)).is_ok()
     }
 }
 
 impl<S: AsRef<str>> FromIterator<S> for IdSet {
     fn from_iter<T: IntoIterator<Item = S>>(iter: T) -> Self {
-        let mut set = IdSet::new();
+        let mut set = IdSetBuilder::new();
         for id in iter {
             set.insert(id.as_ref());
         }
-        set.seal();
-        set
+        set.seal()
     }
 }
 
@@ -356,6 +374,58 @@ mod tests {
         assert!(r(Some(1), Some("a")).supersedes(&r(Some(1), None)));
     }
 
+    #[test]
+    fn a_sealed_set_holds_each_inserted_id_once() {
+        let mut b = IdSetBuilder::new();
+        for id in ["b", "a", "c", "a", "b"] {
+            b.insert(id);
+        }
+        let set = b.seal();
+        assert_eq!(set.len(), 3, "duplicates count once");
+        assert!(["a", "b", "c"].iter().all(|id| set.contains(id)));
+        assert!(!set.contains("d"));
+        assert!(!set.contains(""));
+    }
+
+    #[test]
+    fn an_empty_builder_seals_to_an_empty_set() {
+        let set = IdSetBuilder::new().seal();
+        assert!(set.is_empty());
+        assert_eq!(set.len(), 0);
+        assert!(!set.contains("a"));
+        assert!(IdSet::default().is_empty());
+        assert!(std::iter::empty::<&str>().collect::<IdSet>().is_empty());
+    }
+
+    #[test]
+    fn merged_builders_seal_to_the_union() {
+        let mut a = IdSetBuilder::new();
+        a.insert("x");
+        a.insert("shared");
+        let mut b = IdSetBuilder::new();
+        b.insert("y");
+        b.insert("shared");
+        a.merge(b);
+        a.merge(IdSetBuilder::new());
+        let set = a.seal();
+        assert_eq!(set.len(), 3);
+        assert!(["x", "y", "shared"].iter().all(|id| set.contains(id)));
+    }
+
+    #[test]
+    fn ids_come_from_every_arrow_string_type_nulls_skipped() {
+        use arrow::array::{LargeStringArray, StringViewArray};
+        let mut b = IdSetBuilder::new();
+        b.extend_from_array(&StringArray::from(vec![Some("a"), None]));
+        b.extend_from_array(&LargeStringArray::from(vec![Some("b")]));
+        b.extend_from_array(&StringViewArray::from(vec![Some("c"), None]));
+        // Not strings: nothing to add.
+        b.extend_from_array(&arrow::array::Int32Array::from(vec![1]));
+        let set = b.seal();
+        assert_eq!(set.len(), 3);
+        assert!(["a", "b", "c"].iter().all(|id| set.contains(id)));
+    }
+
     proptest! {
         #[test]
         fn numeric_version_ids_compare_as_numbers(a in 0u64..1_000_000_000, b in 0u64..1_000_000_000) {
@@ -376,6 +446,21 @@ mod tests {
             for id in &ids {
                 prop_assert!(set.contains(id));
             }
+        }
+
+        #[test]
+        fn builders_split_and_merged_equal_one_builder(
+            ids in proptest::collection::vec("[a-z0-9]{1,8}", 0..100),
+            split in 0usize..100,
+        ) {
+            let split = split.min(ids.len());
+            let (mut left, mut right) = (IdSetBuilder::new(), IdSetBuilder::new());
+            ids[..split].iter().for_each(|id| left.insert(id));
+            ids[split..].iter().for_each(|id| right.insert(id));
+            left.merge(right);
+            let merged = left.seal();
+            let whole: IdSet = ids.iter().collect();
+            prop_assert_eq!(merged.hashes, whole.hashes);
         }
     }
 }

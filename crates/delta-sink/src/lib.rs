@@ -28,7 +28,7 @@ mod location;
 mod table;
 
 pub use error::{Result, SinkError};
-pub use keys::{IdSet, reference_id};
+pub use keys::{IdSet, IdSetBuilder, reference_id};
 pub use location::StorageOptions;
 pub use table::{
     CommitOptions, Cursor, DeltaSink, OptimizeOptions, OptimizeReport, ReconcileScope,

@@ -127,3 +127,30 @@ pub(crate) fn table_url(root: &Url, resource_type: &str) -> Result<Url, SinkErro
             reason: e.to_string(),
         })
 }
+
+/// What messages call a table: its resource type (`Observation` for
+/// `<root>/Observation.parquet`), else its last path segment, else its URL.
+pub(crate) fn table_label(url: &Url) -> String {
+    url.path_segments()
+        .and_then(|mut segments| segments.rfind(|s| !s.is_empty()))
+        .map(|last| last.strip_suffix(".parquet").unwrap_or(last).to_string())
+        .unwrap_or_else(|| url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_called_by_their_resource_type() {
+        let root = Url::parse("s3://bucket/delta/").unwrap();
+        let url = table_url(&root, "Observation").unwrap();
+        assert_eq!(table_label(&url), "Observation");
+        let dir = Url::parse("file:///data/Patient.parquet/").unwrap();
+        assert_eq!(table_label(&dir), "Patient");
+        let other = Url::parse("file:///data/patients").unwrap();
+        assert_eq!(table_label(&other), "patients");
+        let bare = Url::parse("memory:///").unwrap();
+        assert_eq!(table_label(&bare), "memory:///");
+    }
+}

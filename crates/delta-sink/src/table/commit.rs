@@ -190,7 +190,7 @@ impl ResourceTable {
         let stored = if exists && mode == SaveMode::Overwrite {
             StoredPlan::remove_all(files.len())
         } else if scan {
-            let rules = PlanRules::new(&self.config, self.deletion_vectors_enabled()?);
+            let rules = PlanRules::new(&self.config, self.marks_rows()?);
             let facts: Vec<StoredFile> = files.iter().map(StoredFile::of).collect();
             StoredPlan::new(
                 &facts,
@@ -214,6 +214,14 @@ impl ResourceTable {
             out.version = self.version();
             return Ok(Planned::Done(out));
         }
+        // Marking rows where the table lacks deletion vectors enables them in this commit,
+        // beside its first vectors (protocol and property), never in a commit of its own.
+        let mut log = if out.files_marked > 0 {
+            self.enabling_actions()?
+        } else {
+            Vec::new()
+        };
+        log.extend(actions::actions(adds, removes));
         let filters = !input.deletes.is_empty() || input.reconcile.is_some();
         let properties = actions::commit_properties(
             mode,
@@ -226,7 +234,7 @@ impl ResourceTable {
             create: !exists,
             schema,
             operation: actions::operation(mode, filters, input.input_rows),
-            actions: actions::actions(adds, removes),
+            actions: log,
             properties,
             adopted,
             out,
@@ -286,7 +294,7 @@ impl ResourceTable {
 
     /// Reloads the table and settles whether a commit happens at all (save mode, cursor,
     /// an empty input without a table); checks the input's schema against the table's;
-    /// readies the table (its directory, deletion vectors).
+    /// creates a new table's directory.
     async fn prepare(&mut self, input: &CommitInput, options: &CommitOptions) -> Result<Prepared> {
         self.reload().await?;
         let exists = self.exists();
@@ -320,8 +328,6 @@ impl ResourceTable {
             self.table = load_table(&self.url, &self.storage, true)
                 .await
                 .map_err(|e| self.err(e))?;
-        } else if self.config.deletion_vectors && !self.deletion_vectors_enabled()? {
-            self.enable_deletion_vectors().await?;
         }
         Ok(Prepared::Ready { exists, schema })
     }
@@ -481,7 +487,7 @@ mod tests {
         let input = |rows: u64, deletes: &[&str], reconcile: bool| CommitInput {
             schema: observation_schema(),
             deletes: deletes.iter().map(|id| (Box::from(*id), 0)).collect(),
-            reconcile: reconcile.then(|| (IdSet::new(), super::super::ReconcileScope::All)),
+            reconcile: reconcile.then(|| (IdSet::default(), super::super::ReconcileScope::All)),
             input_rows: rows,
         };
         assert!(needs_scan(SaveMode::Merge, &input(1, &[], false)));

@@ -49,8 +49,10 @@ pub struct SinkConfig {
     /// temporary directory when `None`.
     pub spill_dir: Option<std::path::PathBuf>,
     /// Create tables with deletion vectors enabled (`delta.enableDeletionVectors`), and
-    /// enable them on existing tables. Where a table has them enabled, a merge marks the
-    /// replaced and deleted rows of a stored file in a deletion vector instead of
+    /// enable them on an existing table without the property in the commit that writes its
+    /// first vector; a table whose owner set the property to false keeps it (its merges
+    /// rewrite files, and the sink warns once). Where a table has them enabled, a merge
+    /// marks the replaced and deleted rows of a stored file in a deletion vector instead of
     /// rewriting the file. Readers must support deletion vectors (Delta reader version 3).
     pub deletion_vectors: bool,
     /// With deletion vectors, a stored file is rewritten instead once more than this

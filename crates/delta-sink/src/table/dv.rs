@@ -1,20 +1,23 @@
 //! Deletion vectors (the Delta protocol's "Deletion Vector Format"): reading the ones a
-//! table's files carry, writing the ones a merge produces, and enabling them on a table.
+//! table's files carry, writing the ones a merge produces, whether a table may have them,
+//! and the actions that enable them in the commit that writes the first.
 //!
 //! With deletion vectors a merge marks the replaced rows of a stored file as deleted
 //! instead of rewriting the file: the file stays, its `add` action gains a descriptor of
 //! a RoaringBitmapArray of deleted row positions. delta-rs applies them when reading but
 //! does not write them, so this module writes them with the kernel's writer.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use delta_kernel::actions::deletion_vector_writer::{
     DeletionVector, StreamingDeletionVectorWriter,
 };
-use deltalake::kernel::{Add, DeletionVectorDescriptor, LogicalFileView, StorageType};
+use deltalake::ObjectStore;
+use deltalake::kernel::{
+    Action, Add, DeletionVectorDescriptor, LogicalFileView, MetadataExt as _, Protocol, StorageType,
+};
 use deltalake::logstore::object_store::ObjectStoreExt;
-use deltalake::{ObjectStore, TableProperty};
 use futures::{StreamExt, TryStreamExt};
 use roaring::RoaringTreemap;
 use serde_json::Value;
@@ -22,6 +25,7 @@ use url::Url;
 
 use super::ResourceTable;
 use crate::error::{Result, SinkError};
+use crate::location::table_label;
 
 impl ResourceTable {
     /// The rows each file's deletion vector marks deleted (`None` for files without one).
@@ -50,26 +54,50 @@ impl ResourceTable {
         .await
     }
 
-    pub(crate) fn deletion_vectors_enabled(&self) -> Result<bool> {
+    /// Whether a commit to the table marks the rows that go from stored files in deletion
+    /// vectors (else it rewrites the files); see [`VectorUse::of`]. Where the table's owner
+    /// turned them off against the sink's option, says so once per sink and table.
+    pub(crate) fn marks_rows(&self) -> Result<bool> {
         let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
-        Ok(snapshot.table_config().enable_deletion_vectors == Some(true))
+        let property = snapshot.metadata().configuration().get(ENABLE_KEY);
+        match VectorUse::of(self.config.deletion_vectors, property.map(String::as_str)) {
+            VectorUse::Mark => Ok(true),
+            VectorUse::Rewrite => Ok(false),
+            VectorUse::Refused(value) => {
+                if self.warned.first(&self.name) {
+                    let table = table_label(&self.url);
+                    tracing::warn!(table = %self.name,
+                        "{ENABLE_KEY} is {value} on {table}; merging by rewriting files");
+                }
+                Ok(false)
+            }
+        }
     }
 
-    /// Sets `delta.enableDeletionVectors` (upgrading the table's protocol) in a commit of
-    /// its own.
-    pub(crate) async fn enable_deletion_vectors(&mut self) -> Result<()> {
-        tracing::info!(table = %self.name, "enabling deletion vectors");
-        self.table = self
-            .table
-            .clone()
-            .set_tbl_properties()
-            .with_properties(HashMap::from([(
-                TableProperty::EnableDeletionVectors.as_ref().to_string(),
-                "true".to_string(),
-            )]))
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
+    /// The actions that turn deletion vectors on, for the commit that writes the table's
+    /// first vector: the protocol with the `deletionVectors` feature and the metadata with
+    /// `delta.enableDeletionVectors=true`, each only where the table lacks it.
+    pub(crate) fn enabling_actions(&self) -> Result<Vec<Action>> {
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        let mut actions = Vec::new();
+        let protocol = with_deletion_vectors(snapshot.protocol()).map_err(|d| {
+            SinkError::invalid(&self.name, format!("protocol for deletion vectors: {d}"))
+        })?;
+        if &protocol != snapshot.protocol() {
+            actions.push(Action::Protocol(protocol));
+        }
+        let metadata = snapshot.metadata();
+        if !is_true(metadata.configuration().get(ENABLE_KEY).map(String::as_str)) {
+            tracing::info!(table = %self.name, "enabling deletion vectors");
+            let metadata = metadata
+                .clone()
+                .add_config_key(ENABLE_KEY.to_string(), "true".to_string())
+                .map_err(|e| {
+                    SinkError::invalid(&self.name, format!("setting {ENABLE_KEY}: {e}"))
+                })?;
+            actions.push(Action::Metadata(metadata));
+        }
+        Ok(actions)
     }
 
     /// Writes the vectors of `marks` into one new file and returns the add actions that
@@ -97,6 +125,114 @@ impl ResourceTable {
             })
             .collect())
     }
+}
+
+/// The table property that enables deletion vectors.
+const ENABLE_KEY: &str = "delta.enableDeletionVectors";
+
+/// Whether a commit to an existing table marks rows in deletion vectors or rewrites files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum VectorUse {
+    /// Marks rows; the commit that writes a vector enables them where the table has not.
+    Mark,
+    /// Rewrites files.
+    Rewrite,
+    /// Rewrites files although the sink's option asks for vectors: the table's owner set
+    /// `delta.enableDeletionVectors` to this value, and the option does not override it.
+    Refused(String),
+}
+
+impl VectorUse {
+    /// From the sink's option and the table's `delta.enableDeletionVectors` (`None`: not
+    /// set). A table with the property true is marked either way (whoever enabled them); one
+    /// without it only with the option; one whose owner set it otherwise never.
+    pub(crate) fn of(option: bool, property: Option<&str>) -> Self {
+        match property {
+            _ if is_true(property) => VectorUse::Mark,
+            None if option => VectorUse::Mark,
+            Some(v) if option => VectorUse::Refused(v.to_string()),
+            _ => VectorUse::Rewrite,
+        }
+    }
+}
+
+/// Whether a boolean table property is set and true (as Delta engines parse them).
+fn is_true(property: Option<&str>) -> bool {
+    property.is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Tables a sink has warned about (a sync builds one sink per run): each warning once.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Warned(Arc<Mutex<HashSet<String>>>);
+
+impl Warned {
+    /// True the first time it is asked about `table`.
+    fn first(&self, table: &str) -> bool {
+        self.0
+            .lock()
+            .map_or(true, |mut tables| tables.insert(table.to_string()))
+    }
+}
+
+/// The writer features a legacy writer version implies (the Delta protocol's table of
+/// features by version), which a table-features protocol must list to keep them.
+fn legacy_writer_features(version: i64) -> Vec<&'static str> {
+    [
+        (2, "appendOnly"),
+        (2, "invariants"),
+        (3, "checkConstraints"),
+        (4, "changeDataFeed"),
+        (4, "generatedColumns"),
+        (5, "columnMapping"),
+        (6, "identityColumns"),
+    ]
+    .into_iter()
+    .filter(|(since, _)| version >= *since)
+    .map(|(_, feature)| feature)
+    .collect()
+}
+
+/// `protocol` with the `deletionVectors` reader and writer feature: a table-features
+/// protocol (reader 3, writer 7) that lists the features the legacy versions implied. (What
+/// delta-rs' `set_tbl_properties` does, which it offers only as a commit of its own.)
+fn with_deletion_vectors(protocol: &Protocol) -> Result<Protocol, String> {
+    const DV: &str = "deletionVectors";
+    let value = serde_json::to_value(protocol).map_err(|e| e.to_string())?;
+    let version = |key: &str| value.get(key).and_then(Value::as_i64).unwrap_or(1);
+    let listed = |key: &str| -> Vec<String> {
+        value
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str().map(str::to_string))
+            .collect()
+    };
+    let (reader, writer) = (version("minReaderVersion"), version("minWriterVersion"));
+    let mut readers = match reader {
+        3.. => listed("readerFeatures"),
+        2 => vec!["columnMapping".to_string()],
+        _ => Vec::new(),
+    };
+    let mut writers = match writer {
+        7.. => listed("writerFeatures"),
+        _ => legacy_writer_features(writer)
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+    };
+    for features in [&mut readers, &mut writers] {
+        if !features.iter().any(|f| f == DV) {
+            features.push(DV.to_string());
+        }
+    }
+    serde_json::from_value(serde_json::json!({
+        "minReaderVersion": 3,
+        "minWriterVersion": 7,
+        "readerFeatures": readers,
+        "writerFeatures": writers,
+    }))
+    .map_err(|e| e.to_string())
 }
 
 /// A stored file's add action re-added with a new deletion vector.
@@ -319,6 +455,98 @@ mod tests {
         let mut bad = descs[0].clone();
         bad.size_in_bytes += 1;
         assert!(read(&store, &root, &bad).await.is_err());
+    }
+
+    #[test]
+    fn an_owner_who_set_the_property_false_is_not_overridden() {
+        use VectorUse::*;
+        assert_eq!(
+            VectorUse::of(true, None),
+            Mark,
+            "absent: the option may enable"
+        );
+        assert_eq!(VectorUse::of(false, None), Rewrite);
+        assert_eq!(VectorUse::of(true, Some("true")), Mark);
+        assert_eq!(
+            VectorUse::of(false, Some("TRUE")),
+            Mark,
+            "enabled by others"
+        );
+        assert_eq!(VectorUse::of(true, Some("false")), Refused("false".into()));
+        assert_eq!(VectorUse::of(true, Some("nope")), Refused("nope".into()));
+        assert_eq!(VectorUse::of(false, Some("false")), Rewrite);
+    }
+
+    #[test]
+    fn each_table_is_warned_about_once_per_sink() {
+        let warned = Warned::default();
+        let same_sink = warned.clone();
+        assert!(warned.first("a"));
+        assert!(!same_sink.first("a"));
+        assert!(warned.first("b"));
+        assert!(Warned::default().first("a"), "another sink warns again");
+    }
+
+    fn protocol(value: serde_json::Value) -> Protocol {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn the_protocol_gains_deletion_vectors_and_keeps_what_it_had() {
+        let upgraded = |p| serde_json::to_value(with_deletion_vectors(&p).unwrap()).unwrap();
+        let sorted = |v: &Value, key: &str| {
+            let mut f: Vec<String> = serde_json::from_value(v[key].clone()).unwrap();
+            f.sort();
+            f
+        };
+        // The legacy protocol fhirsync creates tables with.
+        let p = upgraded(protocol(serde_json::json!({
+            "minReaderVersion": 1, "minWriterVersion": 2
+        })));
+        assert_eq!(
+            (&p["minReaderVersion"], &p["minWriterVersion"]),
+            (&3.into(), &7.into())
+        );
+        assert_eq!(sorted(&p, "readerFeatures"), ["deletionVectors"]);
+        assert_eq!(
+            sorted(&p, "writerFeatures"),
+            ["appendOnly", "deletionVectors", "invariants"]
+        );
+        let p = upgraded(protocol(serde_json::json!({
+            "minReaderVersion": 2, "minWriterVersion": 5
+        })));
+        assert_eq!(
+            sorted(&p, "readerFeatures"),
+            ["columnMapping", "deletionVectors"]
+        );
+        assert_eq!(
+            sorted(&p, "writerFeatures"),
+            [
+                "appendOnly",
+                "changeDataFeed",
+                "checkConstraints",
+                "columnMapping",
+                "deletionVectors",
+                "generatedColumns",
+                "invariants"
+            ]
+        );
+        // A table-features protocol keeps its lists; one with the feature is unchanged.
+        let modern = protocol(serde_json::json!({
+            "minReaderVersion": 3, "minWriterVersion": 7,
+            "readerFeatures": ["timestampNtz"], "writerFeatures": ["timestampNtz"]
+        }));
+        let p = upgraded(modern);
+        assert_eq!(
+            sorted(&p, "readerFeatures"),
+            ["deletionVectors", "timestampNtz"]
+        );
+        assert_eq!(
+            sorted(&p, "writerFeatures"),
+            ["deletionVectors", "timestampNtz"]
+        );
+        let done = protocol(p);
+        assert_eq!(with_deletion_vectors(&done).unwrap(), done);
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub use writer::{ReconcileScope, TableWriter};
 use crate::error::{Result, SinkError};
 use crate::location::{StorageOptions, register_object_stores, root_url, table_url};
 use config::WriterConfigFn;
+use dv::Warned;
 
 /// Entry point: a directory (or S3 prefix) of `<Type>.parquet` Delta tables.
 #[derive(Debug, Clone)]
@@ -55,6 +56,8 @@ pub struct DeltaSink {
     root: Url,
     storage: StorageOptions,
     config: SinkConfig,
+    /// Shared by its tables: each warning once per sink.
+    warned: Warned,
 }
 
 impl DeltaSink {
@@ -69,6 +72,7 @@ impl DeltaSink {
             root,
             storage,
             config: SinkConfig::default(),
+            warned: Warned::default(),
         })
     }
 
@@ -92,7 +96,9 @@ impl DeltaSink {
     /// exist yet: [`ResourceTable::exists`] tells, and the first commit creates it.
     pub async fn table(&self, resource_type: &str) -> Result<ResourceTable> {
         let url = self.table_url(resource_type)?;
-        ResourceTable::open(url, self.storage.clone(), self.config.clone()).await
+        let mut table = ResourceTable::open(url, self.storage.clone(), self.config.clone()).await?;
+        table.warned = self.warned.clone();
+        Ok(table)
     }
 }
 
@@ -104,6 +110,8 @@ pub struct ResourceTable {
     storage: StorageOptions,
     config: SinkConfig,
     table: DeltaTable,
+    /// Tables warned about (shared with the sink that opened it).
+    warned: Warned,
 }
 
 impl std::fmt::Debug for ResourceTable {
@@ -129,6 +137,7 @@ impl ResourceTable {
             storage,
             config,
             table,
+            warned: Warned::default(),
         })
     }
 

@@ -69,15 +69,18 @@ pub(crate) enum Touched {
 }
 
 /// Decides for a stored file of `rows` rows of which `gone` go (including rows an
-/// existing deletion vector marks).
+/// existing deletion vector marks). A file whose row count the log does not give is
+/// rewritten: it is never taken as emptied, and the Delta protocol requires the count
+/// (`numRecords`) on every file with a deletion vector.
 pub(crate) fn touched(rows: Option<u64>, gone: RoaringTreemap, rules: &PlanRules) -> Touched {
-    let total = rows.unwrap_or(u64::MAX);
-    if gone.len() >= total {
-        Touched::Remove
-    } else if rules.mark && (gone.len() as f64) <= total as f64 * rules.max_deleted_fraction {
-        Touched::Mark(gone)
-    } else {
-        Touched::Rewrite(positions(&gone))
+    match rows {
+        Some(total) if gone.len() >= total => Touched::Remove,
+        Some(total)
+            if rules.mark && (gone.len() as f64) <= total as f64 * rules.max_deleted_fraction =>
+        {
+            Touched::Mark(gone)
+        }
+        _ => Touched::Rewrite(positions(&gone)),
     }
 }
 
@@ -279,10 +282,31 @@ mod tests {
             touched(None, rows(0..4), &RULES),
             Touched::Rewrite(vec![0, 1, 2, 3])
         );
+    }
+
+    #[test]
+    fn a_file_without_a_row_count_is_rewritten_never_marked() {
+        // A deletion vector needs the file's `numRecords`: rewritten however few rows go.
+        assert_eq!(
+            touched(None, rows([2]), &marking()),
+            Touched::Rewrite(vec![2])
+        );
         assert_eq!(
             touched(None, rows(0..4), &marking()),
-            Touched::Mark(rows(0..4))
+            Touched::Rewrite(vec![0, 1, 2, 3])
         );
+        let files = [
+            StoredFile {
+                size: 1000,
+                rows: None,
+            },
+            file(1000, 10),
+        ];
+        let removed = vec![vec![3], vec![3]];
+        let plan = StoredPlan::new(&files, removed, vec![None, None], false, &marking());
+        assert_eq!(plan.removes, [0, 1]);
+        assert_eq!(plan.rewrites, [(0, vec![3])]);
+        assert_eq!(plan.marks, [(1, rows([3]))]);
     }
 
     #[test]

@@ -45,14 +45,6 @@ pub enum ReconcileScope {
 }
 
 impl ReconcileScope {
-    fn seal(&mut self) {
-        match self {
-            ReconcileScope::All => {}
-            ReconcileScope::Ids(ids) => ids.seal(),
-            ReconcileScope::References { targets, .. } => targets.seal(),
-        }
-    }
-
     /// Columns the scan must read besides the keys.
     pub(crate) fn columns(&self) -> &[String] {
         match self {
@@ -181,9 +173,7 @@ impl TableWriter {
     }
 
     /// Removes stored rows within `scope` whose id is not in `keep`.
-    pub fn reconcile_within(&mut self, mut keep: IdSet, mut scope: ReconcileScope) {
-        keep.seal();
-        scope.seal();
+    pub fn reconcile_within(&mut self, keep: IdSet, scope: ReconcileScope) {
         self.reconcile = Some((keep, scope));
     }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
-use delta_sink::{DeltaSink, IdSet};
+use delta_sink::{DeltaSink, IdSet, IdSetBuilder};
 use fhir_encoder::Encoder;
 
 use super::commit::{self, Changes};
@@ -100,7 +100,7 @@ impl Applier {
     }
 
     /// The ids of `resource_type` encoded so far when reconciling (else `None`).
-    pub fn exported_ids(&self, resource_type: &str) -> anyhow::Result<Option<IdSet>> {
+    pub fn exported_ids(&self, resource_type: &str) -> anyhow::Result<Option<IdSetBuilder>> {
         match self.pool.existing_slot(resource_type)? {
             Some(slot) => Ok(slot.lock()?.exported_ids.clone()),
             None => Ok(None),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use chrono::{DateTime, Utc};
-use delta_sink::{CommitOptions, Cursor, IdSet, WriteOutcome, WriteStatus};
+use delta_sink::{CommitOptions, Cursor, IdSet, IdSetBuilder, WriteOutcome, WriteStatus};
 use futures::StreamExt as _;
 
 use super::input::ApplyInput;
@@ -142,8 +142,7 @@ async fn commit_table(
         if let Some(ids) = deletions {
             writer.delete(ids, transaction_time);
         }
-        if let Some(mut ids) = ids {
-            ids.seal();
+        if let Some(ids) = ids.map(IdSetBuilder::seal) {
             match reconcile_scope(&resource_type, writer.schema(), group_members) {
                 Some(scope) => writer.reconcile_within(ids, scope),
                 None => tracing::warn!(resource_type = %resource_type,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use anyhow::{Context, anyhow};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use delta_sink::{DeltaSink, IdSet, ResourceTable, TableWriter};
+use delta_sink::{DeltaSink, IdSetBuilder, ResourceTable, TableWriter};
 use fhir_encoder::Encoder;
 
 use super::input::{ApplyInput, InputFile};
@@ -28,7 +28,7 @@ pub(super) struct TypeSlot {
     /// Extra writers whose file closed: only their list of files remains.
     pub retired: Vec<TableWriter>,
     /// Ids of the rows written, when reconciling.
-    pub exported_ids: Option<IdSet>,
+    pub exported_ids: Option<IdSetBuilder>,
     pub resources: u64,
     pub rejected: u64,
 }
@@ -124,7 +124,7 @@ impl Pool {
                 idle: vec![writer],
                 writers: 1,
                 retired: Vec::new(),
-                exported_ids: self.input.reconcile.then(IdSet::new),
+                exported_ids: self.input.reconcile.then(IdSetBuilder::new),
                 resources: 0,
                 rejected: 0,
             }),

@@ -1,7 +1,7 @@
 //! Reconciliation: after a full export, rows whose id the export no longer has are removed;
 //! for a Group's export, only rows of the group's patients.
 use arrow::datatypes::SchemaRef;
-use delta_sink::{IdSet, ReconcileScope};
+use delta_sink::{IdSet, IdSetBuilder, ReconcileScope};
 use fhir_bulk::BulkClient;
 
 use crate::compartment;
@@ -44,9 +44,9 @@ pub(super) fn reconcile_scope(
 pub(super) async fn group_members(
     client: &BulkClient,
     group_id: &str,
-    exported_patients: Option<IdSet>,
+    exported_patients: Option<IdSetBuilder>,
 ) -> anyhow::Result<IdSet> {
-    let mut members = IdSet::new();
+    let mut members = IdSetBuilder::new();
     match client.read_resource("Group", group_id).await {
         Ok(group) => {
             let refs = group
@@ -89,10 +89,8 @@ pub(super) async fn group_members(
             )));
         }
     }
-    if let Some(mut ids) = exported_patients {
-        ids.seal();
-        members.merge(&ids);
+    if let Some(ids) = exported_patients {
+        members.merge(ids);
     }
-    members.seal();
-    Ok(members)
+    Ok(members.seal())
 }

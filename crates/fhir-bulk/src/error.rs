@@ -90,6 +90,12 @@ pub enum BulkError {
     #[error("export state {path}: {message}")]
     State { path: PathBuf, message: String },
 
+    #[error(
+        "{} is in use: another export into it is running (it holds the lock {}); try again when it has finished",
+        .dir.display(), .lock.display()
+    )]
+    DirLocked { dir: PathBuf, lock: PathBuf },
+
     #[error("{} of {total} files failed to download; first: {} ({})", .failures.len(), first_url(.failures), first_message(.failures))]
     DownloadsFailed {
         total: usize,

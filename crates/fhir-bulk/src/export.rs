@@ -11,11 +11,16 @@ use crate::download::{DownloadOptions, DownloadedFile, plan};
 use crate::error::{BulkError, FileFailure};
 use crate::events::{BulkEvent, FileKind};
 use crate::job::ExportJob;
+use crate::lock::{FileLock, LockError};
 use crate::manifest::Manifest;
 use crate::request::ExportRequest;
 use crate::state::JobState;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// The lock an export holds in its directory while it runs, so that a second export (a
+/// resume started while the first still runs, say) refuses instead of writing the same files.
+pub const EXPORT_LOCK_FILE: &str = "export.lock";
 
 #[derive(Clone, Debug)]
 pub struct ExportOptions {
@@ -64,7 +69,9 @@ impl ExportSummary {
 
 impl BulkClient {
     /// Runs an export into `dir`: NDJSON files, `manifest.json`, `deleted/`, `error/`,
-    /// `rejects/`, and `export-state.json` (what a resumed run needs).
+    /// `rejects/`, and `export-state.json` (what a resumed run needs). The directory is locked
+    /// ([`EXPORT_LOCK_FILE`]) while it runs: with another export running into it, this one
+    /// fails at once ([`BulkError::DirLocked`]) and touches nothing.
     pub async fn export_to_dir(
         &self,
         request: &ExportRequest,
@@ -75,6 +82,14 @@ impl BulkClient {
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| BulkError::io(dir, e))?;
+        let lock = dir.join(EXPORT_LOCK_FILE);
+        let _lock = FileLock::try_acquire(&lock).map_err(|e| match e {
+            LockError::Held { .. } => BulkError::DirLocked {
+                dir: dir.to_path_buf(),
+                lock: lock.clone(),
+            },
+            LockError::Open { path, source } => BulkError::io(path, source),
+        })?;
         let previous = JobState::load(dir).await?;
         let mut state = match previous {
             Some(state) if options.resume => {

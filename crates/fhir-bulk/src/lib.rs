@@ -22,6 +22,7 @@ mod error;
 mod events;
 mod export;
 mod job;
+mod lock;
 mod manifest;
 mod outcome;
 mod request;
@@ -41,8 +42,9 @@ pub use download::{
 };
 pub use error::{BulkError, FileFailure};
 pub use events::{BulkEvent, EventHandler, FileKind, RetryReason};
-pub use export::{ExportOptions, ExportSummary, MANIFEST_FILE};
+pub use export::{EXPORT_LOCK_FILE, ExportOptions, ExportSummary, MANIFEST_FILE};
 pub use job::ExportJob;
+pub use lock::{FileLock, LockError};
 pub use manifest::{Manifest, ManifestFile, ManifestLink};
 pub use outcome::{Deletion, OutcomeIssue, deletions, issues};
 pub use request::{ExportLevel, ExportRequest, KickOffRequest};

@@ -89,16 +89,36 @@ async fn interrupted_export(server: &TestServer, dir: &std::path::Path, after: u
     server.faults().clear();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_after_abort_gives_the_same_content() {
-    let server = server().await;
+/// What an uninterrupted export of `server` writes, and a directory of an export interrupted
+/// after two finished files.
+async fn expected_and_interrupted(server: &TestServer) -> (Content, tempfile::TempDir) {
     let base_dir = tempfile::tempdir().unwrap();
     let client = BulkClient::new(fast_config(server.base_url())).unwrap();
     export_system(&client, base_dir.path()).await.unwrap();
-    let expected = content(base_dir.path());
-
     let dir = tempfile::tempdir().unwrap();
-    interrupted_export(&server, dir.path(), 2).await;
+    interrupted_export(server, dir.path(), 2).await;
+    (content(base_dir.path()), dir)
+}
+
+type Content = std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
+
+/// Resumes the export recorded in `dir`.
+async fn resume(server: &TestServer, dir: &std::path::Path) -> fhir_bulk::ExportSummary {
+    let client = BulkClient::new(fast_config(server.base_url())).unwrap();
+    let options = ExportOptions {
+        resume: true,
+        ..ExportOptions::default()
+    };
+    client
+        .export_to_dir(&ExportRequest::system(), dir, &options)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_abort_gives_the_same_content() {
+    let server = server().await;
+    let (expected, dir) = expected_and_interrupted(&server).await;
     let state = JobState::load(dir.path())
         .await
         .unwrap()
@@ -116,15 +136,7 @@ async fn resume_after_abort_gives_the_same_content() {
     );
 
     let mark = server.requests().len();
-    let client = BulkClient::new(fast_config(server.base_url())).unwrap();
-    let options = ExportOptions {
-        resume: true,
-        ..ExportOptions::default()
-    };
-    let summary = client
-        .export_to_dir(&ExportRequest::system(), dir.path(), &options)
-        .await
-        .unwrap();
+    let summary = resume(&server, dir.path()).await;
     assert_eq!(content(dir.path()), expected);
     assert_eq!(summary.resumed_files, finished.len());
     assert!(
@@ -166,6 +178,31 @@ async fn resume_after_abort_gives_the_same_content() {
     }
     assert_eq!(per_file.len(), manifest.output.len() - finished.len());
     assert!(JobState::load(dir.path()).await.unwrap().unwrap().completed);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_file_cut_short_on_disk_is_downloaded_again_on_resume() {
+    let server = server().await;
+    let (expected, dir) = expected_and_interrupted(&server).await;
+    let state = JobState::load(dir.path()).await.unwrap().unwrap();
+    let (name, _) = state.finished.iter().next().expect("a finished file");
+    let path = dir.path().join(name);
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+
+    let summary = resume(&server, dir.path()).await;
+    assert_eq!(content(dir.path()), expected, "{name} is whole again");
+    assert!(
+        summary.files.iter().any(|f| &f.name == name && !f.resumed),
+        "{name} was downloaded again"
+    );
+    assert_eq!(summary.resumed_files, state.finished.len() - 1);
     server.shutdown().await;
 }
 

@@ -4,6 +4,7 @@ use arrow_array::builder::ArrayBuilder;
 use crate::builder::{ColBuilder, Fill, StructCols};
 use crate::error::{LineRef, Reject, Warning};
 use crate::json::{Doc, Tape, Tok};
+use crate::scan::scan_header;
 use crate::schema::{Col, Prim, ResourcePlan, StructPlan, UNSUPPORTED_TYPES};
 use crate::ucum;
 use crate::values;
@@ -65,23 +66,22 @@ pub(crate) struct RowEncoder {
 impl RowEncoder {
     /// Parses a line, which the tape then refers to: pass the returned text to
     /// [`header`](Self::header) and [`encode_parsed`](Self::encode_parsed).
+    /// A line that does not parse is rejected with the `resourceType` and `id` that can
+    /// still be read from it (see [`scan_header`]).
     pub fn parse<'l>(&mut self, line: &'l [u8]) -> Result<&'l str, RawReject> {
-        let text = std::str::from_utf8(line).map_err(|e| RawReject {
-            resource_type: None,
-            id: None,
-            reason: format!("not valid UTF-8 (at byte {})", e.valid_up_to()),
-        })?;
-        let doc = self.tape.parse(text).map_err(|e| RawReject {
-            resource_type: None,
-            id: None,
-            reason: e.to_string(),
-        })?;
+        let refuse = |reason: String| {
+            let h = scan_header(line);
+            RawReject {
+                resource_type: h.resource_type,
+                id: h.id,
+                reason,
+            }
+        };
+        let text = std::str::from_utf8(line)
+            .map_err(|e| refuse(format!("not valid UTF-8 (at byte {})", e.valid_up_to())))?;
+        let doc = self.tape.parse(text).map_err(|e| refuse(e.to_string()))?;
         if !matches!(doc.tok(0), Tok::Obj(_)) {
-            return Err(RawReject {
-                resource_type: None,
-                id: None,
-                reason: "not a JSON object".into(),
-            });
+            return Err(refuse("not a JSON object".into()));
         }
         Ok(text)
     }

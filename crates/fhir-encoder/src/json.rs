@@ -34,7 +34,7 @@ impl std::fmt::Display for JsonError {
 }
 
 /// Containers nested deeper than this are refused (no FHIR resource comes close).
-const MAX_DEPTH: usize = 256;
+pub(crate) const MAX_DEPTH: usize = 256;
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;

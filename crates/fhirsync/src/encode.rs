@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use arrow::array::RecordBatch;
-use fhir_encoder::{BatchLimits, Encoder, NdjsonBatches, Reject};
+use fhir_encoder::{BatchLimits, EncodeError, Encoder, NdjsonBatches, Reject};
 
 /// A resource that could not be written, with where it came from.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -47,8 +47,25 @@ pub fn encode_ndjson(
             tracing::debug!(file = %w.file, line = w.line, resource_type = %w.resource_type, id = %w.id, path = %w.path, "{}", w.message);
         }
         let Some(item) = next else { break };
-        let (resource_type, batch) = item.with_context(|| format!("encoding {label}"))?;
-        on_batch(&resource_type, batch)?;
+        match item {
+            Ok((resource_type, batch)) => on_batch(&resource_type, batch)?,
+            // A file that cannot be read to its end (a gzip stream cut short, a failing disk)
+            // is one reject at the line where reading stopped; the rows read before it stay.
+            Err(EncodeError::Io { source, .. }) => {
+                let line = batches.lines_read() + 1;
+                tracing::warn!(file = %label, line, error = %source, "the file could not be read to its end");
+                on_reject(EncodeReject {
+                    resource_type: expected_type.map(str::to_owned),
+                    id: None,
+                    file: label.to_owned(),
+                    line,
+                    reason: format!(
+                        "the file could not be read past this point ({source}); none of its lines from here on were read"
+                    ),
+                })?;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("encoding {label}"))),
+        }
     }
     if warnings > 0 {
         tracing::warn!(file = %label, warnings, "elements stored as null because they could not be encoded (see debug log)");
@@ -82,13 +99,13 @@ pub fn read_download_rejects(
         }
         let r: fhir_bulk::RejectedLine = serde_json::from_str(&line)
             .with_context(|| format!("{} holds a malformed reject record", path.display()))?;
-        // The raw line may still name its id even though it was rejected.
-        let id = serde_json::from_str::<serde_json::Value>(&r.raw)
-            .ok()
-            .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned));
+        // The raw line (or the start of an over-long one) may still name its type and id.
+        let header = fhir_encoder::scan_header(r.raw.as_bytes());
         out.push(EncodeReject {
-            resource_type: resource_type.map(str::to_owned),
-            id,
+            resource_type: header
+                .resource_type
+                .or_else(|| resource_type.map(str::to_owned)),
+            id: header.id,
             file: r.file,
             line: r.line,
             reason: format!("download: {}", r.reason),

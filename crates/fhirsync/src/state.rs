@@ -4,7 +4,7 @@
 //! `transactionTime`); the state file is written atomically after every table has committed, in
 //! the shape the replaced sync script wrote (`{"last_sync_time": ...}`) plus what cron users and
 //! `/health` need.
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -93,45 +93,22 @@ impl SyncState {
 }
 
 use fhir_bulk::write_file_atomically as write_atomically;
+use fhir_bulk::{FileLock, LockError};
 
 /// An exclusive advisory lock held for the lifetime of a sync; released on drop or process death.
 #[derive(Debug)]
 pub struct SyncLock {
-    _file: File,
+    _lock: FileLock,
 }
 
 impl SyncLock {
     /// Takes the lock without waiting; fails with [`StateError::Locked`] if another run holds it.
     pub fn try_acquire(path: &Path) -> Result<Self, StateError> {
-        let file = Self::open(path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file }),
-            Err(fs::TryLockError::WouldBlock) => Err(StateError::Locked {
-                path: path.to_owned(),
-            }),
-            Err(fs::TryLockError::Error(source)) => Err(StateError::LockOpen {
-                path: path.to_owned(),
-                source,
-            }),
+        match FileLock::try_acquire(path) {
+            Ok(lock) => Ok(Self { _lock: lock }),
+            Err(LockError::Held { path }) => Err(StateError::Locked { path }),
+            Err(LockError::Open { path, source }) => Err(StateError::LockOpen { path, source }),
         }
-    }
-
-    fn open(path: &Path) -> Result<File, StateError> {
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(|source| StateError::LockOpen {
-                path: path.to_owned(),
-                source,
-            })?;
-        }
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(|source| StateError::LockOpen {
-                path: path.to_owned(),
-                source,
-            })
     }
 }
 
@@ -182,16 +159,5 @@ mod tests {
             err.contains("not valid JSON") && err.contains("state.json"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn second_lock_on_the_same_path_is_refused_until_released() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lock");
-        let first = SyncLock::try_acquire(&path).unwrap();
-        let err = SyncLock::try_acquire(&path).unwrap_err();
-        assert!(matches!(err, StateError::Locked { .. }), "{err}");
-        drop(first);
-        SyncLock::try_acquire(&path).unwrap();
     }
 }

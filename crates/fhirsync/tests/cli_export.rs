@@ -482,3 +482,99 @@ async fn a_failed_export_exits_non_zero_with_one_line_on_stderr() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
     server.shutdown().await;
 }
+
+/// Every file below `dir` with its length, modification time and contents.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::metadata(&path).unwrap();
+            if meta.is_dir() {
+                pending.push(path);
+            } else {
+                let contents = std::fs::read(&path).unwrap();
+                out.insert(path, (meta.len(), meta.modified().unwrap(), contents));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_export_into_a_directory_in_use_is_refused_and_touches_nothing() {
+    let server = server(synthetic(4, 1000)).await;
+    // The first export waits for its manifest until the rule is cleared.
+    server
+        .faults()
+        .add(FaultRule::always(FaultTarget::Status, Fault::DelayManifest));
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let mut first = export_cmd(&server, &out_dir);
+    first.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut first = first.spawn().unwrap();
+    let kickoffs = || {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.path_and_query.contains("$export"))
+            .count()
+    };
+    let polled = |server: &TestServer| {
+        server
+            .requests()
+            .iter()
+            .any(|r| !r.path_and_query.contains("$export") && r.path_and_query.contains("status"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !polled(&server) {
+        assert!(Instant::now() < deadline, "the first export never polled");
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first export ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let before = snapshot(&out_dir);
+    let lock = out_dir.join(fhir_bulk::EXPORT_LOCK_FILE);
+    for resume in [false, true] {
+        let mut second = export_cmd(&server, &out_dir);
+        second.args(["--log-level", "off", &format!("--resume={resume}")]);
+        // Refused at once; the limit only ends one that would wait for the manifest too.
+        second.args(["--timeout", "20s"]);
+        let out = run(second).await;
+        assert!(!out.status.success(), "resume={resume}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {stderr}");
+        for part in [
+            out_dir.display().to_string(),
+            lock.display().to_string(),
+            "another export".to_string(),
+        ] {
+            assert!(lines[0].contains(&part), "{part:?} in {stderr}");
+        }
+        assert_eq!(kickoffs(), 1, "the refused export sent no kick-off");
+        assert!(
+            snapshot(&out_dir) == before,
+            "the refused export changed files"
+        );
+    }
+
+    // Once the first has ended (killed here), a resume continues its job to the end.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    server.faults().clear();
+    let mut resume = export_cmd(&server, &out_dir);
+    resume.arg("--resume");
+    assert_success(&run(resume).await);
+    assert_eq!(kickoffs(), 1, "the resume continued the first job");
+    let lines: BTreeMap<String, u64> = lines_by_type(&out_dir)
+        .into_iter()
+        .map(|(t, l)| (t, l.len() as u64))
+        .collect();
+    assert_eq!(lines, server.store().counts());
+    server.shutdown().await;
+}

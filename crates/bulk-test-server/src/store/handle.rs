@@ -128,7 +128,18 @@ impl StoreHandle {
 
     /// Creates or replaces a resource; sets `meta.versionId` (previous + 1) and
     /// `meta.lastUpdated` (now). Returns the stored resource. A resource without `id` gets one.
-    pub fn upsert(&self, mut resource: Value) -> Result<Value, StoreError> {
+    pub fn upsert(&self, resource: Value) -> Result<Value, StoreError> {
+        self.upsert_garbled(resource, |line| line.to_owned())
+    }
+
+    /// [`upsert`](Self::upsert), but exports serve the line `garble` makes of the resource's
+    /// NDJSON line, e.g. one with an unpaired surrogate escape no JSON parser accepts, as a
+    /// faulty server writes it. Reads and filters still see the resource.
+    pub fn upsert_garbled(
+        &self,
+        mut resource: Value,
+        garble: impl FnOnce(&str) -> String,
+    ) -> Result<Value, StoreError> {
         let obj = resource.as_object_mut().ok_or(StoreError::NotAnObject)?;
         let ty = obj
             .get("resourceType")
@@ -161,7 +172,7 @@ impl StoreHandle {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert((ty.clone(), id.clone()), version);
-        let line: Arc<str> = Arc::from(resource.to_string());
+        let line: Arc<str> = Arc::from(garble(&resource.to_string()));
         self.mutate(
             (ty, id),
             Mutation::Upsert {

@@ -27,7 +27,8 @@ use fetch::fetch;
 /// Options of one download run.
 #[derive(Clone, Debug, Default)]
 pub struct DownloadOptions {
-    /// Files finished in an earlier run, by name: yielded as they are, not downloaded again.
+    /// Files finished in an earlier run, by name: yielded as they are, not downloaded again
+    /// (unless the file on disk no longer has the size it was written with).
     pub finished: BTreeMap<String, DownloadedFile>,
 }
 
@@ -74,9 +75,12 @@ impl BulkClient {
             let permits = Arc::new(Semaphore::new(client.inner.config.max_concurrent_downloads));
             let mut tasks = JoinSet::new();
             for file in planned {
+                // A finished file is taken over only while it is still what was written: one
+                // cut short or changed on disk since is downloaded again.
                 if let Some(done) = options.finished.get(&file.name)
                     && done.url == file.url
-                    && dir.join(&file.name).is_file()
+                    && std::fs::metadata(dir.join(&file.name))
+                        .is_ok_and(|m| m.is_file() && m.len() == done.bytes)
                 {
                     let mut done = done.clone();
                     done.resumed = true;

@@ -1,14 +1,18 @@
 //! Applying files to the tables: each file is encoded on a blocking thread as soon as it is
 //! added (as many at once as there are cores) into the writer pool, and [`Applier::finish`]
 //! commits every table with its deletions and the cursor.
+//!
+//! A run that fails leaves nothing behind ([`Applier::abandon`]): its threads are waited for
+//! (one still opening a table must not outlive the runtime it blocks on), the rows it wrote
+//! are deleted, and the folders and the list of rejects it created are removed.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use chrono::{DateTime, SecondsFormat, Utc};
-use delta_sink::{DeltaSink, IdSet, IdSetBuilder};
+use delta_sink::{DeltaSink, IdSet, IdSetBuilder, WriteStatus};
 use fhir_encoder::Encoder;
 
 use super::commit::{self, Changes};
@@ -29,6 +33,8 @@ pub(crate) struct Applier {
     parallel: usize,
     /// Input files to delete once all are encoded (see [`Applier::remove_inputs_once_encoded`]).
     remove_inputs: Option<Vec<PathBuf>>,
+    /// The list of rejects outlives a failure (see [`Applier::abandon`]).
+    keep_rejects: bool,
 }
 
 impl Applier {
@@ -44,7 +50,10 @@ impl Applier {
         let pool = Arc::new(Pool::new(sink, encoder, input, parallel));
         // Tables of every requested type take part, so each gets the cursor even with no rows.
         for t in types.into_iter().flatten() {
-            open_table(&pool, t).await?;
+            if let Err(e) = open_table(&pool, t).await {
+                pool.remove_new_table_dirs();
+                return Err(e);
+            }
         }
         Ok(Self {
             pool,
@@ -55,6 +64,7 @@ impl Applier {
             group_members: None,
             parallel,
             remove_inputs: None,
+            keep_rejects: false,
         })
     }
 
@@ -119,27 +129,54 @@ impl Applier {
         deletions: Vec<(String, String)>,
         transaction_time: DateTime<Utc>,
     ) -> anyhow::Result<SyncReport> {
+        let cancel = self.pool.input.cancel.clone();
         let mut resources = self.resources;
-        while let Some(joined) = self.tasks.join_next().await {
-            resources += joined.map_err(|e| anyhow!("an encoding thread failed: {e}"))??;
+        loop {
+            let joined = tokio::select! {
+                joined = self.tasks.join_next() => joined,
+                _ = cancel.cancelled() => {
+                    let e = anyhow!("sync cancelled while encoding files; the next run finishes it");
+                    return Err(self.abandon(e).await);
+                }
+            };
+            let Some(joined) = joined else { break };
+            match joined.map_err(|e| anyhow!("an encoding thread failed: {e}")) {
+                Ok(Ok(n)) => resources += n,
+                Ok(Err(e)) | Err(e) => return Err(self.abandon(e).await),
+            }
         }
         crate::memory::release_free_memory();
-        let pool = self.pool;
-        let (rejects, rejects_file) = pool.finish_rejects()?;
+        let pool = self.pool.clone();
+        let (rejects, rejects_file) = match pool.finish_rejects() {
+            Ok(r) => r,
+            Err(e) => return Err(self.abandon(e).await),
+        };
         if let Some(max) = pool.input.max_rejects
             && rejects > max
         {
-            pool.discard().await;
-            bail!(
+            let e = anyhow!(
                 "{rejects} resources were rejected, more than --max-rejects {max}; nothing was committed{}",
                 rejects_file
                     .as_ref()
                     .map(|p| format!(" (see {})", p.display()))
                     .unwrap_or_default()
             );
+            // The list is what the message points to: it stays.
+            self.keep_rejects = true;
+            return Err(self.abandon(e).await);
         }
-        for (t, n) in pool.skipped_types()? {
+        for (t, n) in pool.skipped_types().unwrap_or_default() {
             tracing::warn!(resource_type = %t, resources = n, "resources of a type that was not requested were skipped");
+        }
+
+        let mut by_type: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (t, id) in deletions {
+            by_type.entry(t).or_default().push(id);
+        }
+        for t in by_type.keys() {
+            if let Err(e) = open_table(&pool, t.clone()).await {
+                return Err(self.abandon(e).await);
+            }
         }
 
         // Commits follow: the inputs are no longer needed (a run that fails before this
@@ -153,22 +190,21 @@ impl Applier {
                 }
             })
         });
-
-        let mut by_type: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (t, id) in deletions {
-            by_type.entry(t).or_default().push(id);
-        }
-        for t in by_type.keys() {
-            open_table(&pool, t.clone()).await?;
-        }
         let changes = Changes {
             deletions: by_type,
             group_members: self.group_members.take(),
             transaction_time,
         };
-        let tables = commit::commit_all(&pool, changes, self.parallel).await?;
+        let (tables, failed) = commit::commit_all(&pool, changes, self.parallel, &cancel).await;
         if let Some(removal) = removal {
             let _ = removal.await;
+        }
+        if let Some(e) = failed {
+            // The tables that did commit carry their rejects in the list.
+            self.keep_rejects = tables
+                .values()
+                .any(|t| t.status != Some(WriteStatus::AlreadyApplied));
+            return Err(self.abandon(e).await);
         }
         Ok(SyncReport {
             sync_id: pool.input.app_id.clone(),
@@ -180,6 +216,35 @@ impl Applier {
             duration: self.started.elapsed(),
             ..Default::default()
         })
+    }
+
+    /// Ends a failed run and returns its error: the encoding threads stop at their next batch
+    /// and are waited for, the rows written and not committed are deleted, and the folders of
+    /// tables it created and its list of rejects (unless something was committed, or the
+    /// list explains the failure) are removed.
+    pub async fn abandon(&mut self, error: anyhow::Error) -> anyhow::Error {
+        self.pool.stop();
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Ok(Err(e)) = joined {
+                tracing::debug!(error = %format!("{e:#}"), "an encoding thread stopped");
+            }
+        }
+        self.pool.discard().await;
+        self.pool.remove_new_table_dirs();
+        if !self.keep_rejects {
+            self.pool.discard_rejects();
+        }
+        error
+    }
+}
+
+impl Drop for Applier {
+    /// An applier dropped with files still encoding (its run was abandoned from outside)
+    /// stops their threads at the next batch.
+    fn drop(&mut self) {
+        if !self.tasks.is_empty() {
+            self.pool.stop();
+        }
     }
 }
 
@@ -204,7 +269,9 @@ pub(crate) async fn apply_files(
         .emit(SyncEvent::EncodingStarted { files: files.len() });
     let mut applier = Applier::new(sink, encoder, input).await?;
     for file in files {
-        applier.add(file).await?;
+        if let Err(e) = applier.add(file).await {
+            return Err(applier.abandon(e).await);
+        }
     }
     applier.finish(deletions, transaction_time).await
 }

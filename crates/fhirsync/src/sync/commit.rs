@@ -7,6 +7,7 @@ use anyhow::{Context, anyhow};
 use chrono::{DateTime, Utc};
 use delta_sink::{CommitOptions, Cursor, IdSet, IdSetBuilder, WriteOutcome, WriteStatus};
 use futures::StreamExt as _;
+use tokio_util::sync::CancellationToken;
 
 use super::input::ApplyInput;
 use super::pool::{Pool, Slot};
@@ -24,12 +25,14 @@ pub(super) struct Changes {
 }
 
 /// Commits every open table of `pool`, `parallel` at once. Every started commit finishes (a
-/// commit is never cut off half-way); the first error is returned.
+/// commit is never cut off half-way; its thread must not outlive the runtime either); once
+/// `cancel` fires no other starts. Returns the tables committed and the first error.
 pub(super) async fn commit_all(
     pool: &Arc<Pool>,
     changes: Changes,
     parallel: usize,
-) -> anyhow::Result<BTreeMap<String, TableReport>> {
+    cancel: &CancellationToken,
+) -> (BTreeMap<String, TableReport>, Option<anyhow::Error>) {
     let Changes {
         mut deletions,
         group_members,
@@ -39,12 +42,18 @@ pub(super) async fn commit_all(
     // each commit's id index is, and the file rewrites of all tables share one slot per core
     // (in delta-sink).
     let group_members = group_members.map(Arc::new);
-    let slots = pool.slots()?;
+    let slots = match pool.slots() {
+        Ok(slots) => slots,
+        Err(e) => return (BTreeMap::new(), Some(e)),
+    };
+    let total = slots.len();
     let events = &pool.input.events;
     events.emit(SyncEvent::CommitsStarted {
         tables: slots.len(),
     });
-    let mut commits = futures::stream::iter(slots.into_iter().map(|(resource_type, slot)| {
+    let not_cancelled = |_: &(String, Arc<Slot>)| !cancel.is_cancelled();
+    let slots = slots.into_iter().take_while(not_cancelled);
+    let mut commits = futures::stream::iter(slots.map(|(resource_type, slot)| {
         let deletions = deletions.remove(&resource_type);
         let (pool, members) = (pool.clone(), group_members.clone());
         // A thread of its own that drives the commit (a blocking thread may block on the
@@ -69,7 +78,9 @@ pub(super) async fn commit_all(
     .buffer_unordered(parallel);
     let mut tables = BTreeMap::new();
     let mut failed = None;
+    let mut done = 0;
     while let Some(joined) = commits.next().await {
+        done += 1;
         match joined.map_err(|e| anyhow!("a commit task failed: {e}")) {
             Ok(Ok(Some((resource_type, entry)))) => {
                 tables.insert(resource_type, entry);
@@ -80,10 +91,12 @@ pub(super) async fn commit_all(
             }
         }
     }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(tables),
+    if done < total {
+        failed.get_or_insert(anyhow!(
+            "sync cancelled while writing tables ({done} of {total} written); the next run finishes it"
+        ));
     }
+    (tables, failed)
 }
 
 /// Commits one type's writers with its deletions, reconciliation and the cursor; `None` for
@@ -99,10 +112,11 @@ async fn commit_table(
     let version = transaction_time.timestamp_millis();
     let (table, writers, ids, resources, rejected) = {
         let mut s = slot.lock()?;
+        let ids = s.exported_ids.take().filter(|_| !s.reconcile_stopped);
         (
             s.table.take(),
             s.take_writers(),
-            s.exported_ids.take(),
+            ids,
             s.resources,
             s.rejected,
         )

@@ -63,6 +63,7 @@ pub async fn run_import(request: &ImportRequest) -> anyhow::Result<SyncReport> {
         max_rejects: request.max_rejects,
         rejects_dir: rejects_dir(&request.delta_path, None),
         events: request.events.clone(),
+        cancel: Default::default(),
     };
     let mut report = apply_files(&sink, encoder, files, deletions, input, transaction_time).await?;
     report.duration = started.elapsed();

@@ -2,6 +2,8 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::SaveMode;
 use crate::files;
 use crate::run::SyncEvents;
@@ -51,4 +53,6 @@ pub(crate) struct ApplyInput {
     pub rejects_dir: PathBuf,
     /// Progress of encoding and commits.
     pub events: SyncEvents,
+    /// Stops the run: encoding ends, started commits finish, no other commit starts.
+    pub cancel: CancellationToken,
 }

@@ -23,10 +23,11 @@ mod pool;
 mod reconcile;
 mod rejects;
 mod setup;
+#[cfg(test)]
+mod tests;
 
 use std::time::Instant;
 
-use anyhow::bail;
 use chrono::{SecondsFormat, Utc};
 use tokio_util::sync::CancellationToken;
 
@@ -108,6 +109,7 @@ async fn sync_locked(
         max_rejects: opts.max_rejects,
         rejects_dir: rejects::rejects_dir(&opts.delta_path, Some(&work.dir)),
         events,
+        cancel: cancel.clone(),
     };
     let encoder = setup::encoder(opts.max_nesting_level, opts.extensions);
     let mut applier = apply::Applier::new(&sink, encoder, input).await?;
@@ -116,20 +118,28 @@ async fn sync_locked(
     // The export: files are encoded as they finish downloading.
     let request = export::export_request(opts, since);
     let export_dir = work.export_dir();
-    let (client, summary) = export::export_into(
-        &mut applier,
-        config,
-        &request,
-        &export_dir,
-        opts.timeout,
-        cancel,
-    )
-    .await?;
-    if reconcile && let Some(group_id) = &opts.group_id {
-        let exported_patients = applier.exported_ids("Patient")?;
-        let members = reconcile::group_members(&client, group_id, exported_patients).await?;
-        applier.reconcile_within_group(members);
+    let exported = async {
+        let (client, summary) = export::export_into(
+            &mut applier,
+            config,
+            &request,
+            &export_dir,
+            opts.timeout,
+            cancel,
+        )
+        .await?;
+        if reconcile && let Some(group_id) = &opts.group_id {
+            let exported_patients = applier.exported_ids("Patient")?;
+            let members = reconcile::group_members(&client, group_id, exported_patients).await?;
+            applier.reconcile_within_group(members);
+        }
+        anyhow::Ok((client, summary))
     }
+    .await;
+    let (client, summary) = match exported {
+        Ok(done) => done,
+        Err(e) => return Err(applier.abandon(e).await),
+    };
 
     // The commits, each table with the export's deletions and cursor.
     let transaction_time = summary.manifest.transaction_time.with_timezone(&Utc);
@@ -137,10 +147,8 @@ async fn sync_locked(
         .deletions()
         .map(|d| (d.resource_type.clone(), d.id.clone()))
         .collect();
-    let mut report = tokio::select! {
-        r = applier.finish(deletions, transaction_time) => r?,
-        _ = cancel.cancelled() => bail!("sync cancelled while writing tables; the next run finishes it"),
-    };
+    // A cancellation stops the encoding, or lets the commits begun finish and starts no other.
+    let mut report = applier.finish(deletions, transaction_time).await?;
     report.since = since.map(|s| s.to_rfc3339_opts(SecondsFormat::Millis, true));
     report.bytes_downloaded = summary.bytes;
     report.resumed_files = summary.resumed_files;

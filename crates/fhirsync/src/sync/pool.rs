@@ -2,17 +2,18 @@
 //! files. A thread takes an idle writer of the type for each batch, or opens an extra one
 //! when another thread holds it, so neither waits for the other's Parquet encoding.
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use delta_sink::{DeltaSink, IdSetBuilder, ResourceTable, TableWriter};
 use fhir_encoder::Encoder;
 
 use super::input::{ApplyInput, InputFile};
-use super::rejects::RejectLog;
+use super::rejects::{FileRejects, RejectLog};
 use crate::encode::{self, EncodeReject};
 use crate::files;
 
@@ -27,13 +28,26 @@ pub(super) struct TypeSlot {
     writers: usize,
     /// Extra writers whose file closed: only their list of files remains.
     pub retired: Vec<TableWriter>,
-    /// Ids of the rows written, when reconciling.
+    /// Ids of the rows written, when reconciling, and of rejected resources whose id could
+    /// be read.
     pub exported_ids: Option<IdSetBuilder>,
+    /// A rejected line's id could not be read: which row it was is unknown, so none of the
+    /// type's rows may be removed for not being exported.
+    pub reconcile_stopped: bool,
     pub resources: u64,
     pub rejected: u64,
 }
 
 impl TypeSlot {
+    /// Keeps every row of the type in this run, because of the rejected line `line` of `file`.
+    fn stop_reconciling(&mut self, resource_type: &str, file: &str, line: u64) {
+        if self.exported_ids.is_some() && !self.reconcile_stopped {
+            self.reconcile_stopped = true;
+            tracing::warn!(resource_type = %resource_type, file = %file, line,
+                "not reconciled in this run: the id of a rejected line could not be read, so no {resource_type} row is removed for missing from the export");
+        }
+    }
+
     /// Every writer of the type, for the commit or for discarding; none remain.
     pub fn take_writers(&mut self) -> Vec<TableWriter> {
         let mut all = std::mem::take(&mut self.idle);
@@ -73,6 +87,10 @@ pub(super) struct Pool {
     /// a type's last file is encoded its open data files are closed, so the Parquet writers'
     /// buffers of types already done do not stay in memory until the commit.
     files_left: Mutex<HashMap<String, usize>>,
+    /// Set when the run fails: encoding threads stop at their next batch.
+    stopping: AtomicBool,
+    /// Folders of local tables that did not exist before this run opened them.
+    new_table_dirs: Mutex<Vec<PathBuf>>,
 }
 
 fn poisoned<T>(_: T) -> anyhow::Error {
@@ -93,6 +111,8 @@ impl Pool {
             extra_writers: AtomicUsize::new(0),
             max_extra_writers: threads.saturating_sub(1),
             files_left: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+            new_table_dirs: Mutex::new(Vec::new()),
         }
     }
 
@@ -112,6 +132,11 @@ impl Pool {
             .encoder
             .schema(resource_type)
             .with_context(|| format!("resource type {resource_type}"))?;
+        if let Some(dir) = self.local_table_dir(resource_type)
+            && !dir.exists()
+        {
+            self.new_table_dirs.lock().map_err(poisoned)?.push(dir);
+        }
         let table = self
             .runtime
             .block_on(self.sink.table(resource_type))
@@ -125,6 +150,7 @@ impl Pool {
                 writers: 1,
                 retired: Vec::new(),
                 exported_ids: self.input.reconcile.then(IdSetBuilder::new),
+                reconcile_stopped: false,
                 resources: 0,
                 rejected: 0,
             }),
@@ -174,6 +200,9 @@ impl Pool {
     }
 
     fn push(&self, resource_type: &str, batch: &RecordBatch) -> anyhow::Result<()> {
+        if self.stopping.load(Ordering::SeqCst) {
+            bail!("stopped: the run failed");
+        }
         let Some(slot) = self.slot(resource_type)? else {
             *self
                 .skipped_types
@@ -268,31 +297,88 @@ impl Pool {
             .is_ok()
     }
 
-    fn reject(&self, r: EncodeReject) -> anyhow::Result<()> {
-        if let Some(t) = r.resource_type.as_deref()
-            && let Ok(Some(slot)) = self.slot(t)
-            && let Ok(mut slot) = slot.lock()
-        {
-            slot.rejected += 1;
+    /// Records a rejected resource of `file` (see [`FileRejects`] for the type it counts under).
+    fn reject(&self, r: EncodeReject, file: &mut FileRejects) -> anyhow::Result<()> {
+        self.rejects.lock().map_err(poisoned)?.write(&r)?;
+        if let Some((table, r)) = file.place(r) {
+            self.account(Some(&table), &r)?;
         }
-        self.rejects.lock().map_err(poisoned)?.write(&r)
+        Ok(())
+    }
+
+    /// Counts `r` under `table` and tells reconciliation what it means: a readable id keeps
+    /// its row (in `table` and in the table of the line's own type); an unreadable one stops
+    /// the reconciliation of both. Without any type, either applies to every table.
+    fn account(&self, table: Option<&str>, r: &EncodeReject) -> anyhow::Result<()> {
+        if let Some(t) = table
+            && let Ok(Some(slot)) = self.slot(t)
+        {
+            slot.lock()?.rejected += 1;
+        }
+        let affected: Vec<(String, Arc<Slot>)> = match table {
+            None => self.slots()?,
+            Some(table) => {
+                let own = r.resource_type.as_deref().filter(|t| *t != table);
+                let mut found = Vec::new();
+                for t in std::iter::once(table).chain(own) {
+                    if let Some(slot) = self.existing_slot(t)? {
+                        found.push((t.to_owned(), slot));
+                    }
+                }
+                found
+            }
+        };
+        for (t, slot) in affected {
+            let mut s = slot.lock()?;
+            match r.id.as_deref().filter(|id| !id.is_empty()) {
+                Some(id) => {
+                    if let Some(ids) = s.exported_ids.as_mut() {
+                        ids.insert(id);
+                    }
+                }
+                None => s.stop_reconciling(&t, &r.file, r.line),
+            }
+        }
+        Ok(())
     }
 
     /// Encodes one file into the writers (on a blocking thread); returns the resources read.
+    /// A file that cannot be opened or read to its end is a reject, like a bad line.
     pub fn encode_file(&self, file: &InputFile) -> anyhow::Result<u64> {
-        let reader = files::open_ndjson(&file.path)?;
+        let mut rejects = FileRejects::new(file.expected_type.clone(), self.name_type(&file.label));
+        let mut types = std::collections::BTreeSet::new();
         let mut resources = 0u64;
-        encode::encode_ndjson(
-            &self.encoder,
-            reader,
-            &file.label,
-            file.expected_type.as_deref(),
-            &mut |resource_type: &str, batch: RecordBatch| {
-                resources += batch.num_rows() as u64;
-                self.push(resource_type, &batch)
-            },
-            &mut |r: EncodeReject| self.reject(r),
-        )?;
+        match files::open_ndjson(&file.path) {
+            Ok(reader) => encode::encode_ndjson(
+                &self.encoder,
+                reader,
+                &file.label,
+                file.expected_type.as_deref(),
+                &mut |resource_type: &str, batch: RecordBatch| {
+                    resources += batch.num_rows() as u64;
+                    if !types.contains(resource_type) {
+                        types.insert(resource_type.to_owned());
+                    }
+                    self.push(resource_type, &batch)
+                },
+                &mut |r: EncodeReject| self.reject(r, &mut rejects),
+            )?,
+            Err(e) => {
+                let reject = EncodeReject {
+                    resource_type: file.expected_type.clone(),
+                    id: None,
+                    file: file.label.clone(),
+                    line: 1,
+                    reason: format!("the file could not be read: {e:#}"),
+                };
+                tracing::warn!(file = %file.label, error = %format!("{e:#}"), "the file could not be read");
+                self.reject(reject, &mut rejects)?;
+            }
+        }
+        for t in &types {
+            rejects.saw(t);
+        }
+        self.settle(rejects)?;
         self.add_download_rejects(file)?;
         if let Some(t) = &file.expected_type {
             self.file_done(t)?;
@@ -300,16 +386,66 @@ impl Pool {
         Ok(resources)
     }
 
+    /// The resource type a file's name starts with (`Patient.1.ndjson`), if it names one.
+    fn name_type(&self, name: &str) -> Option<String> {
+        let stem = name.split('.').next()?;
+        let supported = self.encoder.supported_types();
+        supported.binary_search(&stem).ok().map(|_| stem.to_owned())
+    }
+
     /// Records the lines the bulk client set aside while downloading `file`.
     pub fn add_download_rejects(&self, file: &InputFile) -> anyhow::Result<()> {
         if let Some(path) = &file.download_rejects_path
             && file.download_rejects > 0
         {
+            let mut rejects = FileRejects::new(file.expected_type.clone(), None);
             for r in encode::read_download_rejects(path, file.expected_type.as_deref())? {
-                self.reject(r)?;
+                self.reject(r, &mut rejects)?;
             }
+            self.settle(rejects)?;
         }
         Ok(())
+    }
+
+    /// The file is read: its rejects that waited for the file's type count now.
+    fn settle(&self, rejects: FileRejects) -> anyhow::Result<()> {
+        let (table, waiting) = rejects.finish();
+        for r in &waiting {
+            self.account(table.as_deref(), r)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the encoding threads stop at their next batch: the run has failed.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// The folder of a local table, `None` on an object store.
+    fn local_table_dir(&self, resource_type: &str) -> Option<PathBuf> {
+        let url = self.sink.table_url(resource_type).ok()?;
+        (url.scheme() == "file")
+            .then(|| url.to_file_path().ok())
+            .flatten()
+    }
+
+    /// Removes the list of rejects: nothing of the run was committed.
+    pub fn discard_rejects(&self) {
+        if let Ok(mut log) = self.rejects.lock() {
+            log.discard();
+        }
+    }
+
+    /// Removes the folders of tables this run created and left without a file.
+    pub fn remove_new_table_dirs(&self) {
+        let dirs = self
+            .new_table_dirs
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default();
+        for dir in dirs {
+            remove_empty_tree(&dir);
+        }
     }
 
     /// Deletes the data files the writers wrote: nothing of this export will be committed.
@@ -327,4 +463,17 @@ impl Pool {
             }
         }
     }
+}
+
+/// Removes `dir` and the folders in it, bottom up, as long as they hold no file.
+fn remove_empty_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_tree(&entry.path());
+            }
+        }
+    }
+    // Fails, as it should, while anything is left in it.
+    let _ = std::fs::remove_dir(dir);
 }

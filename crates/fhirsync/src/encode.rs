@@ -17,6 +17,16 @@ pub struct EncodeReject {
     pub reason: String,
 }
 
+/// What an input that cannot be read to its end (a gzip stream cut short, a failing disk) is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unreadable {
+    /// One reject at the line where reading stopped; the rows read before it stay (the
+    /// user's own files: nothing better exists).
+    Reject,
+    /// An error (a copy of a server's file: the server has the lines that were not read).
+    Fail,
+}
+
 /// Encodes every line of `input` (NDJSON, resources of any types) in bounded batches, handing
 /// each batch to `on_batch` and each rejected line to `on_reject`. With `expected_type`, a
 /// resource of another type is rejected (a manifest announced this file as that type).
@@ -25,6 +35,7 @@ pub fn encode_ndjson(
     input: Box<dyn BufRead + Send>,
     label: &str,
     expected_type: Option<&str>,
+    unreadable: Unreadable,
     on_batch: &mut dyn FnMut(&str, RecordBatch) -> anyhow::Result<()>,
     on_reject: &mut dyn FnMut(EncodeReject) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
@@ -51,6 +62,12 @@ pub fn encode_ndjson(
             Ok((resource_type, batch)) => on_batch(&resource_type, batch)?,
             // A file that cannot be read to its end (a gzip stream cut short, a failing disk)
             // is one reject at the line where reading stopped; the rows read before it stay.
+            Err(EncodeError::Io { source, .. }) if unreadable == Unreadable::Fail => {
+                anyhow::bail!(
+                    "{label} could not be read past line {} ({source})",
+                    batches.lines_read()
+                );
+            }
             Err(EncodeError::Io { source, .. }) => {
                 let line = batches.lines_read() + 1;
                 tracing::warn!(file = %label, line, error = %source, "the file could not be read to its end");

@@ -65,7 +65,10 @@ pub(super) async fn export_into(
                 resource_type,
                 ..
             } => {
-                let file = InputFile::of_type(path.clone(), Some(resource_type.clone()));
+                let file = InputFile {
+                    downloaded: true,
+                    ..InputFile::of_type(path.clone(), Some(resource_type.clone()))
+                };
                 let _ = done_tx.send(file);
             }
             _ => {}
@@ -107,6 +110,7 @@ pub(super) async fn export_into(
             expected_type: Some(f.resource_type.clone()),
             download_rejects: f.rejected_lines,
             download_rejects_path: f.rejects_path.clone(),
+            downloaded: true,
         };
         if encoding.contains(&f.path) {
             if f.rejected_lines > 0 {

@@ -19,6 +19,10 @@ pub(crate) struct InputFile {
     /// Lines the bulk client set aside while downloading the file, and where it put them.
     pub download_rejects: u64,
     pub download_rejects_path: Option<PathBuf>,
+    /// A copy of a server's file (a sync's download) rather than the user's own: when it
+    /// cannot be read to its end the run fails and the copy is deleted, so the next run
+    /// fetches it again; the cursor never passes lines that were not read.
+    pub downloaded: bool,
 }
 
 impl InputFile {
@@ -35,6 +39,7 @@ impl InputFile {
             expected_type,
             download_rejects: 0,
             download_rejects_path: None,
+            downloaded: false,
         }
     }
 }

@@ -343,17 +343,30 @@ impl Pool {
     }
 
     /// Encodes one file into the writers (on a blocking thread); returns the resources read.
-    /// A file that cannot be opened or read to its end is a reject, like a bad line.
+    /// A file of the user's that cannot be opened or read to its end is a reject, like a bad
+    /// line; a downloaded copy that cannot is deleted and fails the run (see
+    /// [`InputFile::downloaded`]).
     pub fn encode_file(&self, file: &InputFile) -> anyhow::Result<u64> {
         let mut rejects = FileRejects::new(file.expected_type.clone(), self.name_type(&file.label));
         let mut types = std::collections::BTreeSet::new();
         let mut resources = 0u64;
-        match files::open_ndjson(&file.path) {
+        let opened = files::open_ndjson(&file.path);
+        if file.downloaded
+            && let Err(e) = &opened
+        {
+            return Err(self.refetch(file, e));
+        }
+        match opened {
             Ok(reader) => encode::encode_ndjson(
                 &self.encoder,
                 reader,
                 &file.label,
                 file.expected_type.as_deref(),
+                if file.downloaded {
+                    encode::Unreadable::Fail
+                } else {
+                    encode::Unreadable::Reject
+                },
                 &mut |resource_type: &str, batch: RecordBatch| {
                     resources += batch.num_rows() as u64;
                     if !types.contains(resource_type) {
@@ -362,7 +375,11 @@ impl Pool {
                     self.push(resource_type, &batch)
                 },
                 &mut |r: EncodeReject| self.reject(r, &mut rejects),
-            )?,
+            )
+            .map_err(|e| match file.downloaded {
+                true => self.refetch(file, &e),
+                false => e,
+            })?,
             Err(e) => {
                 let reject = EncodeReject {
                     resource_type: file.expected_type.clone(),
@@ -384,6 +401,16 @@ impl Pool {
             self.file_done(t)?;
         }
         Ok(resources)
+    }
+
+    /// Deletes a downloaded copy that could not be read, so that the next run (resuming the
+    /// export) downloads it again; the error says so.
+    fn refetch(&self, file: &InputFile, e: &anyhow::Error) -> anyhow::Error {
+        let removed = match std::fs::remove_file(&file.path) {
+            Ok(()) => "deleted; the next run downloads it again",
+            Err(_) => "delete it before the next run, which then downloads it again",
+        };
+        anyhow!("the downloaded file {}: {e:#} ({removed})", file.label)
     }
 
     /// The resource type a file's name starts with (`Patient.1.ndjson`), if it names one.

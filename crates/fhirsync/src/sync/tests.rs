@@ -1,5 +1,6 @@
 //! The apply path as a sync drives it (files of an announced type, reconciliation on) with a
-//! file that breaks off: tested here, below the export, since a download never breaks so.
+//! file that breaks off, a user's file and a downloaded copy: tested here, below the export,
+//! since a download that the client checked does not break so short of a failing disk.
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -47,18 +48,38 @@ async fn ids(delta: &str) -> BTreeSet<String> {
     out
 }
 
-/// Applies `path` (a file of Patient resources, as a sync's download is) to the tables in
-/// `dir`, as an export of `month` 2024; reconciling or not.
+/// Applies `path` (a file announced as Patient resources) to the tables in `dir`, as an export
+/// of `month` 2024; reconciling or not.
 async fn apply(dir: &Path, path: PathBuf, reconcile: bool, month: u32) -> SyncReport {
+    try_apply(dir, path, reconcile, month, false).await.unwrap()
+}
+
+async fn try_apply(
+    dir: &Path,
+    path: PathBuf,
+    reconcile: bool,
+    month: u32,
+    downloaded: bool,
+) -> anyhow::Result<SyncReport> {
     let delta = dir.join("delta").display().to_string();
     let sink = setup::sink(&delta, &BTreeMap::new(), false).unwrap();
-    let file = InputFile::of_type(path, Some("Patient".into()));
+    let file = InputFile {
+        downloaded,
+        ..InputFile::of_type(path, Some("Patient".into()))
+    };
     let transaction_time = Utc.with_ymd_and_hms(2024, month, 1, 0, 0, 0).unwrap();
     let input = input(dir, reconcile);
     let encoder = setup::encoder(3, false);
-    apply_files(&sink, encoder, vec![file], vec![], input, transaction_time)
-        .await
-        .unwrap()
+    apply_files(&sink, encoder, vec![file], vec![], input, transaction_time).await
+}
+
+/// Patient resources `p0`..`p1999`, gzipped and cut in half.
+fn broken_gzip(path: &Path) {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(patients((0..2000).map(|i| format!("p{i}"))).as_bytes())
+        .unwrap();
+    let whole = gz.finish().unwrap();
+    std::fs::write(path, &whole[..whole.len() / 2]).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,12 +90,8 @@ async fn a_file_that_breaks_off_is_one_reject_and_stops_the_reconciliation_of_it
     apply(dir.path(), first, false, 1).await;
 
     // A full export whose one file breaks off: x1 and x2 may be in the part never read.
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(patients((0..2000).map(|i| format!("p{i}"))).as_bytes())
-        .unwrap();
-    let whole = gz.finish().unwrap();
     let broken = dir.path().join("Patient.2.ndjson.gz");
-    std::fs::write(&broken, &whole[..whole.len() / 2]).unwrap();
+    broken_gzip(&broken);
     let report = apply(dir.path(), broken, true, 2).await;
 
     let p = &report.tables["Patient"];
@@ -84,5 +101,43 @@ async fn a_file_that_breaks_off_is_one_reject_and_stops_the_reconciliation_of_it
     assert!(
         kept.len() > 3,
         "the rows read before the break are written: {kept:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downloaded_copy_that_breaks_off_fails_the_run_and_is_fetched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("Patient.1.ndjson");
+    std::fs::write(&first, patients(["x1".into(), "p0".into()])).unwrap();
+    apply(dir.path(), first, false, 1).await;
+    let delta = dir.path().join("delta").display().to_string();
+    let before = ids(&delta).await;
+
+    // The server has every line of the file: committing what was read would move the cursor
+    // past the rest.
+    let broken = dir.path().join("Patient.2.ndjson.gz");
+    broken_gzip(&broken);
+    let err = try_apply(dir.path(), broken.clone(), true, 2, true)
+        .await
+        .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("Patient.2.ndjson.gz")
+            && message.contains("the next run downloads it again"),
+        "{message}"
+    );
+    assert!(
+        !broken.exists(),
+        "the broken copy is deleted so a resumed export fetches it"
+    );
+    assert_eq!(ids(&delta).await, before, "nothing was committed");
+    let sink = setup::sink(&delta, &BTreeMap::new(), false).unwrap();
+    let table = sink.table("Patient").await.unwrap();
+    let cursor = table.committed_version("fhirsync:test").await.unwrap();
+    let january = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+    assert_eq!(
+        cursor,
+        Some(january.timestamp_millis()),
+        "the cursor did not move"
     );
 }

@@ -169,9 +169,12 @@ impl Manifest {
         Ok(())
     }
 
-    /// Total resources announced by `count` fields (when every output entry has one).
+    /// Total resources announced by `count` fields (when every output entry has one); a total
+    /// beyond `u64::MAX` (counts are the server's word) is `u64::MAX`.
     pub fn announced_resources(&self) -> Option<u64> {
-        self.output.iter().map(|f| f.count).sum()
+        self.output
+            .iter()
+            .try_fold(0u64, |total, f| Some(total.saturating_add(f.count?)))
     }
 }
 
@@ -305,6 +308,10 @@ mod tests {
             "http://127.0.0.1:9/fhir/status/page2"
         );
         assert_eq!(m.announced_resources(), None);
+        let body = br#"{"transactionTime":"2024-01-01T00:00:00Z","request":"x","output":[
+            {"type":"Patient","url":"a","count":18446744073709551615},{"type":"Patient","url":"b","count":2}]}"#;
+        let huge = Manifest::parse(body, &src()).unwrap();
+        assert_eq!(huge.announced_resources(), Some(u64::MAX));
         assert_eq!(m.output_organized_by.as_deref(), Some("Patient"));
     }
 

@@ -126,12 +126,12 @@ impl<R: BufRead> NdjsonBatches<R> {
         self.line_no += 1;
         let len = match line_len(&self.buf) {
             Some(len) => len,
-            // Cut at the limit: the rest of the line is skipped, not read into memory.
-            None if n > self.max_line => {
+            // Cut at the limit (all `read_line` may read): the rest is skipped, not held.
+            None if n - 1 > self.max_line => {
                 n + skip_line(&mut self.reader, &mut self.buf).map_err(io)?
             }
-            // The last line, without a line break.
-            None => n,
+            // The last line, without a line break (a CR of one is not counted).
+            None => self.buf.strip_suffix(b"\r").map_or(n, <[u8]>::len),
         };
         if len > self.max_line {
             self.buf.clear();
@@ -400,7 +400,7 @@ mod tests {
             }
         }
         // At the limit, CR LF or not: read.
-        let input = [&ok[..], b"\r\n", ok, b"\n", ok].concat();
+        let input = [&ok[..], b"\r\n", ok, b"\n", ok, b"\r"].concat();
         assert_eq!(read(&input, ok.len()), (3, vec![]));
         // Nothing but an over-long line, without a line break.
         let (rows, rejects) = read(long.as_bytes(), 100);

@@ -46,6 +46,13 @@ impl Schedule {
                      (with leading seconds), got {fields}"
                 )));
             }
+            // croner takes an empty list item (`,`) as a field no value matches.
+            if let Some(f) = expr
+                .split_whitespace()
+                .find(|f| f.split(',').any(str::is_empty))
+            {
+                return Err(err(format!("field {f:?} has an empty list item")));
+            }
         }
         let cron = Cron::from_str(expr).map_err(|e| err(e.to_string()))?;
         // An expression no date matches (30 February) would leave a job that never runs. The
@@ -175,6 +182,10 @@ mod tests {
         assert!(Schedule::parse("0 25 * * *").is_err());
         assert!(Schedule::parse("0 3 * * FUNDAY").is_err());
         assert!(Schedule::parse("").is_err());
+        for empty in [", 0 * ? * *", "0 1,,2 * * *", "0 0 * * 1,"] {
+            let e = Schedule::parse(empty).unwrap_err();
+            assert!(e.to_string().contains("empty list item"), "{empty}: {e}");
+        }
         for never in ["0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 0 31 2 *"] {
             let e = Schedule::parse(never).unwrap_err();
             assert!(e.to_string().contains("would never run"), "{never}: {e}");

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::error::{ConfigError, invalid};
 use super::options::SaveMode;
-use super::parsers::{parse_duration, split_list};
+use super::parsers::{at_most_100_years, parse_duration, split_list};
 use crate::schedule::OverlapPolicy;
 
 /// A duration in the file: `"2h"` or a number of seconds.
@@ -23,7 +23,9 @@ pub enum FileDuration {
 impl FileDuration {
     pub(crate) fn get(&self, option: &str) -> Result<Duration, ConfigError> {
         match self {
-            Self::Seconds(s) => Ok(Duration::from_secs(*s)),
+            Self::Seconds(s) => {
+                at_most_100_years(Duration::from_secs(*s)).map_err(|e| invalid(option, e))
+            }
             Self::Text(t) => parse_duration(t).map_err(|e| invalid(option, e)),
         }
     }

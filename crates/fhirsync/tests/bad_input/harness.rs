@@ -283,46 +283,36 @@ async fn query(delta: &Path, table: &str, sql: &str) -> anyhow::Result<Vec<Strin
     Ok(values)
 }
 
+/// The problems with a refusal that should say each of `says` in one line, having written
+/// nothing.
+fn refusal(message: &str, says: &[&str], outcome: &Outcome) -> Vec<String> {
+    let mut problems = Vec::new();
+    if says.iter().any(|s| !message.contains(s)) || message.contains('\n') {
+        problems.push(format!(
+            "refused with {message:?}, not one line saying {says:?}"
+        ));
+    }
+    if !outcome.written.is_empty() {
+        problems.push(format!(
+            "a refused run wrote {:?} under the delta path",
+            outcome.written
+        ));
+    }
+    problems
+}
+
 /// The problems with `outcome` for `case` (none when it behaved as decided).
 async fn check(case: &Case, delta: &Path, outcome: &Outcome) -> Vec<String> {
     let mut problems = Vec::new();
     let report = match (&case.expect, &outcome.result) {
-        (Expect::Refused { reason }, Err(message)) => {
-            if !message.contains(reason) {
-                problems.push(format!("refused with {message:?}, not saying {reason:?}"));
-            }
-            if message.contains('\n') {
-                problems.push(format!("the refusal is not one line: {message:?}"));
-            }
-            if !outcome.written.is_empty() {
-                problems.push(format!(
-                    "a refused run wrote {:?} under the delta path",
-                    outcome.written
-                ));
-            }
-            return problems;
-        }
+        (Expect::Refused { reason }, Err(message)) => return refusal(message, &[reason], outcome),
         (Expect::Refused { reason }, Ok(_)) => {
             return vec![format!(
                 "the run succeeded; it should refuse saying {reason:?}"
             )];
         }
         (Expect::FileFails { file, reason, .. }, Err(message)) => {
-            if !message.contains(file) || !message.contains(reason) {
-                problems.push(format!(
-                    "refused with {message:?}, not naming {file:?} and {reason:?}"
-                ));
-            }
-            if message.contains('\n') {
-                problems.push(format!("the refusal is not one line: {message:?}"));
-            }
-            if !outcome.written.is_empty() {
-                problems.push(format!(
-                    "a refused run wrote {:?} under the delta path",
-                    outcome.written
-                ));
-            }
-            return problems;
+            return refusal(message, &[file, reason], outcome);
         }
         (_, Err(message)) => return vec![format!("the run failed: {message}")],
         (_, Ok(report)) => report,

@@ -1,5 +1,7 @@
 //! The completion manifest (Bulk Data IG v1–v3): parsing with clear messages, validation,
 //! and merging of partial manifests linked by `link[relation=next]`.
+use std::collections::HashMap;
+
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -104,7 +106,7 @@ impl Manifest {
         let deleted = files(obj.get("deleted"), "deleted", source).map_err(bad)?;
         let error = files(obj.get("error"), "error", source).map_err(bad)?;
         let link = links(obj.get("link"), source).map_err(bad)?;
-        Ok(Manifest {
+        let mut manifest = Manifest {
             transaction_time,
             request,
             requires_access_token,
@@ -114,7 +116,9 @@ impl Manifest {
             error,
             link,
             extension: obj.get("extension").cloned(),
-        })
+        };
+        manifest.drop_repeated_files().map_err(bad)?;
+        Ok(manifest)
     }
 
     /// The URL of the next partial manifest, if any.
@@ -126,16 +130,51 @@ impl Manifest {
     }
 
     /// Appends a following partial manifest's files; `link` becomes the page's own links.
-    pub fn merge_page(&mut self, page: Manifest) {
+    /// Fails when the page lists a file of the earlier pages as another type.
+    pub fn merge_page(&mut self, page: Manifest) -> Result<(), String> {
         self.output.extend(page.output);
         self.deleted.extend(page.deleted);
         self.error.extend(page.error);
         self.link = page.link;
+        self.drop_repeated_files()
     }
 
-    /// Total resources announced by `count` fields (when every output entry has one).
+    /// Keeps one entry of a URL listed again (each file is downloaded once); the same URL
+    /// listed as two types is an error.
+    fn drop_repeated_files(&mut self) -> Result<(), String> {
+        for (field, files) in [
+            ("output", &mut self.output),
+            ("deleted", &mut self.deleted),
+            ("error", &mut self.error),
+        ] {
+            let mut types: HashMap<Url, String> = HashMap::new();
+            let mut kept = Vec::with_capacity(files.len());
+            for (i, f) in std::mem::take(files).into_iter().enumerate() {
+                match types.get(&f.url) {
+                    None => {
+                        types.insert(f.url.clone(), f.resource_type.clone());
+                        kept.push(f);
+                    }
+                    Some(t) if *t == f.resource_type => {}
+                    Some(t) => {
+                        return Err(format!(
+                            "{field}[{i}].url {} is listed as {t} and as {} files",
+                            f.url, f.resource_type
+                        ));
+                    }
+                }
+            }
+            *files = kept;
+        }
+        Ok(())
+    }
+
+    /// Total resources announced by `count` fields (when every output entry has one); a total
+    /// beyond `u64::MAX` (counts are the server's word) is `u64::MAX`.
     pub fn announced_resources(&self) -> Option<u64> {
-        self.output.iter().map(|f| f.count).sum()
+        self.output
+            .iter()
+            .try_fold(0u64, |total, f| Some(total.saturating_add(f.count?)))
     }
 }
 
@@ -269,6 +308,10 @@ mod tests {
             "http://127.0.0.1:9/fhir/status/page2"
         );
         assert_eq!(m.announced_resources(), None);
+        let body = br#"{"transactionTime":"2024-01-01T00:00:00Z","request":"x","output":[
+            {"type":"Patient","url":"a","count":18446744073709551615},{"type":"Patient","url":"b","count":2}]}"#;
+        let huge = Manifest::parse(body, &src()).unwrap();
+        assert_eq!(huge.announced_resources(), Some(u64::MAX));
         assert_eq!(m.output_organized_by.as_deref(), Some("Patient"));
     }
 
@@ -311,8 +354,8 @@ mod tests {
             Manifest::parse(body.as_bytes(), &src()).unwrap()
         };
         let mut m = page(1, true);
-        m.merge_page(page(2, true));
-        m.merge_page(page(3, false));
+        m.merge_page(page(2, true)).unwrap();
+        m.merge_page(page(3, false)).unwrap();
         assert_eq!(
             m.output
                 .iter()
@@ -321,6 +364,37 @@ mod tests {
             ["/fhir/status/f1", "/fhir/status/f2", "/fhir/status/f3"]
         );
         assert!(m.next_link().is_none());
+    }
+
+    #[test]
+    fn a_file_listed_again_is_kept_once_and_one_of_two_types_is_refused() {
+        let body = |files: &str| {
+            format!(
+                r#"{{"transactionTime":"2024-01-01T00:00:00Z","request":"x","output":[{files}]}}"#
+            )
+        };
+        let p = r#"{"type":"Patient","url":"f1"}"#;
+        let o = r#"{"type":"Observation","url":"f2"}"#;
+        let m = Manifest::parse(body(&format!("{p},{o},{p}")).as_bytes(), &src()).unwrap();
+        assert_eq!(m.output.len(), 2);
+        let e = Manifest::parse(
+            body(&format!(r#"{p},{{"type":"Observation","url":"f1"}}"#)).as_bytes(),
+            &src(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("output[1].url http://127.0.0.1:9/fhir/status/f1 is listed as Patient and as Observation files"), "{e}");
+        // Across the pages of a partial manifest alike.
+        let mut first = Manifest::parse(body(p).as_bytes(), &src()).unwrap();
+        first
+            .merge_page(Manifest::parse(body(&format!("{p},{o}")).as_bytes(), &src()).unwrap())
+            .unwrap();
+        assert_eq!(first.output.len(), 2);
+        let other = Manifest::parse(
+            body(r#"{"type":"Condition","url":"f2"}"#).as_bytes(),
+            &src(),
+        );
+        assert!(first.merge_page(other.unwrap()).is_err());
     }
 
     proptest! {

@@ -119,7 +119,9 @@ impl BulkClient {
                 });
             }
             let page = self.poll_until_complete(&next, deadline).await?;
-            manifest.merge_page(page);
+            manifest
+                .merge_page(page)
+                .map_err(|message| BulkError::InvalidManifest { url: next, message })?;
         }
         Ok(manifest)
     }

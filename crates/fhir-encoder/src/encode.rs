@@ -246,7 +246,14 @@ impl RowEncoder {
                 if self.slots[at] != NONE {
                     self.warn(key, "duplicate key; the first value is kept");
                 } else if doc.tok(v) != Tok::Null {
-                    self.slots[at] = v;
+                    if plan.choice_slots(s).any(|c| self.slots[frame + c] != NONE) {
+                        self.warn(
+                            key,
+                            "a second value of one choice element; the first is kept",
+                        );
+                    } else {
+                        self.slots[at] = v;
+                    }
                 }
             } else if !ignored_key(key, resource.is_some()) {
                 self.warn(key, "unknown element ignored");

@@ -31,6 +31,6 @@ pub use batch::{BatchBuilder, BatchLimits};
 pub use encoder::Encoder;
 pub use error::{EncodeError, LineRef, Reject, Warning};
 pub use options::{DEFAULT_OPEN_TYPES, EncoderOptions};
-pub use reader::NdjsonBatches;
+pub use reader::{DEFAULT_MAX_LINE_BYTES, NdjsonBatches};
 pub use scan::{LineHeader, scan_header};
 pub use schema::UNSUPPORTED_TYPES;

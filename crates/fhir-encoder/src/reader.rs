@@ -1,6 +1,6 @@
 //! Streaming NDJSON of mixed resource types into per-type record batches.
 use std::collections::{BTreeMap, VecDeque};
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -9,6 +9,9 @@ use crate::batch::{BatchBuilder, BatchLimits};
 use crate::encode::{RawReject, RowEncoder, RowOutcome};
 use crate::encoder::Encoder;
 use crate::error::{EncodeError, LineRef, Reject, Warning};
+
+/// The longest line [`NdjsonBatches`] reads by default (as the bulk client's download limit).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Reads NDJSON lines (any mix of resource types) and yields `(resource_type, batch)` as soon
 /// as a type's batch is full, then the remaining partial batches at the end of the input.
@@ -36,6 +39,8 @@ pub struct NdjsonBatches<R> {
     finished: bool,
     /// Lines of another resource type are rejected (a file of one type, as in a manifest).
     expected: Option<String>,
+    /// Longer lines are rejected, and skipped without being held in memory.
+    max_line: usize,
 }
 
 impl<R: BufRead> NdjsonBatches<R> {
@@ -63,7 +68,15 @@ impl<R: BufRead> NdjsonBatches<R> {
             rows: 0,
             finished: false,
             expected: None,
+            max_line: DEFAULT_MAX_LINE_BYTES,
         }
+    }
+
+    /// Rejects lines longer than `bytes` (without their line break) instead of
+    /// [`DEFAULT_MAX_LINE_BYTES`].
+    pub fn with_max_line_bytes(mut self, bytes: usize) -> Self {
+        self.max_line = bytes;
+        self
     }
 
     /// Rejects every resource that is not of `resource_type` (the file's type).
@@ -102,18 +115,41 @@ impl<R: BufRead> NdjsonBatches<R> {
     /// Reads and encodes one line; `Ok(false)` at the end of the input.
     fn step(&mut self) -> Result<bool, EncodeError> {
         self.buf.clear();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut self.buf)
-            .map_err(|source| EncodeError::Io {
-                file: self.file.to_string(),
-                source,
-            })?;
+        let io = |source| EncodeError::Io {
+            file: self.file.to_string(),
+            source,
+        };
+        let n = read_line(&mut self.reader, &mut self.buf, self.max_line).map_err(io)?;
         if n == 0 {
             return Ok(false);
         }
         self.line_no += 1;
-        let line = trim(&self.buf);
+        let len = match line_len(&self.buf) {
+            Some(len) => len,
+            // Cut at the limit (all `read_line` may read): the rest is skipped, not held.
+            None if n - 1 > self.max_line => {
+                n + skip_line(&mut self.reader, &mut self.buf).map_err(io)?
+            }
+            // The last line, without a line break (a CR of one is not counted).
+            None => self.buf.strip_suffix(b"\r").map_or(n, <[u8]>::len),
+        };
+        if len > self.max_line {
+            self.buf.clear();
+            self.reject(RawReject {
+                resource_type: None,
+                id: None,
+                reason: format!(
+                    "line is {len} bytes, over the limit of {} bytes",
+                    self.max_line
+                ),
+            });
+            return Ok(true);
+        }
+        let mut line = trim(&self.buf);
+        // A byte order mark before a line's JSON is ignored, as RFC 8259 allows.
+        if let Some(rest) = line.strip_prefix(b"\xEF\xBB\xBF") {
+            line = trim(rest);
+        }
         if line.is_empty() {
             return Ok(true);
         }
@@ -226,6 +262,37 @@ impl<R: BufRead> NdjsonBatches<R> {
     }
 }
 
+/// Reads a line through its `\n` into `buf`, but no more than a line of `max` bytes and its
+/// line break (`\r\n`); returns the bytes read (0 at the end of the input).
+fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(2);
+    reader.take(limit).read_until(b'\n', buf)
+}
+
+/// The length of a complete line in `buf` without its line break (`None` when `buf` does not
+/// end with a line break).
+fn line_len(buf: &[u8]) -> Option<usize> {
+    let line = buf.strip_suffix(b"\n")?;
+    Some(line.strip_suffix(b"\r").unwrap_or(line).len())
+}
+
+/// Skips the rest of a line over the limit, using `scratch` in bounded pieces; returns the
+/// bytes skipped before the line break.
+fn skip_line(reader: &mut impl BufRead, scratch: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut skipped = 0;
+    loop {
+        scratch.clear();
+        let n = reader.take(64 * 1024).read_until(b'\n', scratch)?;
+        if n == 0 {
+            return Ok(skipped);
+        }
+        if let Some(len) = line_len(scratch) {
+            return Ok(skipped + len);
+        }
+        skipped += n;
+    }
+}
+
 fn trim(mut b: &[u8]) -> &[u8] {
     while let [rest @ .., last] = b {
         if last.is_ascii_whitespace() {
@@ -278,5 +345,75 @@ impl<R: BufRead> Iterator for NdjsonBatches<R> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::EncoderOptions;
+
+    /// The ids encoded and the rejects (`line: reason`) of `input` read with `max_line`.
+    fn read(input: &[u8], max_line: usize) -> (usize, Vec<String>) {
+        let encoder = Encoder::new(EncoderOptions::default());
+        let mut batches = NdjsonBatches::new(encoder, input, "f", BatchLimits::default())
+            .with_max_line_bytes(max_line);
+        let rows = batches.by_ref().map(|b| b.unwrap().1.num_rows()).sum();
+        let rejects = batches
+            .take_rejects()
+            .iter()
+            .map(|r| format!("{}: {}", r.line, r.reason))
+            .collect();
+        (rows, rejects)
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_rejected_and_the_next_one_read() {
+        let ok = br#"{"resourceType":"Patient","id":"a"}"#;
+        let long = format!(
+            r#"{{"resourceType":"Patient","id":"b","x":"{}"}}"#,
+            "y".repeat(300)
+        );
+        for (end, newline) in [("", "\n"), ("\r", "\n"), ("", "")] {
+            let input = [
+                &ok[..],
+                newline.as_bytes(),
+                long.as_bytes(),
+                end.as_bytes(),
+                newline.as_bytes(),
+                ok,
+                newline.as_bytes(),
+            ]
+            .concat();
+            let (rows, rejects) = read(&input, ok.len());
+            let want = if newline.is_empty() { 0 } else { 2 };
+            assert_eq!(rows, want, "{input:?}");
+            if !newline.is_empty() {
+                assert_eq!(
+                    rejects,
+                    [format!(
+                        "2: line is {} bytes, over the limit of {} bytes",
+                        long.len(),
+                        ok.len()
+                    )]
+                );
+            }
+        }
+        // At the limit, CR LF or not: read.
+        let input = [&ok[..], b"\r\n", ok, b"\n", ok, b"\r"].concat();
+        assert_eq!(read(&input, ok.len()), (3, vec![]));
+        // Nothing but an over-long line, without a line break.
+        let (rows, rejects) = read(long.as_bytes(), 100);
+        assert_eq!((rows, rejects.len()), (0, 1), "{rejects:?}");
+        assert!(
+            rejects[0].starts_with("1: line is 342 bytes"),
+            "{rejects:?}"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_a_line_is_ignored() {
+        let input = "\u{feff}{\"resourceType\":\"Patient\",\"id\":\"a\"}\n \u{feff} {\"resourceType\":\"Patient\",\"id\":\"b\"}\r\n\u{feff}\n";
+        assert_eq!(read(input.as_bytes(), 1024), (2, vec![]));
     }
 }

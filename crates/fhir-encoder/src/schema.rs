@@ -220,8 +220,30 @@ pub(crate) struct StructPlan {
     pub keys: KeyIndex,
     /// JSON key of every slot.
     pub slot_names: Vec<Box<str>>,
+    /// For every slot of a choice element's types (`deceasedBoolean`, `deceasedDateTime`), the
+    /// first of them (the slots of one choice element are consecutive); else [`NOT_A_CHOICE`].
+    pub choice_of: Vec<u16>,
     /// Slot of `extension` when extensions are encoded.
     pub ext_slot: Option<u16>,
+}
+
+/// [`StructPlan::choice_of`] of a slot that is not a choice element's.
+pub(crate) const NOT_A_CHOICE: u16 = u16::MAX;
+
+impl StructPlan {
+    /// The slots of the choice element slot `slot` belongs to (empty when it is not a choice).
+    pub fn choice_slots(&self, slot: u16) -> std::ops::Range<usize> {
+        let first = self.choice_of[slot as usize];
+        if first == NOT_A_CHOICE {
+            return 0..0;
+        }
+        let start = first as usize;
+        let len = self.choice_of[start..]
+            .iter()
+            .take_while(|c| **c == first)
+            .count();
+        start..start + len
+    }
 }
 
 /// The encoding of one resource type.
@@ -272,6 +294,7 @@ struct GroupAcc {
     cols: Vec<Col>,
     keys: FnvMap<Box<str>, u16>,
     slot_names: Vec<Box<str>>,
+    choice_of: Vec<u16>,
 }
 
 impl GroupAcc {
@@ -281,12 +304,14 @@ impl GroupAcc {
             cols: Vec::new(),
             keys: FnvMap::default(),
             slot_names: Vec::new(),
+            choice_of: Vec::new(),
         }
     }
     fn slot(&mut self, key: &str) -> u16 {
         let slot = self.slot_names.len() as u16;
         self.keys.insert(key.into(), slot);
         self.slot_names.push(key.into());
+        self.choice_of.push(NOT_A_CHOICE);
         slot
     }
     fn col(&mut self, name: &str, dt: DataType, col: Col) {
@@ -369,9 +394,14 @@ impl PlanBuilder<'_> {
                     types.retain(|t| self.opts.open_types.iter().any(|o| o == t));
                 }
                 types.sort_by_cached_key(|t| choice_order_key(t, self.model));
+                let first = g.slot_names.len();
                 for t in types {
                     let name = format!("{}{}", el.name, capitalize(t));
                     self.typed(&mut g, path, &name, t, false, true);
+                }
+                // Every slot the types added is one of this choice element's.
+                for c in &mut g.choice_of[first..] {
+                    *c = first as u16;
                 }
             } else if let Some(t) = el.types.first() {
                 self.typed(&mut g, path, &el.name, t, el.array, false);
@@ -432,6 +462,7 @@ impl PlanBuilder<'_> {
             cols: g.cols,
             keys: KeyIndex::new(&g.keys),
             slot_names: g.slot_names,
+            choice_of: g.choice_of,
             ext_slot,
         }
     }

@@ -81,6 +81,29 @@ fn choice_types_flattened() {
 }
 
 #[test]
+fn a_choice_element_keeps_its_first_value_only() {
+    // FHIR allows one type of a choice element; a second is dropped with a warning, as a
+    // duplicate key is, whether it is a primitive or a group, and null values do not count.
+    let (row, w) = one(
+        "Patient",
+        r#"{"resourceType":"Patient","id":"p","deceasedDateTime":null,"deceasedBoolean":true,"deceasedDateTime":"2020-05-01"}"#,
+    );
+    assert_eq!(row["deceasedBoolean"], true);
+    assert!(row.get("deceasedDateTime").is_none());
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].path, "Patient.deceasedDateTime");
+    let (row, w) = one(
+        "Observation",
+        r#"{"resourceType":"Observation","id":"o","status":"final","code":{},"valueString":"a","valueQuantity":{"value":1},"effectiveDateTime":"2020-01-01"}"#,
+    );
+    assert_eq!(row["valueString"], "a");
+    assert_eq!(row["valueQuantity"], Value::Null);
+    assert_eq!(row["effectiveDateTime"], "2020-01-01");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].path, "Observation.valueQuantity");
+}
+
+#[test]
 fn decimals_scale_and_quantity_canonical() {
     let (row, w) = one(
         "Observation",

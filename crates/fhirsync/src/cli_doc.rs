@@ -24,7 +24,7 @@ Every subcommand speaks the same vocabulary:
 - **Patients**: `--patient 123 Patient/456` (also `--patients`; space- or comma-separated, or
   repeated).
 - **Durations** (`--timeout`, `--max-age`, `--jitter`, ...): `90s`, `30m`, `24h`, `1h 30m`; a bare
-  number still means seconds.
+  number still means seconds; at most 100 years.
 - **Instants** (`--since`, `--until`): RFC 3339 (`2024-01-31T12:00:00Z`) or a date meaning
   midnight UTC (`2024-01-31`).
 - **Booleans**: `--flag` means `--flag=true`; `--flag=false` turns a flag off (the `=` is needed).

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 /// Names of files read as NDJSON (`.gz`: gzip-compressed).
-const NDJSON_SUFFIXES: [&str; 3] = [".ndjson", ".ndjson.gz", ".jsonl"];
+const NDJSON_SUFFIXES: [&str; 4] = [".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz"];
 
 /// Large reads: NDJSON files are read front to back, often gigabytes of them.
 const READ_BUFFER: usize = 1 << 20;
@@ -81,8 +81,10 @@ mod tests {
             "b.ndjson",
             "a.ndjson.gz",
             "c.jsonl",
+            "d.jsonl.gz",
             "manifest.json",
             "d.txt",
+            "E.NDJSON",
         ] {
             std::fs::write(dir.path().join(name), "").unwrap();
         }
@@ -92,7 +94,7 @@ mod tests {
             .iter()
             .map(|p| file_name(p))
             .collect();
-        assert_eq!(names, ["a.ndjson.gz", "b.ndjson", "c.jsonl"]);
+        assert_eq!(names, ["a.ndjson.gz", "b.ndjson", "c.jsonl", "d.jsonl.gz"]);
     }
 
     #[test]
@@ -101,7 +103,7 @@ mod tests {
         std::fs::write(dir.path().join("notes.txt"), "").unwrap();
         let e = ndjson_files(dir.path()).unwrap_err().to_string();
         assert!(
-            e.contains("holds no .ndjson, .ndjson.gz, .jsonl files"),
+            e.contains("holds no .ndjson, .ndjson.gz, .jsonl, .jsonl.gz files"),
             "{e}"
         );
         let e = ndjson_files(&dir.path().join("missing")).unwrap_err();

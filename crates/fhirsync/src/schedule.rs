@@ -10,7 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use serde::Deserialize;
@@ -46,8 +46,22 @@ impl Schedule {
                      (with leading seconds), got {fields}"
                 )));
             }
+            // croner takes an empty list item (`,`) as a field no value matches.
+            if let Some(f) = expr
+                .split_whitespace()
+                .find(|f| f.split(',').any(str::is_empty))
+            {
+                return Err(err(format!("field {f:?} has an empty list item")));
+            }
         }
         let cron = Cron::from_str(expr).map_err(|e| err(e.to_string()))?;
+        // An expression no date matches (30 February) would leave a job that never runs. The
+        // calendar repeats its dates and weekdays within 28 years inside a century, so a search
+        // of the 30 years before croner's limit (year 5000) answers at once whether any does.
+        let probe = Utc.with_ymd_and_hms(4970, 1, 1, 0, 0, 0).single();
+        if probe.is_some_and(|p| cron.find_next_occurrence(&p, true).is_err()) {
+            return Err(err("no date matches it, so it would never run".into()));
+        }
         Ok(Self {
             expr: expr.to_owned(),
             cron,
@@ -145,7 +159,6 @@ impl ScheduleConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -169,6 +182,21 @@ mod tests {
         assert!(Schedule::parse("0 25 * * *").is_err());
         assert!(Schedule::parse("0 3 * * FUNDAY").is_err());
         assert!(Schedule::parse("").is_err());
+        for empty in [", 0 * ? * *", "0 1,,2 * * *", "0 0 * * 1,"] {
+            let e = Schedule::parse(empty).unwrap_err();
+            assert!(e.to_string().contains("empty list item"), "{empty}: {e}");
+        }
+        for never in ["0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 0 31 2 *"] {
+            let e = Schedule::parse(never).unwrap_err();
+            assert!(e.to_string().contains("would never run"), "{never}: {e}");
+        }
+        // Rare dates still run.
+        let leap = Schedule::parse("0 0 29 2 *").unwrap();
+        assert_eq!(
+            leap.next_after(utc("2025-01-01T00:00:00Z"), Tz::UTC),
+            Some(utc("2028-02-29T00:00:00Z"))
+        );
+        assert!(Schedule::parse("0 0 * * 5#5").is_ok());
     }
 
     #[test]

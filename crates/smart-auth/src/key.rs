@@ -196,7 +196,8 @@ impl SigningKey {
         kid: Option<&str>,
         algorithm: Option<SigningAlgorithm>,
     ) -> Result<SigningKey, AuthError> {
-        let trimmed = text.trim();
+        // A byte order mark, as some editors write at the start of a file, is no part of the key.
+        let trimmed = text.trim().trim_start_matches('\u{feff}').trim_start();
         if trimmed.starts_with('{') {
             let value: Value = serde_json::from_str(trimmed).map_err(|e| {
                 AuthError::Key(format!(
@@ -640,6 +641,13 @@ mod tests {
         assert!(blocks[0].starts_with("-----BEGIN EC PARAMETERS-----"));
         assert!(blocks[0].ends_with("-----END EC PARAMETERS-----"));
         assert!(blocks[1].ends_with("-----END EC PRIVATE KEY-----"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_a_jwk_is_ignored() {
+        let jwk = r#"{"kty":"EC","crv":"P-256","kid":"k","x":"gI0GAILBdu7T53akrFmMyGcsF3n5dO7MmwNBHKW5SV0","y":"SLW_xSffzlPWrHEVI30DHM_4egVwt3NQqeUD7nMFpps","d":"0_NxaRPUMQoAJt50Gz8YiTr8gRTwyEaCumd-MToTmIo"}"#;
+        let key = SigningKey::parse(&format!("\u{feff}{jwk}\n"), None, None).unwrap();
+        assert_eq!(key.kid(), "k");
     }
 
     #[test]

@@ -9,12 +9,15 @@ use serde::Deserialize;
 
 use super::error::{ConfigError, invalid};
 use super::options::SaveMode;
-use super::parsers::{parse_duration, split_list};
+use super::parsers::{at_most_100_years, parse_duration, split_list};
 use crate::schedule::OverlapPolicy;
 
 /// A duration in the file: `"2h"` or a number of seconds.
 #[derive(Deserialize, Clone, Debug, PartialEq)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a duration: a number of seconds or text such as \"90s\" or \"2h\""
+)]
 pub enum FileDuration {
     Seconds(u64),
     Text(String),
@@ -23,7 +26,9 @@ pub enum FileDuration {
 impl FileDuration {
     pub(crate) fn get(&self, option: &str) -> Result<Duration, ConfigError> {
         match self {
-            Self::Seconds(s) => Ok(Duration::from_secs(*s)),
+            Self::Seconds(s) => {
+                at_most_100_years(Duration::from_secs(*s)).map_err(|e| invalid(option, e))
+            }
             Self::Text(t) => parse_duration(t).map_err(|e| invalid(option, e)),
         }
     }
@@ -31,7 +36,10 @@ impl FileDuration {
 
 /// A list in the file: an array, or one string of space/comma-separated items.
 #[derive(Deserialize, Clone, Debug, PartialEq)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a list: an array of strings or one string of space- or comma-separated items"
+)]
 pub enum FileList {
     Items(Vec<String>),
     Text(String),
@@ -143,7 +151,7 @@ impl ConfigFile {
         let section_err = |section: &str, message: String| ConfigError::FileSection {
             path: path.to_owned(),
             section: section.to_owned(),
-            message,
+            message: one_line(&message),
         };
         let daemon = match table.remove("daemon") {
             Some(v) => {
@@ -183,6 +191,19 @@ impl ConfigFile {
             jobs,
         })
     }
+}
+
+/// A deserializer's message (`invalid type …` then `in `key`` on a line of its own) as one line.
+fn one_line(message: &str) -> String {
+    let mut out = String::new();
+    for line in message.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if out.is_empty() {
+            out.push_str(line);
+        } else {
+            out.push_str(&format!(" ({line})"));
+        }
+    }
+    out
 }
 
 /// Overlays `over` on `base`; nested tables (`[auth]`, `[storage_options]`) merge key by key.

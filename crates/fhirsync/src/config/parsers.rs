@@ -8,17 +8,31 @@ use url::Url;
 
 use super::error::{ConfigError, invalid};
 
+/// The longest duration an option takes (100 years of 365.25 days, as `humantime` counts them):
+/// a longer one is a mistake, and waiting for it would overflow the clock.
+const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
+
 /// A duration as `humantime` text (`90s`, `2h`, `1h 30m`) or a bare number of seconds (kept for
-/// scripts written when some flags took seconds).
+/// scripts written when some flags took seconds), at most 100 years.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse::<u64>()
+    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse::<u64>()
             .map(Duration::from_secs)
-            .map_err(|e| e.to_string());
+            .map_err(|e| e.to_string())?
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("{e} (expected e.g. `90s`, `2h`, `1h 30m`)"))?
+    };
+    at_most_100_years(d)
+}
+
+/// `d`, when it is at most 100 years.
+pub(crate) fn at_most_100_years(d: Duration) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!("{} s is more than 100 years", d.as_secs()));
     }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. `90s`, `2h`, `1h 30m`)"))
+    Ok(d)
 }
 
 /// An instant: RFC 3339 with an offset (`2024-01-31T12:00:00Z`), as FHIR `_since` requires, or a
@@ -136,6 +150,14 @@ mod tests {
         assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("soon").unwrap_err().contains("90s"));
         assert!(parse_duration("-5").is_err());
+        assert_eq!(
+            parse_duration("100years"),
+            Ok(Duration::from_secs(3_155_760_000))
+        );
+        for absurd in ["101years", "500000000000years", "18446744073709551615"] {
+            let e = parse_duration(absurd).unwrap_err();
+            assert!(e.contains("more than 100 years"), "{absurd}: {e}");
+        }
     }
 
     #[test]

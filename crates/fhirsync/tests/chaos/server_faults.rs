@@ -1,0 +1,162 @@
+//! Server faults: rounds of changed data, each synced through a seeded schedule of faults
+//! drawn per request (429s with every `Retry-After` form, transient 5xx with and without an
+//! OperationOutcome, resets, truncated and slow bodies, expired files and jobs, failed jobs,
+//! expired and revoked tokens) and job faults (duplicate ids with older versions after newer,
+//! bad lines). A failed run is followed by another until the tables converge to the
+//! fault-free run's.
+use anyhow::{Context, bail, ensure};
+use bulk_test_server::{Fault, FaultRule, FaultTarget};
+use fhirsync::run::RunKind;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::schedule::{self, Profile};
+use crate::tally;
+use crate::world::{self, TYPES, World};
+use crate::{Outcome, TALLY, check, cli};
+
+/// Runs of one round before the faults stop.
+const MAX_FAULTY_RUNS: usize = 6;
+
+pub async fn run(seed: u64) -> anyhow::Result<Outcome> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xfa17);
+    let auth = rng.random_bool(0.5);
+    let file_tokens = auth && rng.random_bool(0.5);
+    let smart = if auth { Some(world::smart_config()?) } else { None };
+    let mut world = World::new(seed, |c| {
+        c.smart = smart;
+        c.requires_access_token = file_tokens;
+    })
+    .await?;
+    world.auth = auth;
+    if auth {
+        TALLY.add("server_faults: seeds with SMART auth", 1);
+    }
+    let faulty = world.path("faulty");
+    let opts = world.options(&faulty);
+    let profile = Profile {
+        rate: rng.random_range(0.05..0.3),
+        fatal_rate: rng.random_range(0.0..0.04),
+        auth,
+        file_tokens,
+        cheap: false,
+    };
+    let rounds = rng.random_range(2..=3);
+    for round in 0..rounds {
+        world.next_round().await?;
+        let full = round > 0 && rng.random_bool(0.3);
+        let faults = world.server.faults();
+        if rng.random_bool(0.4) {
+            let count = rng.random_range(1..=5);
+            faults.add(FaultRule::once(FaultTarget::KickOff, Fault::DuplicateIds { count }));
+            TALLY.fault("server: duplicate ids, older versions after newer");
+        }
+        // Bad lines only on incremental rounds: a line whose id cannot be read rightly stops
+        // a full refresh's reconciliation of its type.
+        let bad_lines = !full && rng.random_bool(0.3);
+        if bad_lines {
+            faults.add(FaultRule::once(FaultTarget::KickOff, Fault::BadLines));
+            TALLY.fault("server: bad lines");
+        }
+        faults.set_source(Some(schedule::source(seed ^ round as u64, profile.clone())));
+        let kind = if full { RunKind::FullRefresh } else { RunKind::Incremental };
+        let context = format!("round {round} ({kind})");
+        let mut done = false;
+        for attempt in 0..MAX_FAULTY_RUNS {
+            TALLY.add("sync runs", 1);
+            match world::run(&opts, kind).await {
+                Ok(report) => {
+                    done = true;
+                    if bad_lines {
+                        check::bad_lines_listed(&faulty.join("_rejects"), &TYPES, &TALLY)?;
+                        let listed = match &report.rejects_file {
+                            Some(f) => check::rejects_in(f)?.len() as u64,
+                            None => 0,
+                        };
+                        if report.rejects != listed {
+                            TALLY.add(tally::UNLISTED_REJECTS, 1);
+                            bail!(
+                                "the report counts {} rejects and its file lists {listed} ({context})",
+                                report.rejects
+                            );
+                        }
+                    }
+                    break;
+                }
+                Err(e) => {
+                    TALLY.add("sync runs failed (then rerun)", 1);
+                    one_line(&e, &context)?;
+                    world
+                        .consistent(&faulty, &format!("{context}, after failed run {attempt}: {e:#}"))
+                        .await?;
+                    check::left_behind(&faulty.display().to_string(), &TYPES, &TALLY).await?;
+                }
+            }
+        }
+        faults.set_source(None);
+        faults.clear();
+        if !done {
+            TALLY.add("rounds finished by a fault-free run", 1);
+            world::run(&opts, kind)
+                .await
+                .with_context(|| format!("the fault-free run after {MAX_FAULTY_RUNS} faulty ones ({context})"))?;
+        }
+        check::same_as(&faulty.display().to_string(), world.last(), &TALLY, &context).await?;
+        world.consistent(&faulty, &context).await?;
+        if bad_lines {
+            check::bad_lines_listed(&faulty.join("_rejects"), &TYPES, &TALLY)?;
+        }
+        TALLY.add("rounds converged", 1);
+    }
+    let delta = faulty.display().to_string();
+    cli::run_ok(cli::vacuum(&delta), "fhirsync maintain (vacuum)").await?;
+    check::no_orphans(&delta, &TYPES, &TALLY, "after vacuum").await?;
+    check::same_as(&delta, world.last(), &TALLY, "after vacuum").await?;
+    ensure!(!faulty.join("_fhirsync/export").exists(), "a finished sync left its export behind");
+    world.server.shutdown().await;
+    Ok(Outcome::Passed)
+}
+
+/// A job the server reports as failed: the sync fails with one clear line, and the next one
+/// (the server healthy again) starts a new export instead of resuming the failed job.
+pub async fn run_failed_job(seed: u64) -> anyhow::Result<Outcome> {
+    let mut world = World::new(seed, |_| {}).await?;
+    world.next_round().await?;
+    let delta = world.path("faulty");
+    let opts = world.options(&delta);
+    world
+        .server
+        .faults()
+        .add(FaultRule::once(FaultTarget::KickOff, Fault::FailJob));
+    TALLY.fault("server: job failed on the server");
+    TALLY.add("sync runs", 2);
+    match world::run(&opts, RunKind::Incremental).await {
+        Ok(_) => bail!("a sync whose export job failed on the server succeeded"),
+        Err(e) => one_line(&e, "the failed job")?,
+    }
+    world
+        .consistent(&delta, "after the failed job")
+        .await?;
+    world::run(&opts, RunKind::Incremental)
+        .await
+        .context("the sync after a failed job (the server is healthy again)")?;
+    check::same_as(&delta.display().to_string(), world.last(), &TALLY, "after the failed job")
+        .await?;
+    TALLY.add("rounds converged", 1);
+    world.server.shutdown().await;
+    Ok(Outcome::Passed)
+}
+
+/// A failed run's error: one line (its context chain joined), saying something.
+pub fn one_line(e: &anyhow::Error, context: &str) -> anyhow::Result<()> {
+    let text = format!("{e:#}");
+    if text.contains('\n') || text.len() < 10 {
+        TALLY.add(tally::UNCLEAR_ERRORS, 1);
+        bail!("a failed run's error is not one clear line ({context}): {text:?}");
+    }
+    if text.contains("panicked") {
+        TALLY.add(tally::PANICS, 1);
+        bail!("a sync task panicked ({context}): {text}");
+    }
+    Ok(())
+}

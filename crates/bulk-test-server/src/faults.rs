@@ -190,7 +190,10 @@ impl FaultHandle {
         let source = self.source.lock().ok()?.clone()?;
         let attempt = {
             let mut attempts = self.attempts.lock().ok()?;
-            let key = (format!("{target:?}"), resource_type.unwrap_or("").to_string());
+            let key = (
+                format!("{target:?}"),
+                resource_type.unwrap_or("").to_string(),
+            );
             let n = attempts.entry(key).or_insert(0);
             *n += 1;
             *n - 1

@@ -92,9 +92,9 @@ pub(super) async fn file(state: &Arc<State>, rest: &str, req: Request) -> Respon
     let n = name
         .strip_suffix(".ndjson")
         .and_then(|n| n.parse::<usize>().ok());
-    let spec = n.zip(state.job(job_id)).and_then(|(n, job)| {
-        job.plan.get()?.as_ref().ok()?.files.get(n).cloned()
-    });
+    let spec = n
+        .zip(state.job(job_id))
+        .and_then(|(n, job)| job.plan.get()?.as_ref().ok()?.files.get(n).cloned());
     // The file's fault is drawn before the token check, so that a fault on the tokens can
     // make the check fail.
     let fault = spec.as_ref().and_then(|spec| {

@@ -76,7 +76,8 @@ impl State {
         if let Ok(mut jobs) = self.jobs.lock()
             && let Some(job) = jobs.remove(id)
         {
-            job.cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
+            job.cancelled
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

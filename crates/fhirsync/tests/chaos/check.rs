@@ -28,7 +28,9 @@ fn rows(t: &str, batches: &[RecordBatch], tally: &Tally) -> anyhow::Result<Rows>
     let options = FormatOptions::default().with_null("null");
     let mut duplicates = Vec::new();
     for b in batches {
-        let ids = b.column_by_name("id").context("a table without an id column")?;
+        let ids = b
+            .column_by_name("id")
+            .context("a table without an id column")?;
         let ids = arrow::compute::cast(ids, &arrow::datatypes::DataType::Utf8)?;
         let ids = ids
             .as_any()
@@ -39,21 +41,32 @@ fn rows(t: &str, batches: &[RecordBatch], tally: &Tally) -> anyhow::Result<Rows>
             .fields()
             .iter()
             .zip(b.columns())
-            .map(|(f, c)| Ok((f.name().clone(), ArrayFormatter::try_new(c.as_ref(), &options)?)))
+            .map(|(f, c)| {
+                Ok((
+                    f.name().clone(),
+                    ArrayFormatter::try_new(c.as_ref(), &options)?,
+                ))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         for i in 0..b.num_rows() {
             let row: Vec<String> = columns
                 .iter()
                 .map(|(name, format)| format!("{name}={}", format.value(i)))
                 .collect();
-            if out.insert(ids.value(i).to_string(), row.join(", ")).is_some() {
+            if out
+                .insert(ids.value(i).to_string(), row.join(", "))
+                .is_some()
+            {
                 duplicates.push(ids.value(i).to_string());
             }
         }
     }
     if !duplicates.is_empty() {
         tally.add(tally::DUPLICATE_IDS, duplicates.len() as u64);
-        bail!("{t} holds duplicate ids: {:?}", &duplicates[..duplicates.len().min(5)]);
+        bail!(
+            "{t} holds duplicate ids: {:?}",
+            &duplicates[..duplicates.len().min(5)]
+        );
     }
     Ok(out)
 }
@@ -81,8 +94,14 @@ pub async fn contents(delta: &str, types: &[&str], tally: &Tally) -> anyhow::Res
 /// How `actual` differs from `expected`: counts and a few ids of rows missing, extra or changed.
 pub fn difference(expected: &Rows, actual: &Rows) -> (u64, String) {
     let few = |ids: Vec<&String>| format!("{} {:?}", ids.len(), &ids[..ids.len().min(4)]);
-    let missing: Vec<&String> = expected.keys().filter(|id| !actual.contains_key(*id)).collect();
-    let extra: Vec<&String> = actual.keys().filter(|id| !expected.contains_key(*id)).collect();
+    let missing: Vec<&String> = expected
+        .keys()
+        .filter(|id| !actual.contains_key(*id))
+        .collect();
+    let extra: Vec<&String> = actual
+        .keys()
+        .filter(|id| !expected.contains_key(*id))
+        .collect();
     let changed: Vec<&String> = expected
         .iter()
         .filter(|(id, row)| actual.get(*id).is_some_and(|a| a != *row))
@@ -167,7 +186,7 @@ pub async fn consistent<'a>(
     if let Some(last) = state.last_sync_time {
         let last = DateTime::parse_from_rfc3339(&last)?.timestamp_millis();
         for t in types {
-            if !cursors.get(*t).is_some_and(|c| *c >= last) {
+            if cursors.get(*t).is_none_or(|c| *c < last) {
                 tally.add(tally::CURSORS_AHEAD, 1);
                 bail!(
                     "the state file's cursor {last} is ahead of {t}'s {:?} ({context})",
@@ -207,7 +226,10 @@ pub async fn unreferenced_files(delta: &str, t: &str) -> anyhow::Result<Vec<Stri
 /// The file of a deletion vector stored beside the table (`storageType` `u`): a random prefix,
 /// then the Z85-encoded UUID naming `deletion_vector_<uuid>.bin` (Delta protocol).
 fn deletion_vector_file(path_or_inline: &str) -> anyhow::Result<String> {
-    ensure!(path_or_inline.len() >= 20, "a deletion vector path {path_or_inline:?}");
+    ensure!(
+        path_or_inline.len() >= 20,
+        "a deletion vector path {path_or_inline:?}"
+    );
     let (prefix, encoded) = path_or_inline.split_at(path_or_inline.len() - 20);
     let bytes = z85::decode(encoded).map_err(|e| anyhow::anyhow!("{encoded:?}: {e:?}"))?;
     let uuid = uuid::Uuid::from_slice(&bytes)?;
@@ -243,7 +265,10 @@ pub async fn left_behind(delta: &str, types: &[&str], tally: &Tally) -> anyhow::
     for t in types {
         let files = unreferenced_files(delta, t).await?;
         if !files.is_empty() {
-            println!("  note: a failed run left {} unreferenced files in {t}: {files:?}", files.len());
+            println!(
+                "  note: a failed run left {} unreferenced files in {t}: {files:?}",
+                files.len()
+            );
             tally.add(tally::LEFT_BEHIND, files.len() as u64);
         }
     }
@@ -283,7 +308,9 @@ pub fn bad_lines_listed(
         // The bad-line file of a type is its only file whose lines 1-4 are all rejected.
         let mut by_file: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
         for r in &records {
-            if r["file"].as_str().is_some_and(|f| f.starts_with(&format!("{t}.")))
+            if r["file"]
+                .as_str()
+                .is_some_and(|f| f.starts_with(&format!("{t}.")))
                 && let (Some(file), Some(line)) = (r["file"].as_str(), r["line"].as_u64())
             {
                 ensure!(
@@ -298,7 +325,10 @@ pub fn bad_lines_listed(
             .any(|lines| (1..=4).all(|l| lines.contains(&l)));
         if !complete {
             tally.add(tally::UNLISTED_REJECTS, 4);
-            bail!("the rejects in {} do not list {t}'s four bad lines: {by_file:?}", dir.display());
+            bail!(
+                "the rejects in {} do not list {t}'s four bad lines: {by_file:?}",
+                dir.display()
+            );
         }
     }
     Ok(())

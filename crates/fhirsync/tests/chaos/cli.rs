@@ -55,7 +55,6 @@ pub fn vacuum(delta: &str) -> Command {
 pub struct Exit {
     pub status: ExitStatus,
     pub stderr: String,
-    pub stdout: String,
     /// Log lines it wrote.
     pub lines: usize,
     /// Killed by the test.
@@ -86,7 +85,11 @@ impl Exit {
 pub fn judge(exit: &Exit, what: &str) -> anyhow::Result<()> {
     if let Some(at) = exit.stderr.find("panicked at") {
         TALLY.add(tally::PANICS, 1);
-        let panic: String = exit.stderr[at..].lines().take(3).collect::<Vec<_>>().join(" | ");
+        let panic: String = exit.stderr[at..]
+            .lines()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" | ");
         bail!("{what}: fhirsync panicked: {panic}");
     }
     if exit.killed || exit.success() {
@@ -126,7 +129,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<Exit> {
 pub async fn run_ok(cmd: Command, what: &str) -> anyhow::Result<Exit> {
     let exit = run(cmd).await?;
     judge(&exit, what)?;
-    ensure!(exit.success(), "{what} failed: {}", tail(&exit.stderr));
+    ensure!(exit.success(), "{what} failed: {}", exit.error());
     Ok(exit)
 }
 
@@ -137,9 +140,7 @@ pub async fn kill_after(mut cmd: Command, lines: usize) -> anyhow::Result<Exit> 
         let stdout = child.stdout.take().context("stdout")?;
         // Nothing may block on a full pipe.
         let out = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = BufReader::new(stdout).read_to_string(&mut s);
-            s
+            let _ = std::io::copy(&mut BufReader::new(stdout), &mut std::io::sink());
         });
         let mut log = BufReader::new(child.stderr.take().context("stderr")?);
         let mut stderr = String::new();
@@ -160,13 +161,12 @@ pub async fn kill_after(mut cmd: Command, lines: usize) -> anyhow::Result<Exit> 
         }
         log.read_to_string(&mut stderr)?;
         let status = child.wait()?;
-        let stdout = out.join().unwrap_or_default();
+        let _ = out.join();
         let killed = status.signal() == Some(SIGKILL);
         Ok(Exit {
             status,
             lines: stderr.lines().count(),
             stderr,
-            stdout,
             killed,
             last_message,
             commits,
@@ -188,6 +188,19 @@ pub fn message(line: &str) -> String {
         .unwrap_or_else(|| line.trim().to_string())
 }
 
+/// For each count of log lines of a whole run (0 to all), the phase a kill after that many
+/// lands in.
+pub fn phases(log: &str) -> Vec<&'static str> {
+    let mut out = vec![phase("", 0)];
+    let mut commits = 0;
+    for line in log.lines() {
+        let m = message(line);
+        commits += usize::from(m == "committed");
+        out.push(phase(&m, commits));
+    }
+    out
+}
+
 /// The phase a sync was in when it was killed, from the last log line it wrote (empty: none)
 /// and how many tables it had committed: the summary counts kills by phase.
 pub fn phase(last: &str, commits: usize) -> &'static str {
@@ -196,7 +209,8 @@ pub fn phase(last: &str, commits: usize) -> &'static str {
         "kickoff" | "status_progress" | "status_retry" => "polling",
         "export complete" | "export_complete" => "encode",
         "committed" if commits >= crate::world::TYPES.len() => "state write",
-        "committed" | "already applied" => "commit",
+        "committed" => "commit",
+        m if m.contains("already in the table") => "commit",
         "export job deleted" => "state write",
         m if m.starts_with("status") => "polling",
         m if m.contains("download") || m.contains("file") || m.contains("retry") => "download",
@@ -216,9 +230,7 @@ pub async fn overlap(
         let mut child = first.spawn().context("starting fhirsync")?;
         let stdout = child.stdout.take().context("stdout")?;
         let out = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = BufReader::new(stdout).read_to_string(&mut s);
-            s
+            let _ = std::io::copy(&mut BufReader::new(stdout), &mut std::io::sink());
         });
         let mut log = BufReader::new(child.stderr.take().context("stderr")?);
         let mut stderr = String::new();
@@ -246,12 +258,12 @@ pub async fn overlap(
                 .status()?;
         }
         let status = child.wait()?;
+        let _ = out.join();
         stderr.push_str(&rest.join().unwrap_or_default());
         Ok(Exit {
             status,
             lines: stderr.lines().count(),
             stderr,
-            stdout: out.join().unwrap_or_default(),
             killed: false,
             last_message: String::new(),
             commits: 0,
@@ -263,5 +275,7 @@ pub async fn overlap(
 
 /// A free port on the loopback interface.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

@@ -53,7 +53,10 @@ impl SmallFs {
 
     /// Bytes free.
     pub fn free(&self) -> anyhow::Result<u64> {
-        let out = Command::new("df").args(["-B1", "--output=avail"]).arg(&self.dir).output()?;
+        let out = Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(&self.dir)
+            .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
         text.lines()
             .nth(1)
@@ -142,9 +145,17 @@ pub async fn run(seed: u64, tables_too: bool) -> anyhow::Result<Outcome> {
         Ok(fs) => fs,
         Err(why) => return skip(why),
     };
-    let delta = if tables_too { fs.dir.join("delta") } else { world.path("delta") };
+    let delta = if tables_too {
+        fs.dir.join("delta")
+    } else {
+        world.path("delta")
+    };
     let state = fs.dir.join("work/state.json");
-    let tmp = if tables_too { fs.dir.join("tmp") } else { world.path("tmp") };
+    let tmp = if tables_too {
+        fs.dir.join("tmp")
+    } else {
+        world.path("tmp")
+    };
     std::fs::create_dir_all(&tmp)?;
     let path = delta.display().to_string();
     let endpoint = world.server.base_url();
@@ -164,10 +175,15 @@ pub async fn run(seed: u64, tables_too: bool) -> anyhow::Result<Outcome> {
             rng.random_range(0..64 * 1024)
         };
         fs.leave(free)?;
-        let flags: &[&str] = if round > 0 && rng.random_bool(0.5) { &["--deletion-vectors"] } else { &[] };
+        let flags: &[&str] = if round > 0 && rng.random_bool(0.5) {
+            &["--deletion-vectors"]
+        } else {
+            &[]
+        };
         TALLY.add("sync runs", 1);
         let exit = cli::run(sync(flags)).await?;
-        let context = format!("round {round}, {free} bytes free, tables on the small fs: {tables_too}");
+        let context =
+            format!("round {round}, {free} bytes free, tables on the small fs: {tables_too}");
         cli::judge(&exit, &context)?;
         if exit.success() {
             TALLY.add("disk: runs with enough space", 1);
@@ -196,7 +212,11 @@ fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let meta = e.metadata()?;
-        total += if meta.is_dir() { dir_bytes(&e.path())? } else { meta.len() };
+        total += if meta.is_dir() {
+            dir_bytes(&e.path())?
+        } else {
+            meta.len()
+        };
     }
     Ok(total)
 }
@@ -204,7 +224,13 @@ fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
 /// Rows of one merge: `n` Observations, ids `obs-<i>`, version `v`.
 fn batch(ids: std::ops::Range<usize>, version: u64, seed: u64) -> arrow::array::RecordBatch {
     let rows: Vec<RowSpec> = ids
-        .map(|i| RowSpec::new(format!("obs-{i}"), version, 1_700_000_000_000_000 + version as i64))
+        .map(|i| {
+            RowSpec::new(
+                format!("obs-{i}"),
+                version,
+                1_700_000_000_000_000 + version as i64,
+            )
+        })
         .collect();
     observation_batch(&rows, &mut StdRng::seed_from_u64(seed ^ version))
 }
@@ -214,7 +240,13 @@ async fn merge(sink: &DeltaSink, rows: &arrow::array::RecordBatch) -> anyhow::Re
     let mut w = table.writer(observation_schema());
     w.push(rows).await?;
     table
-        .commit(w, CommitOptions { mode: SaveMode::Merge, cursor: None })
+        .commit(
+            w,
+            CommitOptions {
+                mode: SaveMode::Merge,
+                cursor: None,
+            },
+        )
         .await?;
     Ok(())
 }
@@ -231,7 +263,11 @@ pub async fn run_spill(seed: u64, table_too: bool) -> anyhow::Result<Outcome> {
         Err(why) => return skip(why),
     };
     let all_small = table_too;
-    let table_dir = if all_small { fs.dir.join("delta") } else { dir.path().join("delta") };
+    let table_dir = if all_small {
+        fs.dir.join("delta")
+    } else {
+        dir.path().join("delta")
+    };
     let spill = fs.dir.join("spill");
     std::fs::create_dir_all(&spill)?;
     let config = SinkConfig {
@@ -243,7 +279,10 @@ pub async fn run_spill(seed: u64, table_too: bool) -> anyhow::Result<Outcome> {
     let sink = DeltaSink::new(&path, StorageOptions::new())?.with_config(config.clone());
     let reference_dir = dir.path().join("reference");
     let reference = DeltaSink::new(&reference_dir.display().to_string(), StorageOptions::new())?
-        .with_config(SinkConfig { spill_dir: None, ..config });
+        .with_config(SinkConfig {
+            spill_dir: None,
+            ..config
+        });
     let n = rng.random_range(300..1500);
     let first = batch(0..n, 1, seed);
     merge(&sink, &first).await?;
@@ -259,7 +298,10 @@ pub async fn run_spill(seed: u64, table_too: bool) -> anyhow::Result<Outcome> {
             Ok(()) => TALLY.add("disk: runs with enough space", 1),
             Err(e) => {
                 let text = format!("{e:#}");
-                ensure!(!text.contains('\n'), "a multi-line error ({context}): {text}");
+                ensure!(
+                    !text.contains('\n'),
+                    "a multi-line error ({context}): {text}"
+                );
                 out_of_space(&text, &context)?;
                 fs.make_room()?;
                 let after = check::table_rows(&path, "Observation", &TALLY).await?;
@@ -269,12 +311,15 @@ pub async fn run_spill(seed: u64, table_too: bool) -> anyhow::Result<Outcome> {
                     bail!("a merge that failed changed the table: {diff} ({context})");
                 }
                 check::left_behind(&path, &["Observation"], &TALLY).await?;
-                merge(&sink, &update).await.with_context(|| format!("the merge once there is room ({context})"))?;
+                merge(&sink, &update)
+                    .await
+                    .with_context(|| format!("the merge once there is room ({context})"))?;
             }
         }
         fs.make_room()?;
         merge(&reference, &update).await?;
-        let want = check::table_rows(&reference_dir.display().to_string(), "Observation", &TALLY).await?;
+        let want =
+            check::table_rows(&reference_dir.display().to_string(), "Observation", &TALLY).await?;
         let got = check::table_rows(&path, "Observation", &TALLY).await?;
         if got != want {
             let (lost, diff) = check::difference(&want, &got);

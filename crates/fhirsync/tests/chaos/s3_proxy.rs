@@ -95,7 +95,11 @@ impl S3Proxy {
                 });
             }
         });
-        Ok(S3Proxy { endpoint, ctx, task })
+        Ok(S3Proxy {
+            endpoint,
+            ctx,
+            task,
+        })
     }
 
     /// Turns the faults on or off (off: a plain proxy).
@@ -159,8 +163,10 @@ fn s3_error(status: StatusCode, code: &str, message: &str) -> Response<Full<Byte
     );
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/xml"));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
     r
 }
 
@@ -168,7 +174,10 @@ fn cut(what: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::ConnectionReset, what.to_string())
 }
 
-async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::io::Error> {
+async fn handle(
+    ctx: Arc<Ctx>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let kind = kind(&req);
     let has_body = req
         .headers()
@@ -179,7 +188,11 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Full<B
     let fault = ctx.draw(&kind, has_body);
     match fault {
         Some(S3Fault::SlowDown) => {
-            return Ok(s3_error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown", "Please reduce your request rate."));
+            return Ok(s3_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SlowDown",
+                "Please reduce your request rate.",
+            ));
         }
         Some(S3Fault::InternalError) => {
             return Ok(s3_error(
@@ -197,7 +210,11 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Full<B
         let _ = body.frame().await;
         return Err(cut("injected: upload cut short"));
     }
-    let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+    let body = body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
     let url = format!(
         "{}{}",
         ctx.upstream,
@@ -205,11 +222,18 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Full<B
     );
     let mut forward = ctx.client.request(parts.method.clone(), url);
     for (name, value) in &parts.headers {
-        if !matches!(name.as_str(), "content-length" | "connection" | "transfer-encoding") {
+        if !matches!(
+            name.as_str(),
+            "content-length" | "connection" | "transfer-encoding"
+        ) {
             forward = forward.header(name, value);
         }
     }
-    let answer = forward.body(body).send().await.map_err(std::io::Error::other)?;
+    let answer = forward
+        .body(body)
+        .send()
+        .await
+        .map_err(std::io::Error::other)?;
     let status = answer.status();
     let headers = answer.headers().clone();
     let bytes = answer.bytes().await.map_err(std::io::Error::other)?;
@@ -219,7 +243,10 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Full<B
     let mut r = Response::new(Full::new(bytes));
     *r.status_mut() = status;
     for (name, value) in &headers {
-        if !matches!(name.as_str(), "content-length" | "connection" | "transfer-encoding") {
+        if !matches!(
+            name.as_str(),
+            "content-length" | "connection" | "transfer-encoding"
+        ) {
             r.headers_mut().append(name, value.clone());
         }
     }

@@ -44,15 +44,18 @@ pub struct Profile {
 /// The name a fault is counted under in the summary.
 pub fn kind(f: &Fault) -> String {
     match f {
-        Fault::TooManyRequests(ra) => format!("429 Retry-After {}", match ra {
-            RetryAfter::Seconds(_) => "seconds",
-            RetryAfter::HttpDate(_) => "HTTP-date",
-            RetryAfter::EpochTimestamp(_) => "epoch seconds",
-            RetryAfter::EpochMillis(_) => "epoch millis",
-            RetryAfter::FractionalMillis(_) => "fractional",
-            RetryAfter::Absent => "absent",
-            RetryAfter::Invalid => "invalid",
-        }),
+        Fault::TooManyRequests(ra) => format!(
+            "429 Retry-After {}",
+            match ra {
+                RetryAfter::Seconds(_) => "seconds",
+                RetryAfter::HttpDate(_) => "HTTP-date",
+                RetryAfter::EpochTimestamp(_) => "epoch seconds",
+                RetryAfter::EpochMillis(_) => "epoch millis",
+                RetryAfter::FractionalMillis(_) => "fractional",
+                RetryAfter::Absent => "absent",
+                RetryAfter::Invalid => "invalid",
+            }
+        ),
         Fault::Transient { status } => format!("{status} transient OperationOutcome"),
         Fault::Fatal { status } => format!("{status} fatal OperationOutcome"),
         Fault::PlainStatus { status } => format!("{status} HTML page"),
@@ -85,7 +88,11 @@ fn retry_after(r: u64) -> RetryAfter {
 
 /// The fault of one request under `profile`, if any.
 pub fn draw(seed: u64, profile: &Profile, req: &FaultRequest) -> Option<Fault> {
-    let key = format!("{:?}/{}", req.target, req.resource_type.as_deref().unwrap_or(""));
+    let key = format!(
+        "{:?}/{}",
+        req.target,
+        req.resource_type.as_deref().unwrap_or("")
+    );
     let n = u64::from(req.attempt);
     let p = unit(seed, &key, n);
     let r = mix(seed, &key, n ^ 0x5555);
@@ -146,7 +153,7 @@ pub fn draw(seed: u64, profile: &Profile, req: &FaultRequest) -> Option<Fault> {
     if req.target == FaultTarget::Token && !profile.cheap {
         // The token endpoint's own retries wait real time (half a second and more): rare.
         options.retain(|f| matches!(f, Fault::Transient { .. }));
-        if r % 8 != 0 {
+        if !r.is_multiple_of(8) {
             return None;
         }
     }

@@ -56,10 +56,18 @@ pub async fn run(seed: u64, extensions: bool) -> anyhow::Result<Outcome> {
     let delta = world.path("evolving");
     let path = delta.display().to_string();
     let endpoint = world.server.base_url();
-    let before_flags: Vec<&str> = if world.extensions { vec!["--extensions"] } else { vec![] };
+    let before_flags: Vec<&str> = if world.extensions {
+        vec!["--extensions"]
+    } else {
+        vec![]
+    };
 
     world.next_round().await?;
-    cli::run_ok(cli::sync(&endpoint, &delta, &before_flags), "the first sync").await?;
+    cli::run_ok(
+        cli::sync(&endpoint, &delta, &before_flags),
+        "the first sync",
+    )
+    .await?;
     check::same_as(&path, world.last(), &TALLY, "the first sync").await?;
 
     // The server changes; a fresh sync with the new settings is what migrated tables hold.
@@ -78,7 +86,13 @@ pub async fn run(seed: u64, extensions: bool) -> anyhow::Result<Outcome> {
 
     let flags = change.flags();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    TALLY.fault(format!("config: {change:?}").split('(').next().unwrap_or("config").to_string());
+    TALLY.fault(
+        format!("config: {change:?}")
+            .split('(')
+            .next()
+            .unwrap_or("config")
+            .to_string(),
+    );
     TALLY.add("sync runs", 1);
     let exit = cli::run(cli::sync(&endpoint, &delta, &flags)).await?;
     let context = format!("{change:?} on a table written before");
@@ -88,7 +102,10 @@ pub async fn run(seed: u64, extensions: bool) -> anyhow::Result<Outcome> {
         for t in TYPES {
             if actual[t] != migrated[t] {
                 let (lost, diff) = check::difference(&migrated[t], &actual[t]);
-                let old_rows = actual[t].values().filter(|r| world.rounds[0].contents[t].values().any(|o| o == *r)).count();
+                let old_rows = actual[t]
+                    .values()
+                    .filter(|r| world.rounds[0].contents[t].values().any(|o| o == *r))
+                    .count();
                 TALLY.add(tally::MIXED, 1);
                 TALLY.add(tally::LOST, lost.min(old_rows as u64));
                 bail!(
@@ -144,7 +161,11 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
 /// `fhirsync import` of `input` into `delta` with the fixture's settings (and `extra`).
 fn import(input: &Path, delta: &Path, extra: &[&str]) -> std::process::Command {
     let mut cmd = cli::fhirsync(&["import", "--extensions"]);
-    cmd.arg("--input").arg(input).arg("--delta-path").arg(delta).args(extra);
+    cmd.arg("--input")
+        .arg(input)
+        .arg("--delta-path")
+        .arg(delta)
+        .args(extra);
     cmd
 }
 
@@ -168,7 +189,11 @@ pub async fn run_fixture(seed: u64) -> anyhow::Result<Outcome> {
 
     // What a fresh import of the same resources writes.
     let fresh = dir.path().join("fresh");
-    cli::run_ok(import(&fixture().join("input"), &fresh, &[]), "a fresh import of the fixture's input").await?;
+    cli::run_ok(
+        import(&fixture().join("input"), &fresh, &[]),
+        "a fresh import of the fixture's input",
+    )
+    .await?;
     cli::run_ok(import(&input, &fresh, &[]), "a fresh import of the changes").await?;
     let expected = check::contents(&fresh.display().to_string(), &types, &TALLY).await?;
 
@@ -176,7 +201,13 @@ pub async fn run_fixture(seed: u64) -> anyhow::Result<Outcome> {
     let exit = cli::run(import(&input, &delta, &[])).await?;
     cli::judge(&exit, "the import into the fixture")?;
     if exit.success() {
-        check::same_as(&path, &expected, &TALLY, "the fixture merged by this version").await?;
+        check::same_as(
+            &path,
+            &expected,
+            &TALLY,
+            "the fixture merged by this version",
+        )
+        .await?;
         TALLY.add("fixture tables merged", 1);
     } else {
         check::same_as(&path, &before, &TALLY, "the fixture after a refused import").await?;

@@ -58,17 +58,36 @@ pub async fn run(seed: u64) -> anyhow::Result<Outcome> {
     let endpoint = world.server.base_url();
     world.server.faults().set_source(Some(schedule::source(
         seed,
-        Profile { rate: 0.05, fatal_rate: 0.0, auth: false, file_tokens: false, cheap: true },
+        Profile {
+            rate: 0.05,
+            fatal_rate: 0.0,
+            auth: false,
+            file_tokens: false,
+            cheap: true,
+        },
     )));
     let port = cli::free_port()?;
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_fhirsync"));
     daemon
-        .args(["--log-format", "json", "--log-level", "info", "daemon", "--fhir-endpoint"])
+        .args([
+            "--log-format",
+            "json",
+            "--log-level",
+            "info",
+            "daemon",
+            "--fhir-endpoint",
+        ])
         .arg(endpoint.as_str())
         .arg("--delta-path")
         .arg(&delta)
         .args(["--resource-types", &TYPES.join(",")])
-        .args(["--schedule", "* * * * * *", "--run-on-start", "--on-overlap", "skip"])
+        .args([
+            "--schedule",
+            "* * * * * *",
+            "--run-on-start",
+            "--on-overlap",
+            "skip",
+        ])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -120,22 +139,32 @@ pub async fn run(seed: u64) -> anyhow::Result<Outcome> {
             early = Some((rss, fds));
         }
         if done % 100 == 0 {
-            println!("  soak: {done} syncs, {failed} failed, RSS {rss} KiB (peak {peak}), {fds} fds");
+            println!(
+                "  soak: {done} syncs, {failed} failed, RSS {rss} KiB (peak {peak}), {fds} fds"
+            );
         }
         // The server changes between syncs.
         if rng.random_bool(0.5) {
             world.mutate()?;
         }
     }
-    Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
     let status = child.wait()?;
     let _ = reader.join();
     if let Some(e) = failure {
         bail!("the soak stopped after {done} syncs: {e}");
     }
-    ensure!(status.success(), "the daemon did not exit 0 on SIGTERM: {status}");
+    ensure!(
+        status.success(),
+        "the daemon did not exit 0 on SIGTERM: {status}"
+    );
     TALLY.add("soak: daemon syncs", done);
-    TALLY.add("soak: daemon syncs failed (retried at the next tick)", failed);
+    TALLY.add(
+        "soak: daemon syncs failed (retried at the next tick)",
+        failed,
+    );
     TALLY.peak("soak: peak RSS (KiB)", peak);
     let (early_rss, early_fds) = early.unwrap_or((rss, fds));
     TALLY.peak("soak: RSS after a tenth of the syncs (KiB)", early_rss);

@@ -38,7 +38,7 @@ pub async fn run(seed: u64, lost_commits: bool) -> anyhow::Result<Outcome> {
     opts.state_file = Some(state.clone());
     opts.storage_options
         .insert("AWS_ENDPOINT_URL".into(), proxy.endpoint.clone());
-    let rounds = rng.random_range(2..=3);
+    let rounds = 2;
     let mut message_error = None;
     for round in 0..rounds {
         world.next_round().await?;
@@ -60,7 +60,11 @@ pub async fn run(seed: u64, lost_commits: bool) -> anyhow::Result<Outcome> {
                         message_error.get_or_insert(unclear);
                     }
                     world
-                        .consistent_at(&prefix, &state, &format!("{context}, failed run {attempt}: {e:#}"))
+                        .consistent_at(
+                            &prefix,
+                            &state,
+                            &format!("{context}, failed run {attempt}: {e:#}"),
+                        )
                         .await?;
                     check::left_behind(&prefix, &TYPES, &TALLY).await?;
                 }

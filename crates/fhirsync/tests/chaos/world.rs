@@ -29,10 +29,28 @@ pub struct Round {
     pub contents: Contents,
     /// Log lines of the reference sync, when it ran the binary.
     pub lines: usize,
+    /// The phase a kill after each count of its log lines lands in (index 0: before any).
+    pub phases: Vec<&'static str>,
+}
+
+impl Round {
+    /// A kill point (a count of log lines) in a phase drawn first, so that short phases
+    /// (the commits, the state write) are hit as often as long ones.
+    pub fn kill_point(&self, rng: &mut impl Rng) -> usize {
+        let mut phases: Vec<&str> = self.phases.clone();
+        phases.sort_unstable();
+        phases.dedup();
+        let Some(phase) = phases.choose(rng) else {
+            return 0;
+        };
+        let points: Vec<usize> = (0..self.phases.len())
+            .filter(|&i| self.phases[i] == *phase)
+            .collect();
+        points.choose(rng).copied().unwrap_or(0)
+    }
 }
 
 pub struct World {
-    pub seed: u64,
     pub rng: StdRng,
     pub server: TestServer,
     pub dir: tempfile::TempDir,
@@ -57,7 +75,8 @@ pub fn key(name: &str) -> PathBuf {
 /// SMART Backend Services for the client `chaos` and its RSA key; tokens live an hour (only
 /// faults expire them).
 pub fn smart_config() -> anyhow::Result<bulk_test_server::smart::SmartServerConfig> {
-    let jwk: serde_json::Value = serde_json::from_slice(&std::fs::read(key("rsa-a.public.jwk.json"))?)?;
+    let jwk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(key("rsa-a.public.jwk.json"))?)?;
     Ok(bulk_test_server::smart::SmartServerConfig {
         token_lifetime: Duration::from_secs(3600),
         clients: vec![bulk_test_server::smart::RegisteredClient {
@@ -92,7 +111,6 @@ impl World {
         let reference = dir.path().join("reference");
         let app_id = fhirsync::sync::sync_identity(&server.base_url(), None);
         Ok(World {
-            seed,
             rng,
             server,
             dir,
@@ -117,7 +135,9 @@ impl World {
         if self.auth {
             o.auth.enabled = true;
             o.auth.client_id = Some("chaos".into());
-            o.auth.private_key = Some(fhirsync::config::SecretSource::File(key("rsa-a.private.jwk.json")));
+            o.auth.private_key = Some(fhirsync::config::SecretSource::File(key(
+                "rsa-a.private.jwk.json",
+            )));
         }
         o
     }
@@ -131,7 +151,11 @@ impl World {
         // Patients stay: their compartments hold the other resources.
         for t in &TYPES[1..] {
             let n = self.rng.random_range(0..=2);
-            let chosen: Vec<String> = store.ids(t).choose_multiple(&mut self.rng, n).cloned().collect();
+            let chosen: Vec<String> = store
+                .ids(t)
+                .choose_multiple(&mut self.rng, n)
+                .cloned()
+                .collect();
             for id in chosen {
                 if store.delete(t, &id) {
                     TALLY.add("server changes: deletions", 1);
@@ -140,12 +164,20 @@ impl World {
         }
         for t in TYPES {
             let n = self.rng.random_range(1..=3);
-            let chosen: Vec<String> = store.ids(t).choose_multiple(&mut self.rng, n).cloned().collect();
+            let chosen: Vec<String> = store
+                .ids(t)
+                .choose_multiple(&mut self.rng, n)
+                .cloned()
+                .collect();
             for id in chosen {
-                let Some(mut r) = store.get(t, &id) else { continue };
-                r["meta"]["tag"] = json!([{ "system": "urn:chaos", "code": format!("round-{round}") }]);
+                let Some(mut r) = store.get(t, &id) else {
+                    continue;
+                };
+                r["meta"]["tag"] =
+                    json!([{ "system": "urn:chaos", "code": format!("round-{round}") }]);
                 if t == "Patient" {
-                    let gender = ["male", "female", "other", "unknown"][self.rng.random_range(0..4)];
+                    let gender =
+                        ["male", "female", "other", "unknown"][self.rng.random_range(0..4)];
                     r["gender"] = json!(gender);
                 }
                 last = last.max(stored_at(&store.upsert(r)?));
@@ -174,12 +206,20 @@ impl World {
         faults.clear();
         let opts = self.options(&self.reference);
         let mut lines = 0;
+        let mut phases = Vec::new();
         let result = if self.reference_binary {
-            let flags: &[&str] = if self.extensions { &["--extensions"] } else { &[] };
+            let flags: &[&str] = if self.extensions {
+                &["--extensions"]
+            } else {
+                &[]
+            };
             let cmd = crate::cli::sync(&self.server.base_url(), &self.reference, flags);
             crate::cli::run_ok(cmd, "the fault-free reference sync")
                 .await
-                .map(|exit| lines = exit.lines)
+                .map(|exit| {
+                    lines = exit.lines;
+                    phases = crate::cli::phases(&exit.stderr);
+                })
         } else {
             run(&opts, RunKind::Incremental).await.map(|_| ())
         };
@@ -187,8 +227,14 @@ impl World {
             faults.add(r);
         }
         result.context("the fault-free reference sync")?;
-        let contents = check::contents(&self.reference.display().to_string(), &TYPES, &TALLY).await?;
-        self.rounds.push(Round { from_ms, contents, lines });
+        let contents =
+            check::contents(&self.reference.display().to_string(), &TYPES, &TALLY).await?;
+        self.rounds.push(Round {
+            from_ms,
+            contents,
+            lines,
+            phases,
+        });
         Ok(&self.rounds[self.rounds.len() - 1].contents)
     }
 
@@ -232,7 +278,8 @@ impl World {
     /// Checks a table path after any run: each table at a consistent export, the state file
     /// not ahead.
     pub async fn consistent(&self, delta: &Path, context: &str) -> anyhow::Result<()> {
-        self.consistent_with(delta, &delta.join("_fhirsync/state.json"), context).await
+        self.consistent_with(delta, &delta.join("_fhirsync/state.json"), context)
+            .await
     }
 
     /// [`World::consistent`] with the state file elsewhere.

@@ -113,7 +113,10 @@ async fn token_faults_expire_or_forget_every_token() {
             .add(FaultRule::once(FaultTarget::KickOff, fault.clone()));
         let r = kickoff(t.clone()).await.unwrap();
         assert_eq!(r.status(), 401, "{fault:?}");
-        let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+        let challenge = r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(challenge.contains(says), "{fault:?}: {challenge}");
         // The old token stays refused; a new one works.
         assert_eq!(kickoff(t).await.unwrap().status(), 401);
@@ -160,15 +163,17 @@ async fn a_fault_source_is_asked_per_target_and_attempt_after_the_rules() {
     .await;
     let seen: Arc<Mutex<Vec<FaultRequest>>> = Arc::default();
     let log = seen.clone();
-    server.faults().set_source(Some(Arc::new(move |r: &FaultRequest| {
-        log.lock().unwrap().push(r.clone());
-        // The first attempt at every output file fails; job faults are never taken from here.
-        match (&r.target, r.attempt) {
-            (FaultTarget::FileIndex(_), 0) => Some(Fault::Transient { status: 503 }),
-            (FaultTarget::KickOff, _) => Some(Fault::FailJob),
-            _ => None,
-        }
-    })));
+    server
+        .faults()
+        .set_source(Some(Arc::new(move |r: &FaultRequest| {
+            log.lock().unwrap().push(r.clone());
+            // The first attempt at every output file fails; job faults are never taken from here.
+            match (&r.target, r.attempt) {
+                (FaultTarget::FileIndex(_), 0) => Some(Fault::Transient { status: 503 }),
+                (FaultTarget::KickOff, _) => Some(Fault::FailJob),
+                _ => None,
+            }
+        })));
     let c = client();
     let status = kickoff_ok(&c, &url(&server, "$export?_type=Patient,Observation")).await;
     let m = manifest(&c, &status).await;

@@ -133,44 +133,111 @@ pub async fn run_ok(cmd: Command, what: &str) -> anyhow::Result<Exit> {
     Ok(exit)
 }
 
-/// Runs `cmd` and kills it with SIGKILL once it has written `lines` log lines (or lets it end).
-pub async fn kill_after(mut cmd: Command, lines: usize) -> anyhow::Result<Exit> {
-    tokio::task::spawn_blocking(move || {
+/// A running `fhirsync` whose log is read line by line.
+struct Running {
+    child: std::process::Child,
+    /// Drains stdout (nothing may block on a full pipe).
+    out: std::thread::JoinHandle<()>,
+    log: BufReader<std::process::ChildStderr>,
+    stderr: String,
+    last_message: String,
+    commits: usize,
+}
+
+impl Running {
+    fn start(mut cmd: Command) -> anyhow::Result<Running> {
         let mut child = cmd.spawn().context("starting fhirsync")?;
         let stdout = child.stdout.take().context("stdout")?;
-        // Nothing may block on a full pipe.
         let out = std::thread::spawn(move || {
             let _ = std::io::copy(&mut BufReader::new(stdout), &mut std::io::sink());
         });
-        let mut log = BufReader::new(child.stderr.take().context("stderr")?);
-        let mut stderr = String::new();
+        let log = BufReader::new(child.stderr.take().context("stderr")?);
+        Ok(Running {
+            child,
+            out,
+            log,
+            stderr: String::new(),
+            last_message: String::new(),
+            commits: 0,
+        })
+    }
+
+    /// Reads up to `n` log lines; true if there were that many (false: it ended first).
+    fn read_lines(&mut self, n: usize) -> anyhow::Result<bool> {
         let mut line = String::new();
-        let mut seen = 0;
-        let mut last_message = String::new();
-        let mut commits = 0;
-        while seen < lines && log.read_line(&mut line)? > 0 {
-            seen += 1;
-            last_message = message(&line);
-            commits += usize::from(last_message == "committed");
-            stderr.push_str(&line);
+        for _ in 0..n {
+            if self.log.read_line(&mut line)? == 0 {
+                return Ok(false);
+            }
+            self.last_message = message(&line);
+            self.commits += usize::from(self.last_message == "committed");
+            self.stderr.push_str(&line);
             line.clear();
         }
-        if seen == lines {
-            // Ends it, unless it has just ended by itself.
-            let _ = child.kill();
-        }
-        log.read_to_string(&mut stderr)?;
-        let status = child.wait()?;
-        let _ = out.join();
-        let killed = status.signal() == Some(SIGKILL);
-        Ok(Exit {
-            status,
-            lines: stderr.lines().count(),
+        Ok(true)
+    }
+
+    /// Reads the rest of the log on a thread of its own, so the process never blocks on it.
+    fn drain(self) -> Draining {
+        let Running {
+            child,
+            out,
+            mut log,
             stderr,
-            killed,
             last_message,
             commits,
+        } = self;
+        let rest = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = log.read_to_string(&mut s);
+            s
+        });
+        Draining {
+            child,
+            out,
+            rest,
+            stderr,
+            last_message,
+            commits,
+        }
+    }
+}
+
+/// A running `fhirsync` whose remaining log is being read.
+struct Draining {
+    child: std::process::Child,
+    out: std::thread::JoinHandle<()>,
+    rest: std::thread::JoinHandle<String>,
+    stderr: String,
+    last_message: String,
+    commits: usize,
+}
+
+impl Draining {
+    fn wait(mut self) -> anyhow::Result<Exit> {
+        let status = self.child.wait()?;
+        let _ = self.out.join();
+        self.stderr.push_str(&self.rest.join().unwrap_or_default());
+        Ok(Exit {
+            status,
+            lines: self.stderr.lines().count(),
+            killed: status.signal() == Some(SIGKILL),
+            stderr: self.stderr,
+            last_message: self.last_message,
+            commits: self.commits,
         })
+    }
+}
+
+/// Runs `cmd` and kills it with SIGKILL once it has written `lines` log lines (or lets it end).
+pub async fn kill_after(cmd: Command, lines: usize) -> anyhow::Result<Exit> {
+    tokio::task::spawn_blocking(move || {
+        let mut running = Running::start(cmd)?;
+        if running.read_lines(lines)? {
+            // Ends it, unless it has just ended by itself.
+            let _ = running.child.kill();
+        }
+        running.drain().wait()
     })
     .await?
 }
@@ -221,53 +288,28 @@ pub fn phase(last: &str, commits: usize) -> &'static str {
 /// Runs `first`; once it has written `after` log lines (or ended), runs `second` to its end;
 /// then sends `first` SIGTERM when `stop_first` (a daemon) and waits for it.
 pub async fn overlap(
-    mut first: Command,
+    first: Command,
     second: Command,
     after: usize,
     stop_first: bool,
 ) -> anyhow::Result<(Exit, Exit)> {
-    let first_exit = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let mut child = first.spawn().context("starting fhirsync")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let out = std::thread::spawn(move || {
-            let _ = std::io::copy(&mut BufReader::new(stdout), &mut std::io::sink());
-        });
-        let mut log = BufReader::new(child.stderr.take().context("stderr")?);
-        let mut stderr = String::new();
-        let mut line = String::new();
-        let mut seen = 0;
-        while seen < after && log.read_line(&mut line)? > 0 {
-            seen += 1;
-            stderr.push_str(&line);
-            line.clear();
-        }
-        let rest = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = log.read_to_string(&mut s);
-            s
-        });
-        Ok((child, out, rest, stderr))
+    let first = tokio::task::spawn_blocking(move || -> anyhow::Result<Draining> {
+        let mut running = Running::start(first)?;
+        running.read_lines(after)?;
+        Ok(running.drain())
     })
     .await??;
-    let (mut child, out, rest, mut stderr) = first_exit;
     let second = run(second).await?;
     let first = tokio::task::spawn_blocking(move || -> anyhow::Result<Exit> {
         if stop_first {
             Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
+                .args(["-TERM", &first.child.id().to_string()])
                 .status()?;
         }
-        let status = child.wait()?;
-        let _ = out.join();
-        stderr.push_str(&rest.join().unwrap_or_default());
-        Ok(Exit {
-            status,
-            lines: stderr.lines().count(),
-            stderr,
-            killed: false,
-            last_message: String::new(),
-            commits: 0,
-        })
+        let mut exit = first.wait()?;
+        // SIGTERM is not a kill by the test: the daemon must exit 0 on it.
+        exit.killed = false;
+        Ok(exit)
     })
     .await??;
     Ok((first, second))

@@ -199,7 +199,7 @@ fn scenarios() -> Vec<Scenario> {
 /// Why the scenarios that fill the tables' file system wait.
 const ENOSPC_PANIC: &str = "pending: a staged Parquet file that fails with ENOSPC makes \
     object_store's BufWriter::abort panic (\"Already shut down\", caught inside delta-rs but \
-    printed) and stays behind as an unreferenced file; see docs/reliability.md";
+    printed); see docs/reliability.md";
 
 /// Why the scenario whose downloads run out of space waits.
 const FAILED_RUN_PANIC: &str = "pending the fix of panics on failed runs: a sync that fails \

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::schedule::{self, Profile};
-use crate::world::{TYPES, World};
+use crate::world::World;
 use crate::{Outcome, TALLY, check, cli};
 
 /// `full_refresh`: the rounds after the first are full refreshes (an export without `_since`,
@@ -77,9 +77,7 @@ pub async fn run(seed: u64, full_refresh: bool) -> anyhow::Result<Outcome> {
         TALLY.add("rounds converged", 1);
     }
     let path = delta.display().to_string();
-    cli::run_ok(cli::vacuum(&path), "fhirsync maintain (vacuum)").await?;
-    check::no_orphans(&path, &TYPES, &TALLY, "after vacuum").await?;
-    check::same_as(&path, world.last(), &TALLY, "after vacuum").await?;
+    world.vacuumed(&path, None).await?;
     world.server.shutdown().await;
     Ok(Outcome::Passed)
 }

@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use crate::schedule::{self, Profile};
 use crate::tally;
 use crate::world::{self, TYPES, World};
-use crate::{Outcome, TALLY, check, cli};
+use crate::{Outcome, TALLY, check};
 
 /// Runs of one round before the faults stop.
 const MAX_FAULTY_RUNS: usize = 6;
@@ -136,9 +136,7 @@ pub async fn run(seed: u64) -> anyhow::Result<Outcome> {
         TALLY.add("rounds converged", 1);
     }
     let delta = faulty.display().to_string();
-    cli::run_ok(cli::vacuum(&delta), "fhirsync maintain (vacuum)").await?;
-    check::no_orphans(&delta, &TYPES, &TALLY, "after vacuum").await?;
-    check::same_as(&delta, world.last(), &TALLY, "after vacuum").await?;
+    world.vacuumed(&delta, None).await?;
     ensure!(
         !faulty.join("_fhirsync/export").exists(),
         "a finished sync left its export behind"

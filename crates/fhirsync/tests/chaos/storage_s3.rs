@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use crate::s3_proxy::S3Proxy;
 use crate::server_faults::one_line;
 use crate::world::{self, TYPES, World};
-use crate::{Outcome, TALLY, check, cli};
+use crate::{Outcome, TALLY, check};
 
 const MAX_FAULTY_RUNS: usize = 5;
 
@@ -81,11 +81,7 @@ pub async fn run(seed: u64, lost_commits: bool) -> anyhow::Result<Outcome> {
         world.consistent_at(&prefix, &state, &context).await?;
         TALLY.add("rounds converged", 1);
     }
-    let mut vacuum = cli::vacuum(&prefix);
-    vacuum.arg("--state-file").arg(&state);
-    cli::run_ok(vacuum, "fhirsync maintain (vacuum)").await?;
-    check::no_orphans(&prefix, &TYPES, &TALLY, "after vacuum").await?;
-    check::same_as(&prefix, world.last(), &TALLY, "after vacuum").await?;
+    world.vacuumed(&prefix, Some(&state)).await?;
     world.server.shutdown().await;
     if let Some(e) = message_error {
         return Err(e);

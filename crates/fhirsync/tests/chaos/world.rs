@@ -142,6 +142,13 @@ impl World {
         o
     }
 
+    /// Ids of `how_many` resources of type `t` on the server, drawn at random.
+    fn pick(&mut self, t: &str, how_many: std::ops::RangeInclusive<usize>) -> Vec<String> {
+        let n = self.rng.random_range(how_many);
+        let ids = self.server.store().ids(t);
+        ids.choose_multiple(&mut self.rng, n).cloned().collect()
+    }
+
     /// Changes the server's data at random (updates, new resources, deletions), as a server
     /// in use changes between syncs; returns the time of the last change.
     pub fn mutate(&mut self) -> anyhow::Result<i64> {
@@ -150,26 +157,14 @@ impl World {
         let mut last = 0;
         // Patients stay: their compartments hold the other resources.
         for t in &TYPES[1..] {
-            let n = self.rng.random_range(0..=2);
-            let chosen: Vec<String> = store
-                .ids(t)
-                .choose_multiple(&mut self.rng, n)
-                .cloned()
-                .collect();
-            for id in chosen {
+            for id in self.pick(t, 0..=2) {
                 if store.delete(t, &id) {
                     TALLY.add("server changes: deletions", 1);
                 }
             }
         }
         for t in TYPES {
-            let n = self.rng.random_range(1..=3);
-            let chosen: Vec<String> = store
-                .ids(t)
-                .choose_multiple(&mut self.rng, n)
-                .cloned()
-                .collect();
-            for id in chosen {
+            for id in self.pick(t, 1..=3) {
                 let Some(mut r) = store.get(t, &id) else {
                     continue;
                 };
@@ -278,22 +273,12 @@ impl World {
     /// Checks a table path after any run: each table at a consistent export, the state file
     /// not ahead.
     pub async fn consistent(&self, delta: &Path, context: &str) -> anyhow::Result<()> {
-        self.consistent_with(delta, &delta.join("_fhirsync/state.json"), context)
+        let state = delta.join("_fhirsync/state.json");
+        self.consistent_at(&delta.display().to_string(), &state, context)
             .await
     }
 
-    /// [`World::consistent`] with the state file elsewhere.
-    pub async fn consistent_with(
-        &self,
-        delta: &Path,
-        state_file: &Path,
-        context: &str,
-    ) -> anyhow::Result<()> {
-        self.consistent_at(&delta.display().to_string(), state_file, context)
-            .await
-    }
-
-    /// [`World::consistent_with`] for any delta path (`s3://` too).
+    /// [`World::consistent`] for any delta path (`s3://` too) and state file.
     pub async fn consistent_at(
         &self,
         delta: &str,
@@ -310,6 +295,21 @@ impl World {
             context,
         )
         .await
+    }
+}
+
+impl World {
+    /// `fhirsync maintain` vacuums every unreferenced file of the tables at `delta` (taking
+    /// the lock beside `state_file`); then no table has a file its log does not reference,
+    /// and the rows are still the last round's.
+    pub async fn vacuumed(&self, delta: &str, state_file: Option<&Path>) -> anyhow::Result<()> {
+        let mut vacuum = crate::cli::vacuum(delta);
+        if let Some(state) = state_file {
+            vacuum.arg("--state-file").arg(state);
+        }
+        crate::cli::run_ok(vacuum, "fhirsync maintain (vacuum)").await?;
+        check::no_orphans(delta, &TYPES, &TALLY, "after vacuum").await?;
+        check::same_as(delta, self.last(), &TALLY, "after vacuum").await
     }
 }
 

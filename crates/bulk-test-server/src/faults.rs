@@ -68,6 +68,10 @@ pub enum Fault {
     /// Kick-off: the job's output gets an extra file per type of lines no client should
     /// load: cut-off JSON, malformed JSON, a resource without `id`, one of an unknown type.
     BadLines,
+    /// Kick-off: the job serves the first `count` resources of each type as lines no reader
+    /// can decode (an unpaired UTF-16 surrogate in a string) in place of their valid lines,
+    /// as a server with corrupt data does; their ids stay readable.
+    UnreadableResources { count: usize },
     /// Kick-off: accepted (202), but the job then fails: its status URL answers 500 with a
     /// fatal OperationOutcome from then on.
     FailJob,
@@ -136,14 +140,18 @@ pub struct FaultRequest {
 }
 
 /// Draws the fault of a request no rule matched (`None`: serve it normally). Job faults
-/// ([`Fault::DuplicateIds`], [`Fault::BadLines`], [`Fault::FailJob`]) are rules only.
+/// ([`Fault::DuplicateIds`], [`Fault::BadLines`], [`Fault::UnreadableResources`],
+/// [`Fault::FailJob`]) are rules only.
 pub type FaultSource = Arc<dyn Fn(&FaultRequest) -> Option<Fault> + Send + Sync>;
 
 /// Faults that shape a job rather than replace a response.
 fn is_job_fault(f: &Fault) -> bool {
     matches!(
         f,
-        Fault::DuplicateIds { .. } | Fault::BadLines | Fault::FailJob
+        Fault::DuplicateIds { .. }
+            | Fault::BadLines
+            | Fault::FailJob
+            | Fault::UnreadableResources { .. }
     )
 }
 
@@ -236,6 +244,16 @@ impl FaultHandle {
             r.target == FaultTarget::KickOff && matches!(r.fault, Fault::DuplicateIds { .. })
         }) {
             Some(Fault::DuplicateIds { count }) => Some(count),
+            _ => None,
+        }
+    }
+
+    /// The unreadable-resources fault is consumed when a job is planned.
+    pub(crate) fn take_unreadable(&self) -> Option<usize> {
+        match self.take(|r| {
+            r.target == FaultTarget::KickOff && matches!(r.fault, Fault::UnreadableResources { .. })
+        }) {
+            Some(Fault::UnreadableResources { count }) => Some(count),
             _ => None,
         }
     }

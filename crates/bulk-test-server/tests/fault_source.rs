@@ -204,3 +204,30 @@ async fn a_fault_source_is_asked_per_target_and_attempt_after_the_rules() {
     server.faults().set_source(None);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn unreadable_resources_replace_the_first_of_each_type() {
+    let server = start(DataSource::Synthetic {
+        patients: 2,
+        seed: 6,
+    })
+    .await;
+    let c = client();
+    server.faults().add(FaultRule::once(
+        FaultTarget::KickOff,
+        Fault::UnreadableResources { count: 2 },
+    ));
+    let status = kickoff_ok(&c, &url(&server, "$export?_type=Patient")).await;
+    let m = manifest(&c, &status).await;
+    let body = download(&c, m["output"][0]["url"].as_str().unwrap()).await;
+    let lines: Vec<&str> = body.lines().collect();
+    let ids = server.store().ids("Patient");
+    assert_eq!(lines.len(), ids.len());
+    for (i, line) in lines.iter().enumerate() {
+        // Undecodable as UTF-8 strings; the id still stands in the text.
+        let decoded = serde_json::from_str::<serde_json::Value>(line);
+        assert_eq!(decoded.is_err(), i < 2, "line {i}: {line}");
+        assert!(line.contains(&format!("\"id\":\"{}\"", ids[i])), "line {i}");
+    }
+    server.shutdown().await;
+}

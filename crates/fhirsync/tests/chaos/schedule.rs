@@ -68,6 +68,7 @@ pub fn kind(f: &Fault) -> String {
         Fault::DuplicateIds { .. } => "duplicate ids, older versions after newer".into(),
         Fault::BadLines => "bad lines".into(),
         Fault::FailJob => "job failed on the server".into(),
+        Fault::UnreadableResources { .. } => "unreadable resources".into(),
         Fault::ExpireTokens => "token expired (401)".into(),
         Fault::RevokeTokens => "token revoked (401)".into(),
         Fault::ExpireJob => "job expired (404)".into(),

@@ -178,6 +178,84 @@ pub async fn run_failed_job(seed: u64) -> anyhow::Result<Outcome> {
     Ok(Outcome::Passed)
 }
 
+/// A full refresh in which resources the tables hold come back as lines that cannot be
+/// decoded (their ids readable): they are rejected and listed (type, id, file, line,
+/// reason), counted under their type, and kept as they were, never deleted as if the server
+/// no longer had them.
+pub async fn run_rejects_full_refresh(seed: u64) -> anyhow::Result<Outcome> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x4e7e);
+    let mut world = World::new(seed, |_| {}).await?;
+    world.next_round().await?;
+    let delta = world.path("faulty");
+    let opts = world.options(&delta);
+    world::run(&opts, RunKind::Incremental).await?;
+    world.next_round().await?;
+    // The fault spoils the first resources of each type in export order.
+    let k = rng.random_range(1..=3);
+    let store = world.server.store();
+    let spoiled: Vec<(&str, String)> = TYPES
+        .iter()
+        .flat_map(|t| store.ids(t).into_iter().take(k).map(move |id| (*t, id)))
+        .collect();
+    world.server.faults().add(FaultRule::once(
+        FaultTarget::KickOff,
+        Fault::UnreadableResources { count: k },
+    ));
+    TALLY.fault("server: unreadable resources (readable ids) in a full refresh");
+    TALLY.add("sync runs", 1);
+    let report = world::run(&opts, RunKind::FullRefresh)
+        .await
+        .context("a full refresh with unreadable resources")?;
+    // What the table must hold: the refreshed rows, but the spoiled ones as they were.
+    let mut expected = world.last().clone();
+    for (t, id) in &spoiled {
+        let rows = expected.get_mut(*t).context("a type")?;
+        match world.rounds[0].contents[*t].get(id) {
+            Some(row) => rows.insert(id.clone(), row.clone()),
+            None => rows.remove(id),
+        };
+    }
+    check::same_as(
+        &delta.display().to_string(),
+        &expected,
+        &TALLY,
+        "the full refresh",
+    )
+    .await?;
+    let records = match &report.rejects_file {
+        Some(f) => check::rejects_in(f)?,
+        None => Vec::new(),
+    };
+    for (t, id) in &spoiled {
+        let listed = records.iter().any(|r| {
+            r["resource_type"] == *t
+                && r["id"] == id.as_str()
+                && r["file"].as_str().is_some_and(|f| !f.is_empty())
+                && r["line"].as_u64().is_some_and(|l| l > 0)
+                && r["reason"].as_str().is_some_and(|s| !s.is_empty())
+        });
+        if !listed {
+            TALLY.add(tally::UNLISTED_REJECTS, 1);
+            bail!("{t}/{id} was rejected but its reject does not name it: {records:?}");
+        }
+    }
+    for t in TYPES {
+        let counted = report.tables.get(t).map_or(0, |r| r.rejected);
+        ensure!(
+            counted == k as u64,
+            "the report counts {counted} rejects under {t}, not {k}"
+        );
+    }
+    ensure!(
+        report.rejects == (k * TYPES.len()) as u64,
+        "the report counts {} rejects",
+        report.rejects
+    );
+    TALLY.add("rounds converged", 1);
+    world.server.shutdown().await;
+    Ok(Outcome::Passed)
+}
+
 /// A failed run's error: one line (its context chain joined), saying something.
 pub fn one_line(e: &anyhow::Error, context: &str) -> anyhow::Result<()> {
     let text = format!("{e:#}");

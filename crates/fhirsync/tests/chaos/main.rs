@@ -77,6 +77,8 @@ struct Scenario {
     when: When,
     /// The scenario's share of the seeds of a run: heavier scenarios get fewer.
     weight: usize,
+    /// A seed that has not finished after this long has hung.
+    limit: Duration,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -86,6 +88,7 @@ fn scenarios() -> Vec<Scenario> {
             run: |seed| Box::pin(server_faults::run(seed)),
             when: When::Always,
             weight: 4,
+            limit: SEED_LIMIT,
         },
         Scenario {
             name: "rejects_full_refresh",
@@ -95,6 +98,7 @@ fn scenarios() -> Vec<Scenario> {
                  rejected (reconciliation keeps only the ids of rows that encoded)",
             ),
             weight: 1,
+            limit: SEED_LIMIT,
         },
         Scenario {
             name: "failed_job",
@@ -105,12 +109,14 @@ fn scenarios() -> Vec<Scenario> {
                  the same way; see docs/reliability.md",
             ),
             weight: 1,
+            limit: SEED_LIMIT,
         },
         Scenario {
             name: "process_death",
             run: |seed| Box::pin(process_death::run(seed, false)),
             when: When::Always,
             weight: 2,
+            limit: SEED_LIMIT,
         },
         Scenario {
             name: "process_death_full_refresh",
@@ -121,12 +127,14 @@ fn scenarios() -> Vec<Scenario> {
                  (404) on every run; see docs/reliability.md",
             ),
             weight: 2,
+            limit: SEED_LIMIT,
         },
         Scenario {
             name: "storage_s3",
             run: |seed| Box::pin(storage_s3::run(seed, false)),
             when: When::Always,
             weight: 2,
+            limit: SEED_LIMIT,
         },
         Scenario {
             name: "storage_s3_lost_commit",
@@ -137,70 +145,81 @@ fn scenarios() -> Vec<Scenario> {
                  multi-line delta-rs message); see docs/reliability.md",
             ),
             weight: 1,
+            limit: SEED_LIMIT,
         },
         Scenario {
             name: "disk_full",
             run: |seed| Box::pin(disk_full::run(seed, false)),
             when: When::Ignored(FAILED_RUN_PANIC),
             weight: 1,
+            limit: SEED_LIMIT,
         },
         Scenario {
             name: "disk_full_tables",
             run: |seed| Box::pin(disk_full::run(seed, true)),
             when: When::Ignored(ENOSPC_PANIC),
             weight: 1,
+            limit: SEED_LIMIT,
         },
         Scenario {
             name: "disk_full_spill",
             run: |seed| Box::pin(disk_full::run_spill(seed, false)),
             when: When::Always,
             weight: 3,
+            limit: SEED_LIMIT,
         },
         Scenario {
             name: "disk_full_spill_tables",
             run: |seed| Box::pin(disk_full::run_spill(seed, true)),
             when: When::Ignored(ENOSPC_PANIC),
             weight: 1,
+            limit: SEED_LIMIT,
         },
         Scenario {
             name: "concurrency",
             run: |seed| Box::pin(concurrency::run(seed)),
             when: When::Always,
             weight: 2,
+            limit: SEED_LIMIT,
         },
         Scenario {
             name: "concurrency_daemon",
             run: |seed| Box::pin(concurrency::run_daemon(seed)),
             when: When::Ignored(FAILED_RUN_PANIC),
             weight: 2,
+            limit: SEED_LIMIT,
         },
         Scenario {
             name: "schema_change",
             run: |seed| Box::pin(schema_change::run(seed, false)),
             when: When::Always,
             weight: 3,
+            limit: SEED_LIMIT,
         },
         Scenario {
             name: "schema_change_extensions",
             run: |seed| Box::pin(schema_change::run(seed, true)),
             when: When::Ignored(
                 "pending: a sync that turns extensions on or off for existing tables is \
-                 refused at the commit with a schema dump of several kilobytes that does not \
-                 name the setting; see docs/reliability.md",
+                 refused at the commit with a schema dump of over a thousand characters that \
+                 does not name the setting; see docs/reliability.md",
             ),
             weight: 1,
+            limit: SEED_LIMIT,
         },
         Scenario {
             name: "fixture_table",
             run: |seed| Box::pin(schema_change::run_fixture(seed)),
             when: When::Always,
             weight: 3,
+            limit: SEED_LIMIT,
         },
         Scenario {
             name: "daemon_soak",
             run: |seed| Box::pin(soak::run(seed)),
             when: When::Ignored("the soak takes half an hour: run it with --ignored"),
             weight: 0,
+            limit: Duration::from_secs(4 * 3600),
         },
     ]
 }
@@ -217,7 +236,7 @@ const FAILED_RUN_PANIC: &str = "pending the fix of panics on failed runs: a sync
 
 /// Seeds of the quick sample when `FHIRSYNC_CHAOS_SEEDS` is not set.
 const QUICK_SEEDS: usize = 20;
-/// A seed that has not finished after this long has hung.
+/// A seed of a scenario that has not finished after this long has hung.
 const SEED_LIMIT: Duration = Duration::from_secs(600);
 
 struct Args {
@@ -356,7 +375,9 @@ fn main() -> ExitCode {
             let panics = PANICS_SEEN.load(Ordering::Relaxed);
             let run = (scenario.run)(seed);
             let result = runtime.block_on(async {
-                match tokio::time::timeout(SEED_LIMIT, AssertUnwindSafe(run).catch_unwind()).await {
+                match tokio::time::timeout(scenario.limit, AssertUnwindSafe(run).catch_unwind())
+                    .await
+                {
                     Ok(Ok(r)) => r,
                     Ok(Err(panic)) => Err(anyhow::anyhow!(
                         "the scenario panicked: {}",
@@ -366,7 +387,10 @@ fn main() -> ExitCode {
                             .or_else(|| panic.downcast_ref::<&str>().copied())
                             .unwrap_or("?")
                     )),
-                    Err(_) => Err(anyhow::anyhow!("hung: not finished after {SEED_LIMIT:?}")),
+                    Err(_) => Err(anyhow::anyhow!(
+                        "hung: not finished after {:?}",
+                        scenario.limit
+                    )),
                 }
             });
             let secs = t.elapsed().as_secs_f64();

@@ -1,5 +1,6 @@
-//! The daemon soak: `fhirsync daemon` on a schedule of one sync a second against a server
-//! whose data changes between syncs (and whose bodies and manifests are sometimes slow), for
+//! The daemon soak: `fhirsync daemon` on a schedule of one sync a second (a tick while a sync
+//! runs queues the next, so syncs follow each other) against a server whose data changes
+//! between syncs (and whose bodies and manifests are sometimes slow), for
 //! `FHIRSYNC_CHAOS_SOAK_SYNCS` syncs (1,000 by default). After every sync it samples the
 //! daemon's resident memory and open file descriptors; at the end the daemon stops on SIGTERM,
 //! one more sync catches up with the last changes, and the tables must equal a fresh
@@ -39,6 +40,16 @@ fn memory(pid: u32) -> anyhow::Result<(u64, u64)> {
 
 fn open_fds(pid: u32) -> anyhow::Result<u64> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
+}
+
+/// The daemon's process, killed if the soak ends early.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 enum Event {
@@ -92,9 +103,9 @@ pub async fn run(seed: u64) -> anyhow::Result<Outcome> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let mut child = daemon.spawn().context("starting the daemon")?;
-    let pid = child.id();
-    let stderr = child.stderr.take().context("stderr")?;
+    let mut child = Daemon(daemon.spawn().context("starting the daemon")?);
+    let pid = child.0.id();
+    let stderr = child.0.stderr.take().context("stderr")?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -151,7 +162,7 @@ pub async fn run(seed: u64) -> anyhow::Result<Outcome> {
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()?;
-    let status = child.wait()?;
+    let status = child.0.wait()?;
     let _ = reader.join();
     if let Some(e) = failure {
         bail!("the soak stopped after {done} syncs: {e}");

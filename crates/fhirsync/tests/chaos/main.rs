@@ -81,145 +81,95 @@ struct Scenario {
     limit: Duration,
 }
 
+/// A scenario of the quick sample and the long run.
+fn always(name: &'static str, weight: usize, run: Run) -> Scenario {
+    Scenario {
+        name,
+        run,
+        when: When::Always,
+        weight,
+        limit: SEED_LIMIT,
+    }
+}
+
+/// A scenario that waits (for a fix, or for the time it takes) and runs with `--ignored`.
+fn waiting(name: &'static str, why: &'static str, run: Run) -> Scenario {
+    Scenario {
+        when: When::Ignored(why),
+        ..always(name, 1, run)
+    }
+}
+
 fn scenarios() -> Vec<Scenario> {
     vec![
+        always("server_faults", 4, |s| Box::pin(server_faults::run(s))),
+        waiting(
+            "rejects_full_refresh",
+            "pending the fix of a full refresh deleting resources whose lines were rejected \
+             (reconciliation keeps only the ids of rows that encoded)",
+            |s| Box::pin(server_faults::run_rejects_full_refresh(s)),
+        ),
+        waiting(
+            "failed_job",
+            "pending: after an export job failed on the server (its status answers 500 with a \
+             fatal OperationOutcome), every later sync resumes that job and fails the same \
+             way; see docs/reliability.md",
+            |s| Box::pin(server_faults::run_failed_job(s)),
+        ),
+        always("process_death", 2, |s| {
+            Box::pin(process_death::run(s, false))
+        }),
+        waiting(
+            "process_death_full_refresh",
+            "pending: a full refresh killed after its tables committed and its job was deleted \
+             on the server is resumed by the next run, whose downloads then fail (404) on every \
+             run; see docs/reliability.md",
+            |s| Box::pin(process_death::run(s, true)),
+        ),
+        always("storage_s3", 2, |s| Box::pin(storage_s3::run(s, false))),
+        waiting(
+            "storage_s3_lost_commit",
+            "pending: a commit whose write to the log landed but whose answer was lost is \
+             retried, meets its own commit and fails as a concurrent transaction (a multi-line \
+             delta-rs message); see docs/reliability.md",
+            |s| Box::pin(storage_s3::run(s, true)),
+        ),
+        waiting("disk_full", FAILED_RUN_PANIC, |s| {
+            Box::pin(disk_full::run(s, false))
+        }),
+        waiting("disk_full_tables", ENOSPC_PANIC, |s| {
+            Box::pin(disk_full::run(s, true))
+        }),
+        always("disk_full_spill", 3, |s| {
+            Box::pin(disk_full::run_spill(s, false))
+        }),
+        waiting("disk_full_spill_tables", ENOSPC_PANIC, |s| {
+            Box::pin(disk_full::run_spill(s, true))
+        }),
+        always("concurrency", 2, |s| Box::pin(concurrency::run(s))),
+        waiting("concurrency_daemon", FAILED_RUN_PANIC, |s| {
+            Box::pin(concurrency::run_daemon(s))
+        }),
+        always("schema_change", 3, |s| {
+            Box::pin(schema_change::run(s, false))
+        }),
+        waiting(
+            "schema_change_extensions",
+            "pending: a sync that turns extensions on or off for existing tables is refused at \
+             the commit with a schema dump of over a thousand characters that does not name the \
+             setting; see docs/reliability.md",
+            |s| Box::pin(schema_change::run(s, true)),
+        ),
+        always("fixture_table", 3, |s| {
+            Box::pin(schema_change::run_fixture(s))
+        }),
         Scenario {
-            name: "server_faults",
-            run: |seed| Box::pin(server_faults::run(seed)),
-            when: When::Always,
-            weight: 4,
-            limit: SEED_LIMIT,
-        },
-        Scenario {
-            name: "rejects_full_refresh",
-            run: |seed| Box::pin(server_faults::run_rejects_full_refresh(seed)),
-            when: When::Ignored(
-                "pending the fix of a full refresh deleting resources whose lines were \
-                 rejected (reconciliation keeps only the ids of rows that encoded)",
-            ),
-            weight: 1,
-            limit: SEED_LIMIT,
-        },
-        Scenario {
-            name: "failed_job",
-            run: |seed| Box::pin(server_faults::run_failed_job(seed)),
-            when: When::Ignored(
-                "pending: after an export job failed on the server (its status answers 500 \
-                 with a fatal OperationOutcome), every later sync resumes that job and fails \
-                 the same way; see docs/reliability.md",
-            ),
-            weight: 1,
-            limit: SEED_LIMIT,
-        },
-        Scenario {
-            name: "process_death",
-            run: |seed| Box::pin(process_death::run(seed, false)),
-            when: When::Always,
-            weight: 2,
-            limit: SEED_LIMIT,
-        },
-        Scenario {
-            name: "process_death_full_refresh",
-            run: |seed| Box::pin(process_death::run(seed, true)),
-            when: When::Ignored(
-                "pending: a full refresh killed after its tables committed and its job was \
-                 deleted on the server is resumed by the next run, whose downloads then fail \
-                 (404) on every run; see docs/reliability.md",
-            ),
-            weight: 2,
-            limit: SEED_LIMIT,
-        },
-        Scenario {
-            name: "storage_s3",
-            run: |seed| Box::pin(storage_s3::run(seed, false)),
-            when: When::Always,
-            weight: 2,
-            limit: SEED_LIMIT,
-        },
-        Scenario {
-            name: "storage_s3_lost_commit",
-            run: |seed| Box::pin(storage_s3::run(seed, true)),
-            when: When::Ignored(
-                "pending: a commit whose write to the log landed but whose answer was lost is \
-                 retried, meets its own commit and fails as a concurrent transaction (a \
-                 multi-line delta-rs message); see docs/reliability.md",
-            ),
-            weight: 1,
-            limit: SEED_LIMIT,
-        },
-        Scenario {
-            name: "disk_full",
-            run: |seed| Box::pin(disk_full::run(seed, false)),
-            when: When::Ignored(FAILED_RUN_PANIC),
-            weight: 1,
-            limit: SEED_LIMIT,
-        },
-        Scenario {
-            name: "disk_full_tables",
-            run: |seed| Box::pin(disk_full::run(seed, true)),
-            when: When::Ignored(ENOSPC_PANIC),
-            weight: 1,
-            limit: SEED_LIMIT,
-        },
-        Scenario {
-            name: "disk_full_spill",
-            run: |seed| Box::pin(disk_full::run_spill(seed, false)),
-            when: When::Always,
-            weight: 3,
-            limit: SEED_LIMIT,
-        },
-        Scenario {
-            name: "disk_full_spill_tables",
-            run: |seed| Box::pin(disk_full::run_spill(seed, true)),
-            when: When::Ignored(ENOSPC_PANIC),
-            weight: 1,
-            limit: SEED_LIMIT,
-        },
-        Scenario {
-            name: "concurrency",
-            run: |seed| Box::pin(concurrency::run(seed)),
-            when: When::Always,
-            weight: 2,
-            limit: SEED_LIMIT,
-        },
-        Scenario {
-            name: "concurrency_daemon",
-            run: |seed| Box::pin(concurrency::run_daemon(seed)),
-            when: When::Ignored(FAILED_RUN_PANIC),
-            weight: 2,
-            limit: SEED_LIMIT,
-        },
-        Scenario {
-            name: "schema_change",
-            run: |seed| Box::pin(schema_change::run(seed, false)),
-            when: When::Always,
-            weight: 3,
-            limit: SEED_LIMIT,
-        },
-        Scenario {
-            name: "schema_change_extensions",
-            run: |seed| Box::pin(schema_change::run(seed, true)),
-            when: When::Ignored(
-                "pending: a sync that turns extensions on or off for existing tables is \
-                 refused at the commit with a schema dump of over a thousand characters that \
-                 does not name the setting; see docs/reliability.md",
-            ),
-            weight: 1,
-            limit: SEED_LIMIT,
-        },
-        Scenario {
-            name: "fixture_table",
-            run: |seed| Box::pin(schema_change::run_fixture(seed)),
-            when: When::Always,
-            weight: 3,
-            limit: SEED_LIMIT,
-        },
-        Scenario {
-            name: "daemon_soak",
-            run: |seed| Box::pin(soak::run(seed)),
-            when: When::Ignored("the soak takes half an hour: run it with --ignored"),
-            weight: 0,
             limit: Duration::from_secs(4 * 3600),
+            ..waiting(
+                "daemon_soak",
+                "the soak takes about an hour: run it with --ignored",
+                |s| Box::pin(soak::run(s)),
+            )
         },
     ]
 }

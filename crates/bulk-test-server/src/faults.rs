@@ -1,4 +1,6 @@
-//! Fault injection: rules that make chosen requests misbehave a given number of times.
+//! Fault injection: rules that make chosen requests misbehave a given number of times, and a
+//! source that draws a fault (or none) for every request the rules leave alone.
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Which requests a rule applies to.
@@ -29,6 +31,14 @@ pub enum RetryAfter {
     HttpDate(u64),
     /// A Unix epoch timestamp this many seconds from now (a quirk of some real servers).
     EpochTimestamp(u64),
+    /// A Unix epoch timestamp in milliseconds, this many seconds from now.
+    EpochMillis(u64),
+    /// Fractional seconds (`Retry-After: 0.25`), outside the RFC but sent by some servers.
+    FractionalMillis(u64),
+    /// No `Retry-After` header at all.
+    Absent,
+    /// A value no parser understands (`Retry-After: soon`).
+    Invalid,
 }
 
 /// What goes wrong.
@@ -58,9 +68,24 @@ pub enum Fault {
     /// Kick-off: the job's output gets an extra file per type of lines no client should
     /// load: cut-off JSON, malformed JSON, a resource without `id`, one of an unknown type.
     BadLines,
+    /// Kick-off: the job serves the first `count` resources of each type as lines no reader
+    /// can decode (an unpaired UTF-16 surrogate in a string) in place of their valid lines,
+    /// as a server with corrupt data does; their ids stay readable.
+    UnreadableResources { count: usize },
     /// Kick-off: accepted (202), but the job then fails: its status URL answers 500 with a
     /// fatal OperationOutcome from then on.
     FailJob,
+    /// A 5xx whose body is a proxy's HTML error page, not an OperationOutcome.
+    PlainStatus { status: u16 },
+    /// Every access token issued so far expires now; the request itself is then refused with
+    /// 401 (`invalid_token`, expired), as when a token runs out in the middle of an export.
+    /// Only where SMART auth is on (for files: with `requires_access_token`).
+    ExpireTokens,
+    /// The server forgets every access token (a restart, a key rotation): 401, unknown token.
+    RevokeTokens,
+    /// Status or file: the server drops the job (its files expired); this and every later
+    /// request for its status or files answers 404.
+    ExpireJob,
 }
 
 /// A fault, where it applies, and how many times it fires (`None` = every time).
@@ -98,11 +123,35 @@ impl FaultRule {
     }
 }
 
+/// A request as a [`FaultSource`] sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultRequest {
+    /// What is requested: [`FaultTarget::KickOff`], [`FaultTarget::Status`],
+    /// [`FaultTarget::FileIndex`] for an output file, [`FaultTarget::AnyFile`] for a deleted or
+    /// error file, [`FaultTarget::Token`] or [`FaultTarget::Read`].
+    pub target: FaultTarget,
+    /// The resource type of a file.
+    pub resource_type: Option<String>,
+    /// How many requests for the same target (and file type) the source saw before this one,
+    /// over the server's life: with one download per file at a time, the n-th attempt at a
+    /// file is the same n however the downloads of other files interleave, so a source that
+    /// decides by `(target, attempt)` makes the same faults on every replay.
+    pub attempt: u32,
+}
+
+/// Draws the fault of a request no rule matched (`None`: serve it normally). Job faults
+/// ([`Fault::DuplicateIds`], [`Fault::BadLines`], [`Fault::UnreadableResources`],
+/// [`Fault::FailJob`]) are rules only.
+pub type FaultSource = Arc<dyn Fn(&FaultRequest) -> Option<Fault> + Send + Sync>;
+
 /// Faults that shape a job rather than replace a response.
 fn is_job_fault(f: &Fault) -> bool {
     matches!(
         f,
-        Fault::DuplicateIds { .. } | Fault::BadLines | Fault::FailJob
+        Fault::DuplicateIds { .. }
+            | Fault::BadLines
+            | Fault::FailJob
+            | Fault::UnreadableResources { .. }
     )
 }
 
@@ -110,6 +159,9 @@ fn is_job_fault(f: &Fault) -> bool {
 #[derive(Clone, Default)]
 pub struct FaultHandle {
     rules: Arc<Mutex<Vec<FaultRule>>>,
+    source: Arc<Mutex<Option<FaultSource>>>,
+    /// Requests the source saw, by target and file type.
+    attempts: Arc<Mutex<HashMap<(String, String), u32>>>,
 }
 
 /// Which file a download request is for, to match file rules.
@@ -126,11 +178,40 @@ impl FaultHandle {
         }
     }
 
-    /// Removes all rules.
+    /// Removes all rules (the source stays; see [`FaultHandle::set_source`]).
     pub fn clear(&self) {
         if let Ok(mut r) = self.rules.lock() {
             r.clear();
         }
+    }
+
+    /// Sets (or with `None` removes) the source asked for the fault of every request that no
+    /// rule matches.
+    pub fn set_source(&self, source: Option<FaultSource>) {
+        if let Ok(mut s) = self.source.lock() {
+            *s = source;
+        }
+    }
+
+    /// Asks the source, if there is one, for the fault of a request no rule matched.
+    fn draw(&self, target: &FaultTarget, resource_type: Option<&str>) -> Option<Fault> {
+        let source = self.source.lock().ok()?.clone()?;
+        let attempt = {
+            let mut attempts = self.attempts.lock().ok()?;
+            let key = (
+                format!("{target:?}"),
+                resource_type.unwrap_or("").to_string(),
+            );
+            let n = attempts.entry(key).or_insert(0);
+            *n += 1;
+            *n - 1
+        };
+        let request = FaultRequest {
+            target: target.clone(),
+            resource_type: resource_type.map(str::to_string),
+            attempt,
+        };
+        source(&request).filter(|f| !is_job_fault(f))
     }
 
     /// Rules not yet used up.
@@ -154,6 +235,7 @@ impl FaultHandle {
 
     pub(crate) fn take_for(&self, target: &FaultTarget) -> Option<Fault> {
         self.take(|r| &r.target == target && !is_job_fault(&r.fault))
+            .or_else(|| self.draw(target, None))
     }
 
     /// The duplicate-ids fault is consumed when a job is planned, not as a response.
@@ -162,6 +244,16 @@ impl FaultHandle {
             r.target == FaultTarget::KickOff && matches!(r.fault, Fault::DuplicateIds { .. })
         }) {
             Some(Fault::DuplicateIds { count }) => Some(count),
+            _ => None,
+        }
+    }
+
+    /// The unreadable-resources fault is consumed when a job is planned.
+    pub(crate) fn take_unreadable(&self) -> Option<usize> {
+        match self.take(|r| {
+            r.target == FaultTarget::KickOff && matches!(r.fault, Fault::UnreadableResources { .. })
+        }) {
+            Some(Fault::UnreadableResources { count }) => Some(count),
             _ => None,
         }
     }
@@ -184,6 +276,12 @@ impl FaultHandle {
             FaultTarget::FileIndex(i) => file.index == Some(*i),
             FaultTarget::FileType(t) => t == file.resource_type,
             _ => false,
+        })
+        .or_else(|| {
+            let target = file
+                .index
+                .map_or(FaultTarget::AnyFile, FaultTarget::FileIndex);
+            self.draw(&target, Some(file.resource_type))
         })
     }
 }

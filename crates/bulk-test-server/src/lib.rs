@@ -43,7 +43,9 @@ mod store;
 mod synthetic;
 
 pub use config::{DataSource, FileServing, ServerConfig, ServerError};
-pub use faults::{Fault, FaultHandle, FaultRule, FaultTarget, RetryAfter};
+pub use faults::{
+    Fault, FaultHandle, FaultRequest, FaultRule, FaultSource, FaultTarget, RetryAfter,
+};
 pub use http::{Origin, RequestRecord};
 pub use server::TestServer;
 pub use store::{StoreError, StoreHandle};

@@ -230,6 +230,15 @@ impl SmartAuth {
         self.rejected.load(Ordering::Relaxed)
     }
 
+    /// Makes every issued token expire now (as if its lifetime had run out), so the next
+    /// request with one gets a 401 saying it expired.
+    pub fn expire_all_tokens(&self) {
+        let now = Instant::now();
+        for t in self.lock().tokens.values_mut() {
+            t.expires = t.expires.min(now);
+        }
+    }
+
     /// Invalidates every issued token (as a server restart or key rotation would), so the next
     /// request with an old token gets a 401.
     pub fn revoke_all_tokens(&self) {

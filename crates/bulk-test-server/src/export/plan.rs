@@ -24,6 +24,9 @@ pub(crate) struct PlanInput<'a> {
     pub duplicates: Option<usize>,
     /// Add a file of bad lines per type ([`crate::Fault::BadLines`]).
     pub bad_lines: bool,
+    /// Serve this many resources of each type as undecodable lines
+    /// ([`crate::Fault::UnreadableResources`]).
+    pub unreadable: Option<usize>,
 }
 
 fn outcome_line(severity: &str, code: &str, text: &str) -> Arc<str> {
@@ -46,6 +49,7 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
         resources_per_file,
         duplicates,
         bad_lines,
+        unreadable,
     } = input;
     let base = &store.base;
     let per_file = resources_per_file.max(1) as u64;
@@ -234,6 +238,9 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
                 }
             }
         }
+        if let Some(k) = unreadable {
+            segs = spoil_first(segs, k, |i| base.line(ty, i));
+        }
         if count > 0 {
             outputs.push((ty.clone(), segs, count));
         }
@@ -357,6 +364,39 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
     }
     job.progress.store(1000, Ordering::Relaxed);
     Ok(Plan { files })
+}
+
+/// The segments with their first `k` resources as undecodable lines (base lines from `line`).
+fn spoil_first(segs: Vec<Seg>, k: usize, line: impl Fn(u64) -> Arc<str>) -> Vec<Seg> {
+    let mut left = k as u64;
+    let mut out = Vec::with_capacity(segs.len() + k);
+    for seg in segs {
+        match seg {
+            seg if left == 0 => out.push(seg),
+            Seg::Line(l) => {
+                out.push(Seg::Line(unreadable(&l)));
+                left -= 1;
+            }
+            Seg::Base(r) => {
+                let take = left.min(r.end - r.start);
+                out.extend((r.start..r.start + take).map(|i| Seg::Line(unreadable(&line(i)))));
+                if r.start + take < r.end {
+                    out.push(Seg::Base(r.start + take..r.end));
+                }
+                left -= take;
+            }
+        }
+    }
+    out
+}
+
+/// The resource's line with a `language` that is an unpaired UTF-16 surrogate (`\ud800`):
+/// valid JSON text that no decoder into UTF-8 strings accepts; the id is still readable.
+fn unreadable(line: &str) -> Arc<str> {
+    match line.strip_prefix('{') {
+        Some(rest) => Arc::from(format!(r#"{{"language":"\ud800",{rest}"#)),
+        None => Arc::from(line),
+    }
 }
 
 /// The same resource, one day older and with an earlier version.

@@ -7,7 +7,9 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::respond::{fault_response, header_values, method_not_allowed, not_found, outcome};
+use super::respond::{
+    apply_token_fault, fault_response, header_values, method_not_allowed, not_found, outcome,
+};
 use super::state::State;
 use crate::faults::{Fault, FileInfo};
 
@@ -83,36 +85,39 @@ pub(super) async fn file(state: &Arc<State>, rest: &str, req: Request) -> Respon
     if req.method() != Method::GET && !head {
         return method_not_allowed("Use GET to download files");
     }
-    if state.cfg.requires_access_token
-        && let Some(smart) = &state.smart
-        && let Err(r) = smart.check_bearer(req.headers())
-    {
-        return r;
-    }
     let not_found = || not_found("No such file (unknown or deleted export)");
     let Some((job_id, name)) = rest.split_once('/') else {
         return not_found();
     };
-    let Some(n) = name
+    let n = name
         .strip_suffix(".ndjson")
-        .and_then(|n| n.parse::<usize>().ok())
-    else {
-        return not_found();
-    };
-    let Some(job) = state.job(job_id) else {
-        return not_found();
-    };
-    let Some(Ok(plan)) = job.plan.get() else {
-        return not_found();
-    };
-    let Some(spec) = plan.files.get(n).cloned() else {
-        return not_found();
-    };
-
-    let fault = state.faults.take_for_file(&FileInfo {
-        index: spec.output_index,
-        resource_type: &spec.resource_type,
+        .and_then(|n| n.parse::<usize>().ok());
+    let spec = n
+        .zip(state.job(job_id))
+        .and_then(|(n, job)| job.plan.get()?.as_ref().ok()?.files.get(n).cloned());
+    // The file's fault is drawn before the token check, so that a fault on the tokens can
+    // make the check fail.
+    let fault = spec.as_ref().and_then(|spec| {
+        state.faults.take_for_file(&FileInfo {
+            index: spec.output_index,
+            resource_type: &spec.resource_type,
+        })
     });
+    if state.cfg.requires_access_token {
+        apply_token_fault(state, fault.as_ref());
+        if let Some(smart) = &state.smart
+            && let Err(r) = smart.check_bearer(req.headers())
+        {
+            return r;
+        }
+    }
+    let (Some(n), Some(spec)) = (n, spec) else {
+        return not_found();
+    };
+    if fault == Some(Fault::ExpireJob) {
+        state.expire_job(job_id);
+        return not_found();
+    }
     if let Some(f) = &fault
         && let Some(r) = fault_response(f)
     {

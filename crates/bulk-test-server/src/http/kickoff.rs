@@ -169,15 +169,17 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
         resources_per_file: state.cfg.resources_per_file,
         duplicates: state.faults.take_duplicate_ids(),
         bad_lines: state.faults.take_bad_lines(),
+        unreadable: state.faults.take_unreadable(),
     };
     // Planning may generate every resource (for `_typeFilter` on synthetic data): off the runtime.
-    let (store, overlay, tx, rpf, dup, bad) = (
+    let (store, overlay, tx, rpf, dup, bad, unreadable) = (
         input.store,
         input.overlay,
         input.transaction_time,
         input.resources_per_file,
         input.duplicates,
         input.bad_lines,
+        input.unreadable,
     );
     let planned_job = job.clone();
     // An injected failure is recorded before the kick-off answers, so no poll can see the job
@@ -199,6 +201,7 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
             resources_per_file: rpf,
             duplicates: dup,
             bad_lines: bad,
+            unreadable,
         };
         let result = export::plan(input, &planned_job).map(|p| {
             for f in &p.files {

@@ -50,14 +50,19 @@ pub(super) fn bad_request(e: BadRequest) -> Response {
     outcome(StatusCode::BAD_REQUEST, "error", e.code, &e.message)
 }
 
-fn retry_after_value(ra: RetryAfter) -> String {
-    match ra {
+/// The `Retry-After` value of a 429 (`None`: no header).
+fn retry_after_value(ra: RetryAfter) -> Option<String> {
+    Some(match ra {
         RetryAfter::Seconds(s) => s.to_string(),
         RetryAfter::HttpDate(s) => {
             httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(s))
         }
         RetryAfter::EpochTimestamp(s) => (Utc::now().timestamp() + s as i64).to_string(),
-    }
+        RetryAfter::EpochMillis(s) => (Utc::now().timestamp_millis() + 1000 * s as i64).to_string(),
+        RetryAfter::FractionalMillis(ms) => format!("{}.{:03}", ms / 1000, ms % 1000),
+        RetryAfter::Absent => return None,
+        RetryAfter::Invalid => "soon".to_string(),
+    })
 }
 
 /// The response for a fault that replaces the whole response, if it is one.
@@ -70,7 +75,7 @@ pub(super) fn fault_response(fault: &Fault) -> Option<Response> {
                 "throttled",
                 "Too many requests; retry later",
             );
-            if let Ok(v) = HeaderValue::from_str(&retry_after_value(*ra)) {
+            if let Some(Ok(v)) = retry_after_value(*ra).map(|v| HeaderValue::from_str(&v)) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
             r
@@ -93,8 +98,24 @@ pub(super) fn fault_response(fault: &Fault) -> Option<Response> {
             "not-found",
             "The file is no longer available",
         ),
+        Fault::PlainStatus { status } => (
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        )
+            .into_response(),
         _ => return None,
     })
+}
+
+/// Applies a fault that acts on the server's tokens rather than on the response (with SMART
+/// auth on): the request's bearer check then refuses it.
+pub(super) fn apply_token_fault(state: &State, fault: Option<&Fault>) {
+    match (fault, &state.smart) {
+        (Some(Fault::ExpireTokens), Some(smart)) => smart.expire_all_tokens(),
+        (Some(Fault::RevokeTokens), Some(smart)) => smart.revoke_all_tokens(),
+        _ => {}
+    }
 }
 
 pub(super) fn header_values<'a>(
@@ -112,15 +133,14 @@ pub(super) fn header_values<'a>(
 /// The answer that stops a FHIR API request before it is served: a missing or invalid
 /// token (with SMART), or a fault injected for `target`.
 pub(super) fn refuse(state: &State, req: &Request, target: &FaultTarget) -> Option<Response> {
+    let fault = state.faults.take_for(target);
+    apply_token_fault(state, fault.as_ref());
     if let Some(smart) = &state.smart
         && let Err(r) = smart.check_bearer(req.headers())
     {
         return Some(r);
     }
-    state
-        .faults
-        .take_for(target)
-        .and_then(|f| fault_response(&f))
+    fault.and_then(|f| fault_response(&f))
 }
 
 /// The whole request body, or the 400 to answer when it cannot be read.

@@ -71,4 +71,13 @@ impl State {
     pub fn job(&self, id: &str) -> Option<Arc<Job>> {
         self.jobs.lock().ok()?.get(id).cloned()
     }
+    /// Drops a job as a server does whose files expired: its status and files are gone.
+    pub fn expire_job(&self, id: &str) {
+        if let Ok(mut jobs) = self.jobs.lock()
+            && let Some(job) = jobs.remove(id)
+        {
+            job.cancelled
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }

@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::respond::{fault_response, method_not_allowed, not_found, outcome};
+use super::respond::{apply_token_fault, fault_response, method_not_allowed, not_found, outcome};
 use super::state::State;
 use crate::export::{FileKind, FileSpec, Job, Plan};
 use crate::faults::{Fault, FaultTarget};
@@ -29,6 +29,8 @@ fn in_progress(state: &State, progress: &str) -> Response {
 }
 
 pub(super) async fn status(state: &Arc<State>, id: &str, req: Request) -> Response {
+    let fault = state.faults.take_for(&FaultTarget::Status);
+    apply_token_fault(state, fault.as_ref());
     if let Some(smart) = &state.smart
         && let Err(r) = smart.check_bearer(req.headers())
     {
@@ -38,9 +40,12 @@ pub(super) async fn status(state: &Arc<State>, id: &str, req: Request) -> Respon
     if method != Method::GET && method != Method::DELETE {
         return method_not_allowed("Use GET to poll or DELETE to cancel");
     }
-    if let Some(f) = state.faults.take_for(&FaultTarget::Status) {
+    if let Some(f) = fault {
         if f == Fault::DelayManifest && method == Method::GET && state.job(id).is_some() {
             return in_progress(state, "in progress (delayed)");
+        }
+        if f == Fault::ExpireJob {
+            state.expire_job(id);
         }
         if let Some(r) = fault_response(&f) {
             return r;

@@ -42,7 +42,7 @@ pub enum SinkError {
         detail: String,
     },
     /// Another writer committed to the table in between; reload and retry.
-    #[error("concurrent commit to table {table}: {source}")]
+    #[error("concurrent commit to table {table}: {}", first_line(.source))]
     Conflict {
         /// Table URL.
         table: String,
@@ -127,6 +127,16 @@ impl SinkError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, SinkError::Conflict { .. })
     }
+}
+
+/// The first line of a Delta error: delta-rs adds pages of help to its conflict messages.
+fn first_line(e: &DeltaTableError) -> String {
+    let text = e.to_string();
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
 }
 
 fn is_conflict(err: &DeltaTableError) -> bool {

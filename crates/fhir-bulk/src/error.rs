@@ -10,6 +10,8 @@ pub struct FileFailure {
     pub url: Url,
     pub resource_type: String,
     pub message: String,
+    /// The server no longer has the file (404/410): only a new export brings its data.
+    pub gone: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +121,19 @@ impl BulkError {
                 | BulkError::RetriesExhausted { .. }
                 | BulkError::Timeout { .. }
         )
+    }
+
+    /// True when the export's job can no longer deliver its data: the server forgot the job,
+    /// failed it, or dropped its files. Resuming it again fails the same way; a new export of
+    /// the same request may succeed.
+    pub fn needs_new_export(&self) -> bool {
+        match self {
+            BulkError::JobGone { .. }
+            | BulkError::ExportFailed { .. }
+            | BulkError::FileGone { .. } => true,
+            BulkError::DownloadsFailed { failures, .. } => failures.iter().any(|f| f.gone),
+            _ => false,
+        }
     }
 
     /// The error in a few words, for retry events and "last error" texts: a network failure

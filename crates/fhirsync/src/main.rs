@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use fhirsync::error_line::error_line;
 use fhirsync::logging::{self, LogFormat};
 
 #[cfg(test)]
@@ -56,6 +57,7 @@ enum Command {
 
 fn main() -> ExitCode {
     fhirsync::memory::limit_malloc_arenas();
+    fhirsync::panics::quiet_caught_library_panics();
     let cli = Cli::parse();
     let bars = matches!(
         cli.command,
@@ -64,7 +66,7 @@ fn main() -> ExitCode {
     let mode = match logging::init(cli.log_format, cli.log_level.as_deref(), bars) {
         Ok(mode) => mode,
         Err(e) => {
-            eprintln!("fhirsync: {e:#}");
+            eprintln!("fhirsync: {}", error_line(&e));
             return ExitCode::from(2);
         }
     };
@@ -97,8 +99,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, with the whole context chain, for people and for log scrapers.
-            tracing::error!(error = %format!("{e:#}"), "fhirsync failed");
-            eprintln!("fhirsync: {e:#}");
+            let line = error_line(&e);
+            tracing::error!(error = %line, "fhirsync failed");
+            eprintln!("fhirsync: {line}");
             ExitCode::FAILURE
         }
     }

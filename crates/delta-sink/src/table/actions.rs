@@ -99,13 +99,16 @@ pub(crate) fn metadata(
     meta
 }
 
-/// The commit's properties: [`metadata`] and, with a cursor, its txn (updated `now_ms`).
+/// The commit's properties: [`metadata`], the commit's own id (`fhirsync.commitId`, to find
+/// it in the log when the store lost the answer to its write) and, with a cursor, its txn
+/// (updated `now_ms`).
 pub(crate) fn commit_properties(
     mode: SaveMode,
     cursor: Option<&Cursor>,
     out: &WriteOutcome,
     current: Option<u64>,
     now_ms: i64,
+    commit_id: &str,
 ) -> CommitProperties {
     let mut props = CommitProperties::default();
     if let Some(c) = cursor {
@@ -115,7 +118,26 @@ pub(crate) fn commit_properties(
             Some(now_ms),
         ));
     }
-    props.with_metadata(metadata(mode, cursor, out, current))
+    let mut meta = metadata(mode, cursor, out, current);
+    meta.push((COMMIT_ID.into(), Value::from(commit_id)));
+    props.with_metadata(meta)
+}
+
+/// The commitInfo entry naming a commit.
+pub(crate) const COMMIT_ID: &str = "fhirsync.commitId";
+
+/// Whether the log entry `entry` (a commit's JSON lines) is the commit `commit_id`.
+pub(crate) fn is_commit(entry: &[u8], commit_id: &str) -> bool {
+    entry
+        .split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<Value>(line).ok())
+        .any(|action| {
+            action
+                .get("commitInfo")
+                .and_then(|info| info.get(COMMIT_ID))
+                .and_then(Value::as_str)
+                == Some(commit_id)
+        })
 }
 
 #[cfg(test)]
@@ -131,6 +153,17 @@ mod tests {
             size,
             ..Add::default()
         }
+    }
+
+    #[test]
+    fn a_commit_is_found_by_its_id_in_its_log_entry() {
+        let entry = br#"{"add":{"path":"a"}}
+{"commitInfo":{"timestamp":1,"fhirsync.commitId":"c-1"}}
+"#;
+        assert!(is_commit(entry, "c-1"));
+        assert!(!is_commit(entry, "c-2"));
+        assert!(!is_commit(br#"{"commitInfo":{"timestamp":1}}"#, "c-1"));
+        assert!(!is_commit(b"not json", "c-1"));
     }
 
     #[test]

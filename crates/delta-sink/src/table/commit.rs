@@ -59,6 +59,8 @@ struct PlannedCommit {
     /// New files adopted as written.
     adopted: HashSet<String>,
     out: WriteOutcome,
+    /// The commit's `fhirsync.commitId`.
+    commit_id: String,
 }
 
 impl ResourceTable {
@@ -223,14 +225,17 @@ impl ResourceTable {
         };
         log.extend(actions::actions(adds, removes));
         let filters = !input.deletes.is_empty() || input.reconcile.is_some();
+        let commit_id = uuid::Uuid::new_v4().to_string();
         let properties = actions::commit_properties(
             mode,
             options.cursor.as_ref(),
             &out,
             self.version(),
             Utc::now().timestamp_millis(),
+            &commit_id,
         );
         Ok(Planned::Commit(Box::new(PlannedCommit {
+            commit_id,
             create: !exists,
             schema,
             operation: actions::operation(mode, filters, input.input_rows),
@@ -344,17 +349,49 @@ impl ResourceTable {
             .as_ref()
             .try_into_kernel()
             .map_err(|e| mismatch(format!("schema cannot be stored in Delta: {e}")))?;
-        if exists && input.input_rows > 0 {
-            let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
-            if snapshot.schema().as_ref() != &schema {
-                let table_arrow = snapshot.snapshot().arrow_schema();
-                return Err(mismatch(format!(
-                    "input does not match the table: {}",
-                    describe_difference(&table_arrow, &input.schema)
-                )));
-            }
+        if exists
+            && input.input_rows > 0
+            && let Some(difference) = self.difference(&schema, &input.schema)?
+        {
+            return Err(mismatch(format!(
+                "input does not match the table: {difference}"
+            )));
         }
         Ok(schema)
+    }
+
+    /// How rows of `schema` differ from the table's, if they do: `None` when they can be
+    /// written to it, or when there is no table yet.
+    pub fn schema_difference(
+        &self,
+        schema: &arrow::datatypes::SchemaRef,
+    ) -> Result<Option<String>> {
+        if !self.exists() {
+            return Ok(None);
+        }
+        let kernel: StructType =
+            schema
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e| SinkError::SchemaMismatch {
+                    table: self.name.clone(),
+                    detail: format!("schema cannot be stored in Delta: {e}"),
+                })?;
+        self.difference(&kernel, schema)
+    }
+
+    /// [`ResourceTable::schema_difference`] of an existing table, `schema` in both forms.
+    fn difference(
+        &self,
+        schema: &StructType,
+        arrow_schema: &arrow::datatypes::SchemaRef,
+    ) -> Result<Option<String>> {
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        if snapshot.schema().as_ref() == schema {
+            return Ok(None);
+        }
+        let table_arrow = snapshot.snapshot().arrow_schema();
+        Ok(Some(describe_difference(&table_arrow, arrow_schema)))
     }
 
     /// The table's data files (none when there is no table).
@@ -367,14 +404,61 @@ impl ResourceTable {
     }
 
     /// Writes a planned commit to the log: creates the table, or commits to it.
+    ///
+    /// A conflict may be this commit itself: the store wrote the log entry but its answer was
+    /// lost, and the retried write met the entry it had made. The log is then read for the
+    /// commit's id; found, the commit succeeded.
     async fn write_commit(&mut self, commit: PlannedCommit) -> Result<WriteOutcome> {
+        let first_version = match commit.create {
+            true => 0,
+            false => self.version().map_or(0, |v| v + 1),
+        };
+        let commit_id = commit.commit_id.clone();
+        let mut out = commit.out.clone();
+        match self.try_write_commit(commit).await {
+            Ok(()) => {}
+            Err(e) if e.is_conflict() && self.holds_commit(first_version, &commit_id).await? => {
+                tracing::warn!(table = %self.name, commit_id = %commit_id,
+                    "the store lost the answer to a commit that landed: taken as committed");
+            }
+            Err(e) => return Err(e),
+        }
+        out.version = self.version();
+        tracing::info!(table = %self.name, version = ?out.version, inserted = out.inserted,
+            updated = out.updated, unchanged = out.unchanged, deleted = out.deleted,
+            reconciled = out.reconciled, files_added = out.files_added,
+            files_removed = out.files_removed, "committed");
+        Ok(out)
+    }
+
+    /// Whether the log, from version `from` on, holds the commit `commit_id` (the table
+    /// reloaded).
+    async fn holds_commit(&mut self, from: u64, commit_id: &str) -> Result<bool> {
+        self.reload().await?;
+        let Some(latest) = self.version() else {
+            return Ok(false);
+        };
+        let store = self.table.log_store();
+        for version in from..=latest {
+            let entry = store
+                .read_commit_entry(version)
+                .await
+                .map_err(|e| self.err(e))?;
+            if entry.is_some_and(|e| actions::is_commit(&e, commit_id)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The log write of [`ResourceTable::write_commit`].
+    async fn try_write_commit(&mut self, commit: PlannedCommit) -> Result<()> {
         let PlannedCommit {
             create,
             schema,
             operation,
             actions,
             properties,
-            mut out,
             ..
         } = commit;
         if create {
@@ -409,12 +493,7 @@ impl ResourceTable {
                 .map_err(|e| self.err(e))?;
             self.reload().await?;
         }
-        out.version = self.version();
-        tracing::info!(table = %self.name, version = ?out.version, inserted = out.inserted,
-            updated = out.updated, unchanged = out.unchanged, deleted = out.deleted,
-            reconciled = out.reconciled, files_added = out.files_added,
-            files_removed = out.files_removed, "committed");
-        Ok(out)
+        Ok(())
     }
 }
 

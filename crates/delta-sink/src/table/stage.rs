@@ -4,7 +4,7 @@
 //! Files of a write that never commits are deleted (or left to `vacuum` after a crash).
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Fields, SchemaRef};
 use deltalake::ObjectStore;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::kernel::Add;
@@ -223,28 +223,115 @@ impl NewFile {
     }
 }
 
-/// A short human description of how two schemas differ.
+/// A short human description of how two schemas differ: the first column, nested ones by
+/// their dotted path, that is missing, unexpected or of another type.
 pub(crate) fn describe_difference(expected: &SchemaRef, actual: &SchemaRef) -> String {
-    for f in expected.fields() {
-        match actual.field_with_name(f.name()) {
-            Err(_) => return format!("missing column `{}`", f.name()),
-            Ok(a) if a != f.as_ref() => {
-                return format!(
-                    "column `{}` is {} (nullable: {}), expected {} (nullable: {})",
-                    f.name(),
-                    a.data_type(),
-                    a.is_nullable(),
-                    f.data_type(),
-                    f.is_nullable()
-                );
-            }
-            Ok(_) => {}
+    fields_difference("", expected.fields(), actual.fields())
+        .unwrap_or_else(|| "column order differs".to_string())
+}
+
+fn fields_difference(prefix: &str, expected: &Fields, actual: &Fields) -> Option<String> {
+    for f in expected {
+        let path = format!("{prefix}{}", f.name());
+        match actual.find(f.name()) {
+            None => return Some(format!("missing column `{path}`")),
+            Some((_, a)) if a != f => return Some(field_difference(&path, f, a)),
+            Some(_) => {}
         }
     }
-    for a in actual.fields() {
-        if expected.field_with_name(a.name()).is_err() {
-            return format!("unexpected column `{}`", a.name());
+    actual
+        .iter()
+        .find(|a| expected.find(a.name()).is_none())
+        .map(|a| format!("unexpected column `{prefix}{}`", a.name()))
+}
+
+fn field_difference(path: &str, expected: &Field, actual: &Field) -> String {
+    use arrow::datatypes::DataType::{LargeList, List, Struct};
+    match (expected.data_type(), actual.data_type()) {
+        (Struct(e), Struct(a)) if e != a => fields_difference(&format!("{path}."), e, a)
+            .unwrap_or_else(|| format!("the fields of `{path}` are in another order")),
+        (List(e) | LargeList(e), List(a) | LargeList(a)) if e != a => {
+            field_difference(&format!("{path}[]"), e, a)
         }
+        (e, a) if e != a => format!(
+            "column `{path}` is {}, expected {}",
+            short_type(a),
+            short_type(e)
+        ),
+        _ if expected.is_nullable() != actual.is_nullable() => format!(
+            "column `{path}` is {}, expected {}",
+            nullability(actual),
+            nullability(expected)
+        ),
+        _ => format!("column `{path}` differs in its name or metadata"),
     }
-    "column order differs".to_string()
+}
+
+fn short_type(t: &DataType) -> String {
+    match t {
+        DataType::Struct(f) => format!("a struct of {} fields", f.len()),
+        DataType::List(_) | DataType::LargeList(_) => "a list".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn nullability(f: &Field) -> &'static str {
+    if f.is_nullable() {
+        "nullable"
+    } else {
+        "not nullable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::Schema;
+
+    use super::*;
+
+    fn schema(fields: Vec<Field>) -> SchemaRef {
+        Arc::new(Schema::new(fields))
+    }
+
+    fn meta(extra: Option<Field>) -> Field {
+        let mut fields = vec![Field::new("versionId", DataType::Utf8, true)];
+        fields.extend(extra);
+        Field::new("meta", DataType::Struct(Fields::from(fields)), true)
+    }
+
+    #[test]
+    fn a_difference_is_named_by_the_path_of_the_first_column_that_differs() {
+        let id = Field::new("id", DataType::Utf8, true);
+        let table = schema(vec![id.clone(), meta(None)]);
+        let ext = Field::new("extension", DataType::Utf8, true);
+        let input = schema(vec![id.clone(), meta(Some(ext))]);
+        assert_eq!(
+            describe_difference(&table, &input),
+            "unexpected column `meta.extension`"
+        );
+        assert_eq!(
+            describe_difference(&input, &table),
+            "missing column `meta.extension`"
+        );
+        let list = |t: DataType| {
+            let item = Field::new("item", t, true);
+            schema(vec![Field::new(
+                "given",
+                DataType::List(Arc::new(item)),
+                true,
+            )])
+        };
+        assert_eq!(
+            describe_difference(&list(DataType::Utf8), &list(DataType::Int32)),
+            "column `given[]` is Int32, expected Utf8"
+        );
+        let nullable = schema(vec![id.clone()]);
+        let required = schema(vec![Field::new("id", DataType::Utf8, false)]);
+        assert_eq!(
+            describe_difference(&nullable, &required),
+            "column `id` is not nullable, expected nullable"
+        );
+    }
 }

@@ -19,7 +19,7 @@ pub use files::{DownloadedFile, PlannedFile, RejectedLine, plan};
 pub use lines::check_line;
 
 use crate::client::BulkClient;
-use crate::error::FileFailure;
+use crate::error::{BulkError, FileFailure};
 use crate::events::BulkEvent;
 use crate::manifest::Manifest;
 use fetch::fetch;
@@ -97,6 +97,7 @@ impl BulkClient {
                     let result = fetch(&client, &dir, &file, requires_token)
                         .await
                         .map_err(|e| {
+                            let gone = matches!(e, BulkError::FileGone { .. });
                             let message = e.to_string();
                             client.emit(BulkEvent::DownloadError {
                                 url: file.url.clone(),
@@ -108,6 +109,7 @@ impl BulkClient {
                                 url: file.url.clone(),
                                 resource_type: file.resource_type.clone(),
                                 message,
+                                gone,
                             }
                         });
                     let _ = tx.send(result);

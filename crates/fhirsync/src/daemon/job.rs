@@ -230,7 +230,7 @@ fn finish_run(
             });
         }
         Err(e) => {
-            let message = redact(&format!("{e:#}"), job);
+            let message = redact(&crate::error_line::error_line(&e), job);
             state.metrics.sync_failed(name, kind, elapsed);
             state.update(name, |s| {
                 s.running = None;

@@ -102,7 +102,7 @@ pub(super) fn record_result(
             state.last_error_at = None;
         }
         Err(e) => {
-            state.last_error = Some(format!("{e:#}"));
+            state.last_error = Some(crate::error_line::error_line(e));
             state.last_error_at = Some(Utc::now());
         }
     }

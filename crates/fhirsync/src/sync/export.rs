@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use chrono::{DateTime, Utc};
 use fhir_bulk::{
-    BulkClient, BulkError, BulkEvent, ClientConfig, ExportOptions, ExportRequest, ExportSummary,
-    FileKind, JobState,
+    BulkClient, BulkEvent, ClientConfig, ExportOptions, ExportRequest, ExportSummary, FileKind,
+    JobState,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -123,8 +123,9 @@ pub(super) async fn export_into(
     Ok((client, summary))
 }
 
-/// The export into `dir`, resuming the one recorded there when it is the same request; when the
-/// server no longer has that job, a new export is started.
+/// The export into `dir`, resuming the one recorded there when it is the same request; when that
+/// job can no longer deliver (the server forgot or failed it, or dropped its files), a new export
+/// is started.
 async fn run_export(
     client: &BulkClient,
     request: &ExportRequest,
@@ -144,8 +145,8 @@ async fn run_export(
     };
     let run = async {
         match client.export_to_dir(request, dir, &options).await {
-            Err(BulkError::JobGone { url, status }) if options.resume => {
-                tracing::warn!(%url, status, "the server no longer has the interrupted export: starting a new one");
+            Err(e) if options.resume && e.needs_new_export() => {
+                tracing::warn!(error = %e, "the interrupted export cannot be resumed: starting a new one");
                 options.resume = false;
                 client.export_to_dir(request, dir, &options).await
             }

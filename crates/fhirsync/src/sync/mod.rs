@@ -16,6 +16,7 @@ mod apply;
 mod client;
 mod commit;
 mod cursor;
+mod encoding;
 mod export;
 mod import;
 mod input;
@@ -91,6 +92,7 @@ async fn sync_locked(
         &opts.storage_options,
         opts.deletion_vectors,
     )?;
+    encoding::check_tables_fit(&sink, opts).await?;
     let app_id = cursor::sync_identity(&opts.fhir_endpoint, opts.group_id.as_deref());
     let full = kind == RunKind::FullRefresh || opts.full_refresh;
     let since = match (opts.since, full) {
@@ -153,12 +155,14 @@ async fn sync_locked(
     report.bytes_downloaded = summary.bytes;
     report.resumed_files = summary.resumed_files;
 
-    // Every table has the data: the server may now drop the job and we our copy of the files.
-    if let Err(e) = client.cancel(&summary.job).await {
-        tracing::debug!(error = %e, "could not delete the finished export job on the server");
-    }
+    // Every table has the data: we may now drop our copy of the files and the server its job.
+    // Ours goes first, so that a run killed between the two starts a new export instead of
+    // resuming a job the server has dropped.
     if let Err(e) = std::fs::remove_dir_all(&export_dir) {
         tracing::warn!(dir = %export_dir.display(), error = %e, "could not remove the downloaded files");
+    }
+    if let Err(e) = client.cancel(&summary.job).await {
+        tracing::debug!(error = %e, "could not delete the finished export job on the server");
     }
     Ok(report)
 }

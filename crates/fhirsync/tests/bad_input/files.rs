@@ -37,9 +37,6 @@ fn beside(kind: &'static str, decided: &'static str, expect: Expect) -> Case {
         .neighbours(&[("Observation", "o1")])
 }
 
-const GZIP_DEFECT: &str =
-    "an unreadable file aborts the whole import today, leaving folders and a rejects file behind";
-
 /// One case a line: a table.
 #[rustfmt::skip]
 fn cases() -> Vec<Case> {
@@ -66,17 +63,13 @@ fn cases() -> Vec<Case> {
         beside("empty file", "read as no lines", Expect::Skipped).file("Patient.ndjson", ""),
         beside("file of blank lines only", "read as no resources", Expect::Skipped).file("Patient.ndjson", "\n\n  \n\r\n"),
         beside("gzip file cut in the middle", "the other files land; the file is rejected by name, or the run refuses having written nothing", Expect::FileFails { file: "Patient.ndjson.gz", reason: "", partial: many_ids() })
-            .file("Patient.ndjson.gz", cut)
-            .known_issue(GZIP_DEFECT),
+            .file("Patient.ndjson.gz", cut),
         beside("file named .gz that is not gzip", "as a cut gzip file", Expect::FileFails { file: "Patient.ndjson.gz", reason: "", partial: &[] })
-            .file("Patient.ndjson.gz", PATIENTS)
-            .known_issue(GZIP_DEFECT),
+            .file("Patient.ndjson.gz", PATIENTS),
         beside("gzip file with garbage after its stream", "as a cut gzip file: the file is corrupt", Expect::FileFails { file: "Patient.ndjson.gz", reason: "", partial: &["p1", "p2"] })
-            .file("Patient.ndjson.gz", with_garbage)
-            .known_issue(GZIP_DEFECT),
+            .file("Patient.ndjson.gz", with_garbage),
         beside("unreadable file (an I/O error while reading)", "as a cut gzip file", Expect::FileFails { file: "Patient.ndjson", reason: "", partial: &[] })
-            .entry("Patient.ndjson", Entry::Link("/proc/self/mem"))
-            .known_issue(GZIP_DEFECT),
+            .entry("Patient.ndjson", Entry::Link("/proc/self/mem")),
         beside("gzip file with a bad line", "the reject names the .gz file and the line", Expect::Rejected { file: "Patient.ndjson.gz", line: 2, reason: "no id" })
             .file("Patient.ndjson.gz", gzip(b"{\"resourceType\":\"Patient\",\"id\":\"p1\"}\n{\"resourceType\":\"Patient\"}\n{\"resourceType\":\"Patient\",\"id\":\"p2\"}\n"))
             .neighbours(&[("Patient", "p1"), ("Patient", "p2")]),
@@ -113,11 +106,5 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn bad_files_are_rejected_or_refused_and_the_other_files_land() {
-    run_imports("files", cases(), false);
-}
-
-#[test]
-#[ignore = "cases of defects still open (see each case's known issue)"]
-fn bad_files_with_known_issues() {
-    run_imports("files", cases(), true);
+    run_imports("files", cases());
 }

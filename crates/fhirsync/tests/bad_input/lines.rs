@@ -201,13 +201,13 @@ fn import(input: std::path::PathBuf, delta: std::path::PathBuf) -> ImportRequest
 }
 
 /// Runs `cases` through `fhirsync import`.
-pub fn run_imports(family: &str, cases: Vec<Case>, known: bool) {
-    run_family(family, cases, known, |input, delta| async move {
+pub fn run_imports(family: &str, cases: Vec<Case>) {
+    run_family(family, cases, |input, delta| async move {
         run_import(&import(input, delta)).await
     });
 }
 
 #[test]
 fn bad_lines_are_rejected_or_kept_as_decided_and_their_neighbours_land() {
-    run_imports("lines", cases(), false);
+    run_imports("lines", cases());
 }

@@ -5,9 +5,6 @@
 //! neighbour lands, the bad item is rejected with file, line and reason (or kept, or the run
 //! refuses with a one-line reason before writing anything), no panic on any thread, and no hang
 //! (each case runs under a timeout that fails it).
-//!
-//! Cases that fail for a known defect still being fixed carry `known_issue`: the families'
-//! main tests skip them and an ignored test per family runs only them.
 mod config;
 mod files;
 mod harness;

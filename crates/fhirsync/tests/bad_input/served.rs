@@ -175,11 +175,10 @@ async fn refresh_with_r2_too_long(input: PathBuf, delta: PathBuf) -> anyhow::Res
 
 #[test]
 fn bad_lines_from_a_server_are_treated_as_in_an_import() {
-    run_family("served", cases(), false, sync_from);
+    run_family("served", cases(), sync_from);
 }
 
 #[test]
-#[ignore = "a full refresh deletes resources whose lines were rejected (being fixed)"]
 fn a_full_refresh_keeps_a_resource_whose_line_is_rejected() {
     let case = Case::new(
         "full refresh with a line rejected, its id unreadable (a line over the limit)",
@@ -196,7 +195,6 @@ fn a_full_refresh_keeps_a_resource_whose_line_is_rejected() {
             served("after", r#""gender":"male""#)
         ),
     )
-    .neighbours(&[("Patient", "before"), ("Patient", "r2"), ("Patient", "after")])
-    .known_issue("reconciliation keeps only the ids of rows that encoded");
-    run_family("reconcile", vec![case], true, refresh_with_r2_too_long);
+    .neighbours(&[("Patient", "before"), ("Patient", "r2"), ("Patient", "after")]);
+    run_family("reconcile", vec![case], refresh_with_r2_too_long);
 }

@@ -181,3 +181,55 @@ fn first_message(failures: &[FileFailure]) -> String {
         .map(|f| f.message.clone())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(gone: bool) -> FileFailure {
+        FileFailure {
+            url: Url::parse("https://fhir.example/files/1").unwrap(),
+            resource_type: "Patient".into(),
+            message: "m".into(),
+            gone,
+        }
+    }
+
+    #[test]
+    fn only_a_job_that_can_no_longer_deliver_needs_a_new_export() {
+        let url = Url::parse("https://fhir.example/status/1").unwrap();
+        let downloads = |gone: &[bool]| BulkError::DownloadsFailed {
+            total: 3,
+            failures: gone.iter().map(|g| failure(*g)).collect(),
+        };
+        assert!(
+            BulkError::JobGone {
+                url: url.clone(),
+                status: 404
+            }
+            .needs_new_export()
+        );
+        assert!(
+            BulkError::FileGone {
+                url: url.clone(),
+                status: 410
+            }
+            .needs_new_export()
+        );
+        let failed = BulkError::ExportFailed {
+            url: url.clone(),
+            status: 500,
+            message: "x".into(),
+        };
+        assert!(failed.needs_new_export());
+        assert!(downloads(&[false, true]).needs_new_export());
+        assert!(!downloads(&[false, false]).needs_new_export());
+        assert!(
+            !BulkError::Timeout {
+                url,
+                after: Duration::from_secs(1)
+            }
+            .needs_new_export()
+        );
+    }
+}

@@ -96,12 +96,25 @@ impl From<SigningAlgorithm> for String {
     }
 }
 
+/// A value taken from a key, quoted for a message: escaped (a key is untrusted text; no line
+/// break or control character may reach a one-line message) and cut after 40 characters.
+pub(crate) fn quoted(value: &str) -> String {
+    const SHOWN: usize = 40;
+    let cut: String = value.chars().take(SHOWN).collect();
+    let more = if value.chars().nth(SHOWN).is_some() {
+        "..."
+    } else {
+        ""
+    };
+    format!("{cut:?}{more}")
+}
+
 impl FromStr for SigningAlgorithm {
     type Err = AuthError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let unsupported = |reason: &str| AuthError::UnsupportedAlgorithm {
-            name: s.to_string(),
+            name: quoted(s),
             reason: reason.to_string(),
         };
         match s {
@@ -299,7 +312,8 @@ impl SigningKey {
             && usage != "sig"
         {
             return Err(AuthError::Key(format!(
-                "the JWK is meant for use \"{usage}\", not \"sig\""
+                "the JWK is meant for use {}, not \"sig\"",
+                quoted(usage)
             )));
         }
         let key = match field("kty") {
@@ -349,14 +363,18 @@ impl SigningKey {
                         ));
                     }
                     Some(other) => {
-                        return Err(AuthError::Key(format!("unsupported EC curve \"{other}\"")));
+                        return Err(AuthError::Key(format!(
+                            "unsupported EC curve {}",
+                            quoted(other)
+                        )));
                     }
                     None => return Err(AuthError::Key("the EC JWK lacks \"crv\"".to_string())),
                 }
             }
             Some(other) => {
                 return Err(AuthError::Key(format!(
-                    "unsupported JWK key type \"{other}\"; SMART client assertions need an RSA or EC key"
+                    "unsupported JWK key type {}; SMART client assertions need an RSA or EC key",
+                    quoted(other)
                 )));
             }
             None => return Err(AuthError::Key("the JWK lacks \"kty\"".to_string())),
@@ -366,7 +384,9 @@ impl SigningKey {
         let kid = match (kid, jwk_kid) {
             (Some(configured), Some(own)) if configured != own => {
                 return Err(AuthError::Key(format!(
-                    "key_id `{configured}` does not match the JWK's kid `{own}`"
+                    "key_id {} does not match the JWK's kid {}",
+                    quoted(configured),
+                    quoted(own)
                 )));
             }
             (Some(k), _) | (None, Some(k)) => k.to_string(),
@@ -425,7 +445,12 @@ impl SigningKey {
                         label.to_lowercase()
                     )));
                 }
-                other => return Err(AuthError::Key(format!("unsupported PEM block \"{other}\""))),
+                other => {
+                    return Err(AuthError::Key(format!(
+                        "unsupported PEM block {}",
+                        quoted(other)
+                    )));
+                }
             }
         }
         let key = match keys.len() {

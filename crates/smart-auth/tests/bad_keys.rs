@@ -114,6 +114,8 @@ fn cases() -> Vec<Case> {
         case("RSA JWK with e = 0", jwk("rsa-a", json!({"e": "AA", "p": null, "q": null})), refused("RSA")),
         case("EC JWK without crv", jwk("ec384-a", json!({"crv": null})), refused(r#"the EC JWK lacks "crv""#)),
         case("EC JWK of curve secp256k1", jwk("ec384-a", json!({"crv": "secp256k1"})), refused(r#"unsupported EC curve "secp256k1""#)),
+        // Found by the signing_key fuzz target: the name reached the message unescaped.
+        case("EC JWK of a curve named over lines", jwk("ec384-a", json!({"crv": "P-5\nQvK_91Ziu]3waTl-3lB\nQvK_91Ziu]3waTl-3lB\nQvK_91Ziu]3waTl"})), refused(r#"unsupported EC curve "P-5\nQvK_91Ziu]3waTl-3lB\nQvK_91Ziu]3waTl-"..."#)),
         case("EC JWK of curve P-521", key_text("ec521-a.private.jwk.json"), refused("P-521")),
         case("EC JWK with another curve's coordinates", jwk("ec384-a", json!({"crv": "P-256"})), refused("the EC P-256 JWK is invalid")),
         case("EC JWK d of another key", jwk("ec384-a", json!({"d": member("ec256-a", "d")})), refused("the EC P-384 JWK is invalid")),

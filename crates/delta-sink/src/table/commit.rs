@@ -49,6 +49,7 @@ enum Planned {
 }
 
 /// Everything the log write needs.
+#[derive(Clone)]
 struct PlannedCommit {
     /// Creates the table (with `schema`) instead of committing `operation` to it.
     create: bool,
@@ -559,6 +560,33 @@ mod tests {
         t2.reload().await.unwrap();
         assert_eq!(t2.version(), Some(1));
         assert_eq!(t2.committed_version("app").await.unwrap(), Some(10));
+    }
+
+    /// The store wrote a commit but its answer was lost: the writer's retry meets the entry it
+    /// made itself, and must take it as its own, not as a conflict.
+    #[tokio::test]
+    async fn a_commit_that_landed_unanswered_is_found_by_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = DeltaSink::new(dir.path().to_str().unwrap(), StorageOptions::new()).unwrap();
+        let mut t = sink.table("Observation").await.unwrap();
+        let first = plan(&mut t, 1, 1).await;
+        t.write_commit(first).await.unwrap();
+
+        let mut unanswered = sink.table("Observation").await.unwrap();
+        let planned = plan(&mut unanswered, 2, 10).await;
+        let retry = planned.clone();
+        // The write lands through another handle; `unanswered` still knows version 0 only.
+        let mut store = sink.table("Observation").await.unwrap();
+        assert_eq!(store.write_commit(planned).await.unwrap().version, Some(1));
+        assert_eq!(unanswered.version(), Some(0));
+        let out = unanswered.write_commit(retry).await.unwrap();
+        assert_eq!(
+            out.version,
+            Some(1),
+            "taken as committed, not committed twice"
+        );
+        assert_eq!(out.updated, 1);
+        assert_eq!(unanswered.committed_version("app").await.unwrap(), Some(10));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use delta_sink::{DeltaSink, ResourceTable};
 
 use super::setup;
-use crate::config::SyncOptions;
+use crate::config::{DEFAULT_MAX_NESTING_LEVEL, SyncOptions};
 
 /// The deepest nesting level tried when finding what a table was written with.
 const DEEPEST_LEVEL_TRIED: usize = 10;
@@ -27,7 +27,7 @@ pub(super) async fn check_tables_fit(sink: &DeltaSink, opts: &SyncOptions) -> an
         let Some(difference) = table.schema_difference(&schema)? else {
             continue;
         };
-        match written_with(&table, resource_type, opts.extensions) {
+        match written_with(&table, resource_type, opts) {
             Some((extensions, level)) => bail!(
                 "the {resource_type} table was written with {}; this sync encodes with {asked} \
                  ({difference}): sync with the table's settings, or into a new --delta-path",
@@ -43,14 +43,21 @@ pub(super) async fn check_tables_fit(sink: &DeltaSink, opts: &SyncOptions) -> an
     Ok(())
 }
 
-/// The extensions setting and nesting level whose schema the table has, if any does.
+/// The extensions setting and nesting level whose schema the table has, if any does. Levels
+/// deeper than a type's recursion give the same schema: the level asked for, then the default
+/// one, are tried first, so the answer names the likeliest.
 fn written_with(
     table: &ResourceTable,
     resource_type: &str,
-    extensions_asked: bool,
+    opts: &SyncOptions,
 ) -> Option<(bool, usize)> {
-    for extensions in [extensions_asked, !extensions_asked] {
-        for level in 0..=DEEPEST_LEVEL_TRIED {
+    let first = [opts.max_nesting_level, DEFAULT_MAX_NESTING_LEVEL];
+    let levels: Vec<usize> = first
+        .into_iter()
+        .chain((0..=DEEPEST_LEVEL_TRIED).filter(|l| !first.contains(l)))
+        .collect();
+    for extensions in [opts.extensions, !opts.extensions] {
+        for &level in &levels {
             let schema = setup::encoder(level, extensions)
                 .schema(resource_type)
                 .ok()?;

@@ -325,8 +325,13 @@ pub fn bad_lines_listed(
             .any(|lines| (1..=4).all(|l| lines.contains(&l)));
         if !complete {
             tally.add(tally::UNLISTED_REJECTS, 4);
+            let listed: Vec<String> = records
+                .iter()
+                .map(|r| format!("{}:{}", r["file"].as_str().unwrap_or("?"), r["line"]))
+                .collect();
             bail!(
-                "the rejects in {} do not list {t}'s four bad lines: {by_file:?}",
+                "the rejects in {} do not list {t}'s four bad lines: {by_file:?} (all rejects: \
+                 {listed:?})",
                 dir.display()
             );
         }

@@ -1,8 +1,9 @@
 //! What a test server serves and how: the data, addresses, paths, auth and the knobs tests
-//! turn (file size, polls before completion, concurrent jobs).
+//! turn (file size, polls before completion, concurrent jobs, the vendor profile).
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::profiles::Profile;
 use crate::smart;
 
 /// What resources the server holds.
@@ -62,10 +63,14 @@ pub struct ServerConfig {
     /// The status URL answers 202 (with `X-Progress`, `Retry-After`) this many times before
     /// the manifest.
     pub polls_before_complete: u32,
-    /// `Retry-After` (seconds) on 202 status responses and 429s.
+    /// `Retry-After` (seconds) on 202 status responses and 429s, unless the profile sets its
+    /// own.
     pub retry_after_secs: u64,
     /// Output entries per manifest page when the client sets `allowPartialManifests`.
     pub manifest_page_size: usize,
+    /// Which server to behave like: the IG as written (default) or a vendor's departures
+    /// from it. A profile may fix settings above (where files are served, for instance).
+    pub profile: Profile,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +89,7 @@ impl Default for ServerConfig {
             polls_before_complete: 1,
             retry_after_secs: 1,
             manifest_page_size: 2,
+            profile: Profile::Spec,
         }
     }
 }

@@ -13,6 +13,13 @@
 //! - `GET [base]/metadata`, `GET [base]/.well-known/smart-configuration`,
 //!   `POST [base]/auth/token`.
 //!
+//! Vendor profiles ([`ServerConfig::profile`]) reproduce real servers' departures from the IG:
+//! - [`Profile::Spec`] (default): the IG as written.
+//! - [`Profile::Hapi`]: status at `$export-poll-status?_jobId=`, files as FHIR `Binary` unless
+//!   `Accept: application/fhir+ndjson`, identical kick-offs reuse the earlier job unless
+//!   `Cache-Control: no-cache`, jobs and files purged after a retention period
+//!   ([`TestServer::advance_clock`]), fixed `Retry-After`, no `deleted` or `error` arrays.
+//!
 //! Every resource carries `meta.versionId` and `meta.lastUpdated`; an export includes
 //! resources with `_since < lastUpdated <= transactionTime` (and `<= _until`). Changes made
 //! through [`StoreHandle`] after a kick-off are not part of that export.
@@ -37,6 +44,7 @@ mod export;
 mod faults;
 mod form;
 mod http;
+mod profiles;
 mod resource;
 mod server;
 mod store;
@@ -47,5 +55,6 @@ pub use faults::{
     Fault, FaultHandle, FaultRequest, FaultRule, FaultSource, FaultTarget, RetryAfter,
 };
 pub use http::{Origin, RequestRecord};
+pub use profiles::{Hapi, Profile, UnknownProfile};
 pub use server::TestServer;
 pub use store::{StoreError, StoreHandle};

@@ -23,7 +23,10 @@ pub struct TestServer {
 
 impl TestServer {
     /// Loads the data and starts listening.
-    pub async fn start(config: ServerConfig) -> Result<TestServer, ServerError> {
+    pub async fn start(mut config: ServerConfig) -> Result<TestServer, ServerError> {
+        let profile = config.profile.clone();
+        profile.apply(&mut config);
+        let behaviour = profile.behaviour();
         let base_path = normalize_path(&config.base_path);
         let file_path = normalize_path(&config.file_path);
         if file_path.is_empty() {
@@ -95,6 +98,11 @@ impl TestServer {
         cfg.base_path = base_path;
         cfg.file_path = file_path;
         cfg.data = DataSource::Empty;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let token_rng = behaviour.token_failures.map(|f| {
+            use rand::SeedableRng;
+            Mutex::new(rand::rngs::StdRng::seed_from_u64(f.seed))
+        });
         let state = Arc::new(http::State {
             cfg,
             base_origin,
@@ -104,9 +112,12 @@ impl TestServer {
             requests: requests.clone(),
             smart: smart.clone(),
             jobs: Mutex::new(Default::default()),
+            cancelled: Mutex::new(Default::default()),
+            behaviour,
+            stopping: rx.clone(),
+            token_rng,
         });
 
-        let (tx, rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         let mut listeners = vec![(main, Origin::Fhir)];
         if let Some((l, _)) = second {
@@ -178,6 +189,12 @@ impl TestServer {
     /// All requests seen so far, in arrival order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Moves the server's clock forward, as if `by` had passed: job retention runs out, and
+    /// later `transactionTime`s and `meta.lastUpdated`s are that much later.
+    pub fn advance_clock(&self, by: std::time::Duration) {
+        self.store.inner.clock.advance(by);
     }
 
     /// The SMART auth state, when `smart` was configured.

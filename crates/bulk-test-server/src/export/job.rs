@@ -1,10 +1,22 @@
-//! A kick-off and its state: polls answered, the plan once made, cancelled, served.
+//! A kick-off and its state: polls answered, the plan once made, cancelled, served, and who
+//! asked for it.
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 
 use super::files::Plan;
+
+/// Who asked for a job and what for, for servers that reuse or limit jobs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct JobKey {
+    /// The level and parameters of the kick-off.
+    pub request: String,
+    /// The client the bearer token was issued to.
+    pub client: Option<String>,
+    /// The Group of a Group-level export.
+    pub group: Option<String>,
+}
 
 /// A kick-off and its state.
 pub(crate) struct Job {
@@ -18,6 +30,9 @@ pub(crate) struct Job {
     /// Planning progress in per mille.
     pub progress: AtomicU64,
     pub manifest_served: AtomicBool,
+    pub key: JobKey,
+    /// When planning ended (successfully or not), on the server's clock.
+    pub completed_at: OnceLock<DateTime<Utc>>,
 }
 
 impl Job {
@@ -26,6 +41,7 @@ impl Job {
         request_url: String,
         transaction_time: DateTime<Utc>,
         allow_partial: bool,
+        key: JobKey,
     ) -> Job {
         Job {
             id,
@@ -37,6 +53,8 @@ impl Job {
             cancelled: AtomicBool::new(false),
             progress: AtomicU64::new(0),
             manifest_served: AtomicBool::new(false),
+            key,
+            completed_at: OnceLock::new(),
         }
     }
 

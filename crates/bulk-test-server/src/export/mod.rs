@@ -10,6 +10,6 @@ mod types;
 
 pub(crate) use bad_request::BadRequest;
 pub(crate) use files::{FileKind, FileSpec, Plan};
-pub(crate) use job::Job;
+pub(crate) use job::{Job, JobKey};
 pub(crate) use plan::{PlanInput, plan};
 pub(crate) use request::{Level, parse_request};

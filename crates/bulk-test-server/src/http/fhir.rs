@@ -41,6 +41,9 @@ pub(super) async fn token(state: &Arc<State>, req: Request) -> Response {
     {
         return r;
     }
+    if state.token_fails() {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
     let (parts, body) = req.into_parts();
     let body = match read_body(body).await {
         Ok(b) => b,

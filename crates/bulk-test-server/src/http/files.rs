@@ -7,11 +7,15 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use base64::Engine;
+
 use super::respond::{
-    apply_token_fault, fault_response, header_values, method_not_allowed, not_found, outcome,
+    FHIR_JSON, apply_token_fault, fault_response, header_values, method_not_allowed, not_found,
+    outcome,
 };
 use super::state::State;
 use crate::faults::{Fault, FileInfo};
+use crate::profiles::FileAccept;
 
 const NDJSON: &str = "application/fhir+ndjson";
 
@@ -30,6 +34,53 @@ pub(super) fn redirect(state: &Arc<State>, rest: &str, headers: &HeaderMap) -> R
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
+}
+
+/// What a pre-signed URL's store answers to a request that also carries an `Authorization`
+/// header (an S3-style error: one authentication mechanism at a time).
+pub(super) fn presigned_with_authorization() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/xml")],
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InvalidArgument</Code>\
+         <Message>Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, \
+         Signature query string parameter or the Authorization header should be specified\
+         </Message></Error>",
+    )
+        .into_response()
+}
+
+/// The file as a FHIR `Binary` resource with the NDJSON base64-encoded in `data`, as servers
+/// that keep export files as `Binary` answer without `Accept: application/fhir+ndjson`.
+async fn binary(spec: Arc<crate::export::FileSpec>) -> Response {
+    let rendered = tokio::task::spawn_blocking(move || {
+        let mut body = Vec::new();
+        spec.render(&mut |b| {
+            body.extend_from_slice(b);
+            true
+        });
+        body
+    })
+    .await;
+    let Ok(body) = rendered else {
+        return outcome(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "fatal",
+            "exception",
+            "Cannot render the file",
+        );
+    };
+    let resource = serde_json::json!({
+        "resourceType": "Binary",
+        "contentType": NDJSON,
+        "data": base64::engine::general_purpose::STANDARD.encode(body),
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, FHIR_JSON)],
+        resource.to_string(),
+    )
+        .into_response()
 }
 
 /// `Range: bytes=a-b | a- | -n` against a body of `len` bytes: `Ok(None)` = no usable range
@@ -103,7 +154,7 @@ pub(super) async fn file(state: &Arc<State>, rest: &str, req: Request) -> Respon
             resource_type: &spec.resource_type,
         })
     });
-    if state.cfg.requires_access_token {
+    if state.cfg.requires_access_token && !state.behaviour.presigned_files {
         apply_token_fault(state, fault.as_ref());
         if let Some(smart) = &state.smart
             && let Err(r) = smart.check_bearer(req.headers())
@@ -114,6 +165,11 @@ pub(super) async fn file(state: &Arc<State>, rest: &str, req: Request) -> Respon
     let (Some(n), Some(spec)) = (n, spec) else {
         return not_found();
     };
+    match state.behaviour.file_accept {
+        FileAccept::Any => {}
+        _ if header_values(req.headers(), header::ACCEPT).any(|v| v.starts_with(NDJSON)) => {}
+        FileAccept::BinaryUnlessNdjson => return binary(spec).await,
+    }
     if fault == Some(Fault::ExpireJob) {
         state.expire_job(job_id);
         return not_found();

@@ -13,7 +13,7 @@ use super::respond::{
     refuse,
 };
 use super::state::State;
-use crate::export::{self, BadRequest, Job, Level, PlanInput};
+use crate::export::{self, BadRequest, Job, JobKey, Level, PlanInput};
 use crate::faults::FaultTarget;
 use crate::form;
 use crate::store::Mutation;
@@ -81,6 +81,19 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
     if let Some(r) = refuse(state, &req, &FaultTarget::KickOff) {
         return r;
     }
+    if !state.behaviour.levels.allows(&level) {
+        let what = match &level {
+            Level::System => "system",
+            Level::Patient => "Patient",
+            Level::Group(_) => "Group",
+        };
+        return outcome(
+            StatusCode::BAD_REQUEST,
+            "error",
+            "not-supported",
+            &format!("This server does not support {what}-level export"),
+        );
+    }
     let headers = req.headers().clone();
     if !header_values(&headers, header::ACCEPT).any(|v| v.starts_with(FHIR_JSON)) {
         return outcome(
@@ -118,9 +131,31 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
     } else {
         form::pairs(req.uri().query().unwrap_or("").as_bytes())
     };
+    if let Some(r) = refused_parameters(state, &params) {
+        return r;
+    }
     let request = match export::parse_request(level.clone(), &params, lenient, post) {
         Ok(r) => r,
         Err(e) => return bad_request(e),
+    };
+    if state.behaviour.hang_without_type && request.types.is_none() {
+        // Never answers while the server runs, like a server that tries to export everything.
+        let mut stopping = state.stopping.clone();
+        let _ = stopping.wait_for(|stop| *stop).await;
+        return outcome(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "error",
+            "transient",
+            "The server is stopping",
+        );
+    }
+    let key = JobKey {
+        request: format!("{level:?} {params:?}"),
+        client: client_of(state, &headers),
+        group: match &level {
+            Level::Group(g) => Some(g.clone()),
+            _ => None,
+        },
     };
     let overlay = state.store.snapshot();
     if let Level::Group(gid) = &level {
@@ -133,6 +168,8 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
             return not_found(&format!("Group/{gid} not found"));
         }
     }
+    state.purge_expired();
+    let no_cache = header_values(&headers, header::CACHE_CONTROL).any(|v| v == "no-cache");
     let job = {
         let Ok(mut jobs) = state.jobs.lock() else {
             return outcome(
@@ -142,22 +179,40 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
                 "job table unavailable",
             );
         };
+        if state.behaviour.reuse_jobs
+            && !no_cache
+            && let Some(earlier) = jobs.values().find(|j| j.key == key)
+        {
+            return accepted(state, &earlier.id);
+        }
+        if state.behaviour.one_job_per_client_group
+            && key.group.is_some()
+            && jobs
+                .values()
+                .any(|j| j.key.client == key.client && j.key.group == key.group)
+        {
+            return too_many(
+                state,
+                "Request not allowed: this client already has an export of this Group; \
+                 delete it first",
+            );
+        }
         let active = jobs.values().filter(|j| j.in_progress()).count();
         if active >= state.cfg.max_concurrent_jobs {
-            let mut r = outcome(
-                StatusCode::TOO_MANY_REQUESTS,
-                "error",
-                "too-costly",
+            return too_many(
+                state,
                 &format!("{active} exports are already in progress; retry later or cancel one"),
             );
-            if let Ok(v) = HeaderValue::from_str(&state.cfg.retry_after_secs.to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return r;
         }
         let tx = state.store.inner.clock.tick();
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let job = Arc::new(Job::new(id.clone(), request_url, tx, request.allow_partial));
+        let job = Arc::new(Job::new(
+            id.clone(),
+            request_url,
+            tx,
+            request.allow_partial,
+            key,
+        ));
         jobs.insert(id, job.clone());
         job
     };
@@ -182,12 +237,14 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
         input.unreadable,
     );
     let planned_job = job.clone();
+    let clock_store = store.clone();
     // An injected failure is recorded before the kick-off answers, so no poll can see the job
     // in progress first.
     if state.faults.take_fail_job() {
         let _ = planned_job.plan.set(Err(
             "the export failed on the server (injected fault)".into()
         ));
+        let _ = planned_job.completed_at.set(clock_store.clock.now());
     }
     tokio::task::spawn_blocking(move || {
         if planned_job.plan.get().is_some() {
@@ -213,17 +270,67 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
             tracing::warn!(job = %planned_job.id, error = %e, "export failed");
         }
         let _ = planned_job.plan.set(result);
+        let _ = planned_job.completed_at.set(clock_store.clock.now());
     });
+    accepted(state, &job.id)
+}
+
+/// 202 with the job's status URL.
+fn accepted(state: &State, job: &str) -> Response {
     let mut r = outcome(
         StatusCode::ACCEPTED,
         "information",
         "informational",
         "Export started",
     );
-    if let Ok(v) = HeaderValue::from_str(&state.status_url(&job.id)) {
+    if let Ok(v) = HeaderValue::from_str(&state.status_url(job)) {
         r.headers_mut().insert(header::CONTENT_LOCATION, v);
     }
     r
+}
+
+/// 429 with `Retry-After`.
+fn too_many(state: &State, text: &str) -> Response {
+    let mut r = outcome(StatusCode::TOO_MANY_REQUESTS, "error", "too-costly", text);
+    if let Ok(v) = HeaderValue::from_str(&state.retry_after().to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// The 400 for parameters the profile refuses, if any is given.
+fn refused_parameters(state: &State, params: &[(String, String)]) -> Option<Response> {
+    let b = &state.behaviour;
+    if let Some((name, _)) = params
+        .iter()
+        .find(|(k, _)| b.refused_params.contains(&k.as_str()))
+    {
+        return Some(outcome(
+            StatusCode::BAD_REQUEST,
+            "error",
+            "not-supported",
+            &format!("The {name} parameter is not supported by this server"),
+        ));
+    }
+    if b.single_type_param && params.iter().filter(|(k, _)| k == "_type").count() > 1 {
+        return Some(outcome(
+            StatusCode::BAD_REQUEST,
+            "error",
+            "invalid",
+            "_type may be given once; join several types with commas",
+        ));
+    }
+    None
+}
+
+/// The client the request's bearer token was issued to (with SMART auth on).
+fn client_of(state: &State, headers: &axum::http::HeaderMap) -> Option<String> {
+    let token = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?;
+    state.smart.as_ref()?.token_client(token.trim())
 }
 
 #[cfg(test)]

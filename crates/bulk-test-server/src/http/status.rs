@@ -14,6 +14,7 @@ use super::state::State;
 use crate::export::{FileKind, FileSpec, Job, Plan};
 use crate::faults::{Fault, FaultTarget};
 use crate::form;
+use crate::profiles::DeletedArray;
 use crate::resource::instant;
 
 fn in_progress(state: &State, progress: &str) -> Response {
@@ -22,7 +23,7 @@ fn in_progress(state: &State, progress: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(progress) {
         h.insert("x-progress", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&state.cfg.retry_after_secs.to_string()) {
+    if let Ok(v) = HeaderValue::from_str(&state.retry_after().to_string()) {
         h.insert(header::RETRY_AFTER, v);
     }
     r
@@ -52,12 +53,25 @@ pub(super) async fn status(state: &Arc<State>, id: &str, req: Request) -> Respon
         }
     }
     let Some(job) = state.job(id) else {
+        let cancelled = state.cancelled.lock().is_ok_and(|c| c.contains(id));
+        if cancelled {
+            let code = state.behaviour.cancelled_status;
+            return outcome(
+                code,
+                "error",
+                "not-found",
+                &format!("Export job {id} was cancelled"),
+            );
+        }
         return not_found(&format!("No export job {id} (never started, or deleted)"));
     };
     if method == Method::DELETE {
         job.cancelled.store(true, Ordering::Relaxed);
         if let Ok(mut jobs) = state.jobs.lock() {
             jobs.remove(id);
+        }
+        if let Ok(mut cancelled) = state.cancelled.lock() {
+            cancelled.insert(id.to_string());
         }
         return outcome(
             StatusCode::ACCEPTED,
@@ -116,7 +130,7 @@ pub(super) async fn status(state: &Arc<State>, id: &str, req: Request) -> Respon
 }
 
 fn manifest(state: &State, job: &Job, plan: &Plan, page: usize) -> Value {
-    let entry = |f: &Arc<FileSpec>| json!({ "type": f.resource_type, "url": state.file_url(&job.id, f.number), "count": f.count });
+    let entry = |f: &Arc<FileSpec>| json!({ "type": f.resource_type, "url": state.file_url(&job.id, f.number, &f.resource_type), "count": f.count });
     let outputs: Vec<&Arc<FileSpec>> = plan.of_kind(FileKind::Output).collect();
     let (slice, next) = if job.allow_partial {
         let size = state.cfg.manifest_page_size.max(1);
@@ -132,18 +146,28 @@ fn manifest(state: &State, job: &Job, plan: &Plan, page: usize) -> Value {
         "request": job.request_url,
         "requiresAccessToken": state.cfg.requires_access_token,
         "output": slice.iter().map(|f| entry(f)).collect::<Vec<_>>(),
-        "error": if last_page { plan.of_kind(FileKind::Error).map(entry).collect::<Vec<_>>() } else { Vec::new() },
     });
+    if state.behaviour.error_array {
+        m["error"] = if last_page {
+            plan.of_kind(FileKind::Error).map(entry).collect()
+        } else {
+            Value::Array(Vec::new())
+        };
+    }
     let deleted: Vec<Value> = if last_page {
         plan.of_kind(FileKind::Deleted).map(entry).collect()
     } else {
         Vec::new()
     };
-    if !deleted.is_empty() {
-        m["deleted"] = Value::Array(deleted);
+    match state.behaviour.deleted {
+        DeletedArray::WhenAny if !deleted.is_empty() => m["deleted"] = Value::Array(deleted),
+        DeletedArray::WhenAny | DeletedArray::Never => {}
     }
     if next {
-        m["link"] = json!([{ "relation": "next", "url": format!("{}?page={}", state.status_url(&job.id), page + 1) }]);
+        let status_url = state.status_url(&job.id);
+        let sep = if status_url.contains('?') { '&' } else { '?' };
+        m["link"] =
+            json!([{ "relation": "next", "url": format!("{status_url}{sep}page={}", page + 1) }]);
     }
     m
 }

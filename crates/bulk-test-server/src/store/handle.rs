@@ -1,6 +1,7 @@
 //! The store's handle: resources upserted and deleted by tests, kept as an overlay over the
 //! base so that each export sees the store as it was at its kick-off.
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -20,20 +21,39 @@ pub enum StoreError {
     InvalidId(String),
 }
 
-/// A strictly increasing clock (milliseconds), so an upsert made right after a kick-off is
-/// always later than that export's `transactionTime`.
+/// The server's clock: wall time plus whatever tests advanced it by, strictly increasing
+/// (milliseconds) across ticks, so an upsert made right after a kick-off is always later than
+/// that export's `transactionTime`.
 #[derive(Default)]
 pub(crate) struct Clock {
     last_ms: Mutex<i64>,
+    offset_ms: AtomicI64,
 }
 
 impl Clock {
+    /// The current time, later than any earlier tick.
     pub fn tick(&self) -> DateTime<Utc> {
-        let now = Utc::now().timestamp_millis();
+        let now = self.now().timestamp_millis();
         let mut last = self.last_ms.lock().unwrap_or_else(|e| e.into_inner());
         let t = now.max(*last + 1);
         *last = t;
         DateTime::from_timestamp_millis(t).unwrap_or_else(Utc::now)
+    }
+
+    /// The current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        let offset = chrono::TimeDelta::milliseconds(self.offset_ms.load(Ordering::Relaxed));
+        Utc::now() + offset
+    }
+
+    /// Moves the clock forward, as if `by` had passed.
+    pub fn advance(&self, by: std::time::Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        let _ = self
+            .offset_ms
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| {
+                Some(o.saturating_add(ms))
+            });
     }
 }
 

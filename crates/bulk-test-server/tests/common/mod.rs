@@ -130,3 +130,35 @@ pub async fn all_resources(
     }
     out
 }
+
+/// A server with the test settings of [`config`] and this profile.
+pub async fn start_profile(profile: bulk_test_server::Profile, data: DataSource) -> TestServer {
+    TestServer::start(ServerConfig {
+        profile,
+        ..config(data)
+    })
+    .await
+    .unwrap()
+}
+
+/// A GET with `Accept: application/fhir+ndjson`, as servers that keep export files as FHIR
+/// resources require.
+pub async fn get_ndjson(c: &reqwest::Client, url: &str) -> reqwest::Response {
+    c.get(url)
+        .header("Accept", "application/fhir+ndjson")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The first status response that is not 202.
+pub async fn final_status(c: &reqwest::Client, status_url: &str) -> reqwest::Response {
+    for _ in 0..2000 {
+        let r = c.get(status_url).send().await.unwrap();
+        if r.status() != 202 {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the job never finished");
+}

@@ -1,0 +1,108 @@
+//! Vendor profiles: the server reproduces a real Bulk Data server's documented departures from
+//! the IG, so that clients can be tested against each. A profile is data ([`Behaviour`]) that
+//! the handlers consult; [`Profile::Spec`] is the IG as written.
+mod behaviour;
+mod hapi;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub(crate) use behaviour::{Behaviour, DeletedArray, FileAccept, FilePath};
+pub use hapi::Hapi;
+
+use crate::config::ServerConfig;
+
+/// Which server the test server behaves like.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// The Bulk Data IG as written.
+    #[default]
+    Spec,
+    /// HAPI FHIR JPA server (and Smile CDR).
+    Hapi(Hapi),
+}
+
+impl Profile {
+    /// Every profile with its default settings, in a stable order.
+    pub fn all() -> Vec<Profile> {
+        vec![Profile::Spec, Profile::Hapi(Hapi::default())]
+    }
+
+    /// The profile's name, as [`FromStr`] reads it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Profile::Spec => "spec",
+            Profile::Hapi(_) => "hapi",
+        }
+    }
+
+    /// What the profile does differently from the IG, in one line.
+    pub fn description(&self) -> &'static str {
+        match self {
+            Profile::Spec => "the Bulk Data IG as written",
+            Profile::Hapi(_) => hapi::DESCRIPTION,
+        }
+    }
+
+    pub(crate) fn behaviour(&self) -> Behaviour {
+        match self {
+            Profile::Spec => Behaviour::spec(),
+            Profile::Hapi(h) => h.behaviour(),
+        }
+    }
+
+    /// Settings the profile fixes whatever the configuration says (where files are served,
+    /// `requiresAccessToken`, how many jobs may run).
+    pub(crate) fn apply(&self, _cfg: &mut ServerConfig) {}
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A profile name that is not known.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown server profile {0:?} (known: {known})", known = known_names())]
+pub struct UnknownProfile(pub String);
+
+fn known_names() -> String {
+    Profile::all()
+        .iter()
+        .map(Profile::name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl FromStr for Profile {
+    type Err = UnknownProfile;
+
+    /// A profile by name (case-insensitive), with its default settings.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase();
+        Profile::all()
+            .into_iter()
+            .find(|p| p.name() == wanted)
+            .ok_or_else(|| UnknownProfile(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for p in Profile::all() {
+            assert_eq!(p.to_string().parse::<Profile>().unwrap(), p);
+            assert!(!p.description().is_empty());
+        }
+        assert_eq!(
+            "HAPI".parse::<Profile>().unwrap(),
+            Profile::Hapi(Hapi::default())
+        );
+        let e = "nope".parse::<Profile>().unwrap_err().to_string();
+        assert!(e.contains("nope") && e.contains("hapi"), "{e}");
+    }
+}

@@ -19,6 +19,9 @@
 //!   `Accept: application/fhir+ndjson`, identical kick-offs reuse the earlier job unless
 //!   `Cache-Control: no-cache`, jobs and files purged after a retention period
 //!   ([`TestServer::advance_clock`]), fixed `Retry-After`, no `deleted` or `error` arrays.
+//! - [`Profile::Firely`]: status at `$exportstatus?_id=`, files at
+//!   `$exportfilerequest/?_id=&filename=` only with `Accept: application/fhir+ndjson` (else
+//!   406), 410 Gone for a cancelled job.
 //!
 //! Every resource carries `meta.versionId` and `meta.lastUpdated`; an export includes
 //! resources with `_since < lastUpdated <= transactionTime` (and `<= _until`). Changes made

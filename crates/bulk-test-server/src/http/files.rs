@@ -168,6 +168,14 @@ pub(super) async fn file(state: &Arc<State>, rest: &str, req: Request) -> Respon
     match state.behaviour.file_accept {
         FileAccept::Any => {}
         _ if header_values(req.headers(), header::ACCEPT).any(|v| v.starts_with(NDJSON)) => {}
+        FileAccept::NdjsonOnly => {
+            return outcome(
+                StatusCode::NOT_ACCEPTABLE,
+                "error",
+                "not-supported",
+                "Export files are served only with Accept: application/fhir+ndjson",
+            );
+        }
         FileAccept::BinaryUnlessNdjson => return binary(spec).await,
     }
     if fault == Some(Fault::ExpireJob) {

@@ -56,6 +56,8 @@ pub(crate) enum FileAccept {
     /// NDJSON only with `Accept: application/fhir+ndjson`; otherwise a FHIR `Binary` in JSON
     /// with the file base64-encoded in `data`.
     BinaryUnlessNdjson,
+    /// `Accept: application/fhir+ndjson` or 406.
+    NdjsonOnly,
 }
 
 /// The manifest's `deleted` array.

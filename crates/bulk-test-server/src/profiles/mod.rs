@@ -2,6 +2,7 @@
 //! the IG, so that clients can be tested against each. A profile is data ([`Behaviour`]) that
 //! the handlers consult; [`Profile::Spec`] is the IG as written.
 mod behaviour;
+mod firely;
 mod hapi;
 
 use std::fmt;
@@ -20,6 +21,8 @@ pub enum Profile {
     Spec,
     /// HAPI FHIR JPA server (and Smile CDR).
     Hapi(Hapi),
+    /// Firely Server.
+    Firely,
 }
 
 impl Profile {
@@ -33,6 +36,7 @@ impl Profile {
         match self {
             Profile::Spec => "spec",
             Profile::Hapi(_) => "hapi",
+            Profile::Firely => "firely",
         }
     }
 
@@ -41,6 +45,7 @@ impl Profile {
         match self {
             Profile::Spec => "the Bulk Data IG as written",
             Profile::Hapi(_) => hapi::DESCRIPTION,
+            Profile::Firely => firely::DESCRIPTION,
         }
     }
 
@@ -48,6 +53,7 @@ impl Profile {
         match self {
             Profile::Spec => Behaviour::spec(),
             Profile::Hapi(h) => h.behaviour(),
+            Profile::Firely => firely::behaviour(),
         }
     }
 

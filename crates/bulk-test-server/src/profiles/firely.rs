@@ -1,0 +1,22 @@
+//! Firely Server: status at `$exportstatus?_id=`, files through `$exportfilerequest` with
+//! `Accept: application/fhir+ndjson` only, 410 Gone for a cancelled job.
+use axum::http::StatusCode;
+
+use super::behaviour::{Behaviour, FileAccept, FilePath, StatusPath};
+
+pub(super) const DESCRIPTION: &str = "Firely Server: status at $exportstatus?_id=, files at \
+    $exportfilerequest/?_id=&filename= (Accept: application/fhir+ndjson only, else 406), 410 \
+    Gone for a cancelled job";
+
+pub(super) fn behaviour() -> Behaviour {
+    Behaviour {
+        status_path: StatusPath::Query {
+            operation: "$exportstatus",
+            param: "_id",
+        },
+        file_path: FilePath::ExportFileRequest,
+        file_accept: FileAccept::NdjsonOnly,
+        cancelled_status: StatusCode::GONE,
+        ..Behaviour::spec()
+    }
+}

@@ -22,6 +22,9 @@
 //! - [`Profile::Firely`]: status at `$exportstatus?_id=`, files at
 //!   `$exportfilerequest/?_id=&filename=` only with `Accept: application/fhir+ndjson` (else
 //!   406), 410 Gone for a cancelled job.
+//! - [`Profile::Epic`]: Group export only, `_since` refused, resources without
+//!   `meta.lastUpdated`, one export per client and Group until it is deleted (else 429), a
+//!   token endpoint that answers a bare 400 now and then (seeded), `Retry-After` in minutes.
 //!
 //! Every resource carries `meta.versionId` and `meta.lastUpdated`; an export includes
 //! resources with `_since < lastUpdated <= transactionTime` (and `<= _until`). Changes made
@@ -58,6 +61,6 @@ pub use faults::{
     Fault, FaultHandle, FaultRequest, FaultRule, FaultSource, FaultTarget, RetryAfter,
 };
 pub use http::{Origin, RequestRecord};
-pub use profiles::{Hapi, Profile, UnknownProfile};
+pub use profiles::{Epic, Hapi, Profile, UnknownProfile};
 pub use server::TestServer;
 pub use store::{StoreError, StoreHandle};

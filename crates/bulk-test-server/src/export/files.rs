@@ -31,6 +31,8 @@ pub(crate) struct FileSpec {
     pub segs: Vec<Seg>,
     pub store: Arc<StoreInner>,
     pub elements: Option<Elements>,
+    /// `meta.lastUpdated` is removed from each resource.
+    pub without_last_updated: bool,
     pub len: OnceLock<u64>,
 }
 
@@ -41,12 +43,23 @@ impl FileSpec {
         let ty = self.resource_type.as_str();
         let mut emit = |line: &str, buf: &mut Vec<u8>| -> bool {
             buf.clear();
-            match (&self.elements, self.kind) {
-                (Some(e), FileKind::Output) => {
-                    let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
-                    let _ = serde_json::to_writer(&mut *buf, &e.apply(ty, v));
+            let elements = self
+                .elements
+                .as_ref()
+                .filter(|_| self.kind == FileKind::Output);
+            if elements.is_none() && !self.without_last_updated {
+                buf.extend_from_slice(line.as_bytes());
+            } else {
+                let mut v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+                if let Some(e) = elements {
+                    v = e.apply(ty, v);
                 }
-                _ => buf.extend_from_slice(line.as_bytes()),
+                if self.without_last_updated
+                    && let Some(meta) = v.get_mut("meta").and_then(Value::as_object_mut)
+                {
+                    meta.remove("lastUpdated");
+                }
+                let _ = serde_json::to_writer(&mut *buf, &v);
             }
             buf.push(b'\n');
             sink(buf)
@@ -72,7 +85,7 @@ impl FileSpec {
 
     /// Sets the length without rendering when every line is already in memory as served.
     pub fn quick_length(&self) {
-        if self.elements.is_some() && self.kind == FileKind::Output {
+        if (self.elements.is_some() && self.kind == FileKind::Output) || self.without_last_updated {
             return;
         }
         let memory = matches!(self.store.base, Base::Memory(_));

@@ -27,6 +27,8 @@ pub(crate) struct PlanInput<'a> {
     /// Serve this many resources of each type as undecodable lines
     /// ([`crate::Fault::UnreadableResources`]).
     pub unreadable: Option<usize>,
+    /// Serve resources without `meta.lastUpdated`, as servers that do not keep it.
+    pub without_last_updated: bool,
 }
 
 fn outcome_line(severity: &str, code: &str, text: &str) -> Arc<str> {
@@ -50,6 +52,7 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
         duplicates,
         bad_lines,
         unreadable,
+        without_last_updated,
     } = input;
     let base = &store.base;
     let per_file = resources_per_file.max(1) as u64;
@@ -270,6 +273,7 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
                 } else {
                     None
                 },
+                without_last_updated: without_last_updated && kind == FileKind::Output,
                 len: OnceLock::new(),
             }));
         };

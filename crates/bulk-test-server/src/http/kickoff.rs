@@ -225,9 +225,10 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
         duplicates: state.faults.take_duplicate_ids(),
         bad_lines: state.faults.take_bad_lines(),
         unreadable: state.faults.take_unreadable(),
+        without_last_updated: state.behaviour.without_last_updated,
     };
     // Planning may generate every resource (for `_typeFilter` on synthetic data): off the runtime.
-    let (store, overlay, tx, rpf, dup, bad, unreadable) = (
+    let (store, overlay, tx, rpf, dup, bad, unreadable, no_last_updated) = (
         input.store,
         input.overlay,
         input.transaction_time,
@@ -235,6 +236,7 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
         input.duplicates,
         input.bad_lines,
         input.unreadable,
+        input.without_last_updated,
     );
     let planned_job = job.clone();
     let clock_store = store.clone();
@@ -259,6 +261,7 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
             duplicates: dup,
             bad_lines: bad,
             unreadable,
+            without_last_updated: no_last_updated,
         };
         let result = export::plan(input, &planned_job).map(|p| {
             for f in &p.files {

@@ -2,6 +2,7 @@
 //! the IG, so that clients can be tested against each. A profile is data ([`Behaviour`]) that
 //! the handlers consult; [`Profile::Spec`] is the IG as written.
 mod behaviour;
+mod epic;
 mod firely;
 mod hapi;
 
@@ -9,6 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub(crate) use behaviour::{Behaviour, DeletedArray, FileAccept, FilePath};
+pub use epic::Epic;
 pub use hapi::Hapi;
 
 use crate::config::ServerConfig;
@@ -23,6 +25,8 @@ pub enum Profile {
     Hapi(Hapi),
     /// Firely Server.
     Firely,
+    /// Epic.
+    Epic(Epic),
 }
 
 impl Profile {
@@ -37,6 +41,7 @@ impl Profile {
             Profile::Spec => "spec",
             Profile::Hapi(_) => "hapi",
             Profile::Firely => "firely",
+            Profile::Epic(_) => "epic",
         }
     }
 
@@ -46,6 +51,7 @@ impl Profile {
             Profile::Spec => "the Bulk Data IG as written",
             Profile::Hapi(_) => hapi::DESCRIPTION,
             Profile::Firely => firely::DESCRIPTION,
+            Profile::Epic(_) => epic::DESCRIPTION,
         }
     }
 
@@ -54,6 +60,7 @@ impl Profile {
             Profile::Spec => Behaviour::spec(),
             Profile::Hapi(h) => h.behaviour(),
             Profile::Firely => firely::behaviour(),
+            Profile::Epic(e) => e.behaviour(),
         }
     }
 

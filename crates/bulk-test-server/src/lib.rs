@@ -25,6 +25,9 @@
 //! - [`Profile::Epic`]: Group export only, `_since` refused, resources without
 //!   `meta.lastUpdated`, one export per client and Group until it is deleted (else 429), a
 //!   token endpoint that answers a bare 400 now and then (seeded), `Retry-After` in minutes.
+//! - [`Profile::Oracle`]: Group and Patient export only, a repeated `_type` refused (join with
+//!   commas), files answer 307 to a second listener that refuses an `Authorization` header,
+//!   `Retry-After` in hours, every server error sent as 500.
 //!
 //! Every resource carries `meta.versionId` and `meta.lastUpdated`; an export includes
 //! resources with `_since < lastUpdated <= transactionTime` (and `<= _until`). Changes made
@@ -61,6 +64,6 @@ pub use faults::{
     Fault, FaultHandle, FaultRequest, FaultRule, FaultSource, FaultTarget, RetryAfter,
 };
 pub use http::{Origin, RequestRecord};
-pub use profiles::{Epic, Hapi, Profile, UnknownProfile};
+pub use profiles::{Epic, Hapi, Oracle, Profile, UnknownProfile};
 pub use server::TestServer;
 pub use store::{StoreError, StoreHandle};

@@ -5,6 +5,7 @@ mod behaviour;
 mod epic;
 mod firely;
 mod hapi;
+mod oracle;
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,6 +13,7 @@ use std::str::FromStr;
 pub(crate) use behaviour::{Behaviour, DeletedArray, FileAccept, FilePath};
 pub use epic::Epic;
 pub use hapi::Hapi;
+pub use oracle::Oracle;
 
 use crate::config::ServerConfig;
 
@@ -27,6 +29,8 @@ pub enum Profile {
     Firely,
     /// Epic.
     Epic(Epic),
+    /// Oracle Health (Cerner Millennium).
+    Oracle(Oracle),
 }
 
 impl Profile {
@@ -42,6 +46,7 @@ impl Profile {
             Profile::Hapi(_) => "hapi",
             Profile::Firely => "firely",
             Profile::Epic(_) => "epic",
+            Profile::Oracle(_) => "oracle",
         }
     }
 
@@ -52,6 +57,7 @@ impl Profile {
             Profile::Hapi(_) => hapi::DESCRIPTION,
             Profile::Firely => firely::DESCRIPTION,
             Profile::Epic(_) => epic::DESCRIPTION,
+            Profile::Oracle(_) => oracle::DESCRIPTION,
         }
     }
 
@@ -61,12 +67,17 @@ impl Profile {
             Profile::Hapi(h) => h.behaviour(),
             Profile::Firely => firely::behaviour(),
             Profile::Epic(e) => e.behaviour(),
+            Profile::Oracle(o) => o.behaviour(),
         }
     }
 
     /// Settings the profile fixes whatever the configuration says (where files are served,
     /// `requiresAccessToken`, how many jobs may run).
-    pub(crate) fn apply(&self, _cfg: &mut ServerConfig) {}
+    pub(crate) fn apply(&self, cfg: &mut ServerConfig) {
+        if let Profile::Oracle(_) = self {
+            oracle::apply(cfg);
+        }
+    }
 }
 
 impl fmt::Display for Profile {

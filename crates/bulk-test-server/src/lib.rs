@@ -28,6 +28,8 @@
 //! - [`Profile::Oracle`]: Group and Patient export only, a repeated `_type` refused (join with
 //!   commas), files answer 307 to a second listener that refuses an `Authorization` header,
 //!   `Retry-After` in hours, every server error sent as 500.
+//! - [`Profile::Medplum`]: `deleted` always present and empty; a kick-off without `_type` is
+//!   never answered while the server runs.
 //!
 //! Every resource carries `meta.versionId` and `meta.lastUpdated`; an export includes
 //! resources with `_since < lastUpdated <= transactionTime` (and `<= _until`). Changes made

@@ -17,6 +17,7 @@ pub struct TestServer {
     store: StoreHandle,
     requests: Arc<Mutex<Vec<RequestRecord>>>,
     smart: Option<smart::SmartAuth>,
+    state: Arc<http::State>,
     shutdown: Option<tokio::sync::watch::Sender<bool>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -116,6 +117,7 @@ impl TestServer {
             behaviour,
             stopping: rx.clone(),
             token_rng,
+            in_flight: Default::default(),
         });
 
         let mut tasks = Vec::new();
@@ -153,6 +155,7 @@ impl TestServer {
             store,
             requests,
             smart,
+            state,
             shutdown: Some(tx),
             tasks,
         })
@@ -195,6 +198,14 @@ impl TestServer {
     /// later `transactionTime`s and `meta.lastUpdated`s are that much later.
     pub fn advance_clock(&self, by: std::time::Duration) {
         self.store.inner.clock.advance(by);
+    }
+
+    /// Requests the server has received and not yet answered (an answer still streaming its
+    /// body counts as answered).
+    pub fn requests_in_flight(&self) -> usize {
+        self.state
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The SMART auth state, when `smart` was configured.

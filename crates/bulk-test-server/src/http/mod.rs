@@ -7,6 +7,7 @@ mod state;
 mod status;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::extract::Request;
 use axum::http::header;
@@ -30,7 +31,9 @@ pub(crate) async fn dispatch(state: Arc<State>, origin: Origin, req: Request) ->
         .map(|p| p.to_string())
         .unwrap_or_else(|| req.uri().path().to_string());
     let authorization = req.headers().contains_key(header::AUTHORIZATION);
+    state.in_flight.fetch_add(1, Ordering::Relaxed);
     let mut response = route(&state, origin, req).await;
+    state.in_flight.fetch_sub(1, Ordering::Relaxed);
     if state.behaviour.only_500 && response.status().is_server_error() {
         *response.status_mut() = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
     }

@@ -48,6 +48,8 @@ pub(crate) struct State {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Draws the token endpoint's failures (see [`Behaviour::token_failures`]).
     pub token_rng: Option<Mutex<rand::rngs::StdRng>>,
+    /// Requests received and not yet answered.
+    pub in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl State {

@@ -161,6 +161,7 @@ fn manifest(state: &State, job: &Job, plan: &Plan, page: usize) -> Value {
     };
     match state.behaviour.deleted {
         DeletedArray::WhenAny if !deleted.is_empty() => m["deleted"] = Value::Array(deleted),
+        DeletedArray::AlwaysEmpty => m["deleted"] = json!([]),
         DeletedArray::WhenAny | DeletedArray::Never => {}
     }
     if next {

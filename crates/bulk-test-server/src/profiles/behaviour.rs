@@ -67,6 +67,8 @@ pub(crate) enum DeletedArray {
     WhenAny,
     /// Never present.
     Never,
+    /// Always present and always empty.
+    AlwaysEmpty,
 }
 
 /// Export levels a server accepts.

@@ -5,6 +5,7 @@ mod behaviour;
 mod epic;
 mod firely;
 mod hapi;
+mod medplum;
 mod oracle;
 
 use std::fmt;
@@ -31,6 +32,8 @@ pub enum Profile {
     Epic(Epic),
     /// Oracle Health (Cerner Millennium).
     Oracle(Oracle),
+    /// Medplum.
+    Medplum,
 }
 
 impl Profile {
@@ -47,6 +50,7 @@ impl Profile {
             Profile::Firely => "firely",
             Profile::Epic(_) => "epic",
             Profile::Oracle(_) => "oracle",
+            Profile::Medplum => "medplum",
         }
     }
 
@@ -58,6 +62,7 @@ impl Profile {
             Profile::Firely => firely::DESCRIPTION,
             Profile::Epic(_) => epic::DESCRIPTION,
             Profile::Oracle(_) => oracle::DESCRIPTION,
+            Profile::Medplum => medplum::DESCRIPTION,
         }
     }
 
@@ -68,6 +73,7 @@ impl Profile {
             Profile::Firely => firely::behaviour(),
             Profile::Epic(e) => e.behaviour(),
             Profile::Oracle(o) => o.behaviour(),
+            Profile::Medplum => medplum::behaviour(),
         }
     }
 

@@ -4,7 +4,6 @@ mod common;
 
 use std::time::Duration;
 
-use bulk_test_server::smart::{RegisteredClient, SmartServerConfig};
 use bulk_test_server::{DataSource, Epic, Profile, ServerConfig, TestServer};
 use common::*;
 use serde_json::Value;
@@ -23,42 +22,13 @@ fn quiet() -> Epic {
 }
 
 async fn epic_with_smart(epic: Epic) -> TestServer {
-    let clients = ["a", "b"]
-        .into_iter()
-        .map(|id| RegisteredClient {
-            client_id: id.into(),
-            jwks: None,
-            client_secret: Some(format!("{id}-secret")),
-        })
-        .collect();
     TestServer::start(ServerConfig {
         profile: Profile::Epic(epic),
-        smart: Some(SmartServerConfig {
-            token_lifetime: Duration::from_secs(300),
-            clients,
-        }),
+        smart: Some(smart_clients(&["a", "b"])),
         ..config(DATA)
     })
     .await
     .unwrap()
-}
-
-async fn token_response(c: &reqwest::Client, server: &TestServer, id: &str) -> reqwest::Response {
-    let secret = format!("{id}-secret");
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("scope", "system/*.read"),
-        ("client_id", id),
-        ("client_secret", secret.as_str()),
-    ];
-    c.post(server.token_url()).form(&form).send().await.unwrap()
-}
-
-async fn token(c: &reqwest::Client, server: &TestServer, id: &str) -> String {
-    let r = token_response(c, server, id).await;
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
-    v["access_token"].as_str().unwrap().to_string()
 }
 
 async fn kickoff_as(c: &reqwest::Client, url: &str, token: &str) -> reqwest::Response {

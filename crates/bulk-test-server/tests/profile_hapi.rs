@@ -159,35 +159,13 @@ async fn an_identical_kickoff_returns_the_earlier_job_unless_no_cache() {
 async fn deletions_are_never_listed() {
     let server = hapi().await;
     let c = client();
-    let full = export(&c, &url(&server, "$export?_type=Patient")).await;
-    let store = server.store();
-    let gone = store.ids("Patient")[0].clone();
-    assert!(store.delete("Patient", &gone));
-    let since = full["transactionTime"]
-        .as_str()
-        .unwrap()
-        .replace('+', "%2B");
-    let inc = export(
-        &c,
-        &url(&server, &format!("$export?_type=Patient&_since={since}")),
-    )
-    .await;
+    let (_, inc) = exports_around_a_delete(&c, &server).await;
     assert!(inc.get("deleted").is_none(), "{inc}");
     assert!(inc.get("error").is_none(), "{inc}");
 
-    // The same export from a spec server lists the deletion.
+    // The same exports from a spec server list the deletion.
     let spec = start(DATA).await;
-    let full = export(&c, &url(&spec, "$export?_type=Patient")).await;
-    assert!(spec.store().delete("Patient", &gone));
-    let since = full["transactionTime"]
-        .as_str()
-        .unwrap()
-        .replace('+', "%2B");
-    let inc = export(
-        &c,
-        &url(&spec, &format!("$export?_type=Patient&_since={since}")),
-    )
-    .await;
+    let (_, inc) = exports_around_a_delete(&c, &spec).await;
     assert_eq!(inc["deleted"].as_array().unwrap().len(), 1);
     spec.shutdown().await;
     server.shutdown().await;

@@ -4,7 +4,6 @@ mod common;
 
 use std::time::Duration;
 
-use bulk_test_server::smart::{RegisteredClient, SmartServerConfig};
 use bulk_test_server::{
     DataSource, Fault, FaultRule, FaultTarget, Oracle, Origin, Profile, ServerConfig, TestServer,
 };
@@ -83,35 +82,13 @@ async fn type_is_accepted_only_comma_joined() {
 async fn files_redirect_to_another_origin_that_refuses_authorization() {
     let server = TestServer::start(ServerConfig {
         profile: Profile::Oracle(Oracle::default()),
-        smart: Some(SmartServerConfig {
-            token_lifetime: Duration::from_secs(300),
-            clients: vec![RegisteredClient {
-                client_id: "a".into(),
-                jwks: None,
-                client_secret: Some("a-secret".into()),
-            }],
-        }),
+        smart: Some(smart_clients(&["a"])),
         ..config(DATA)
     })
     .await
     .unwrap();
     let c = client();
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("scope", "system/*.read"),
-        ("client_id", "a"),
-        ("client_secret", "a-secret"),
-    ];
-    let t: Value = c
-        .post(server.token_url())
-        .form(&form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = t["access_token"].as_str().unwrap();
+    let token = &token(&c, &server, "a").await;
     let status = accepted(
         &c.get(url(&server, "Patient/$export?_type=Patient"))
             .header("Accept", "application/fhir+json")

@@ -162,3 +162,61 @@ pub async fn final_status(c: &reqwest::Client, status_url: &str) -> reqwest::Res
     }
     panic!("the job never finished");
 }
+
+/// The manifests of a full Patient export and of the `_since` export after deleting one
+/// Patient.
+pub async fn exports_around_a_delete(c: &reqwest::Client, server: &TestServer) -> (Value, Value) {
+    let full = export(c, &url(server, "$export?_type=Patient")).await;
+    let store = server.store();
+    let gone = store.ids("Patient")[0].clone();
+    assert!(store.delete("Patient", &gone));
+    let since = full["transactionTime"]
+        .as_str()
+        .unwrap()
+        .replace('+', "%2B");
+    let inc = export(
+        c,
+        &url(server, &format!("$export?_type=Patient&_since={since}")),
+    )
+    .await;
+    (full, inc)
+}
+
+/// SMART settings with clients `id` whose secrets are `id-secret`.
+pub fn smart_clients(ids: &[&str]) -> bulk_test_server::smart::SmartServerConfig {
+    bulk_test_server::smart::SmartServerConfig {
+        token_lifetime: Duration::from_secs(300),
+        clients: ids
+            .iter()
+            .map(|id| bulk_test_server::smart::RegisteredClient {
+                client_id: id.to_string(),
+                jwks: None,
+                client_secret: Some(format!("{id}-secret")),
+            })
+            .collect(),
+    }
+}
+
+/// The token endpoint's answer for client `id` of [`smart_clients`].
+pub async fn token_response(
+    c: &reqwest::Client,
+    server: &TestServer,
+    id: &str,
+) -> reqwest::Response {
+    let secret = format!("{id}-secret");
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("scope", "system/*.read"),
+        ("client_id", id),
+        ("client_secret", secret.as_str()),
+    ];
+    c.post(server.token_url()).form(&form).send().await.unwrap()
+}
+
+/// An access token for client `id` of [`smart_clients`].
+pub async fn token(c: &reqwest::Client, server: &TestServer, id: &str) -> String {
+    let r = token_response(c, server, id).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["access_token"].as_str().unwrap().to_string()
+}

@@ -39,7 +39,14 @@ pub enum Profile {
 impl Profile {
     /// Every profile with its default settings, in a stable order.
     pub fn all() -> Vec<Profile> {
-        vec![Profile::Spec, Profile::Hapi(Hapi::default())]
+        vec![
+            Profile::Spec,
+            Profile::Hapi(Hapi::default()),
+            Profile::Firely,
+            Profile::Epic(Epic::default()),
+            Profile::Oracle(Oracle::default()),
+            Profile::Medplum,
+        ]
     }
 
     /// The profile's name, as [`FromStr`] reads it.
@@ -124,6 +131,11 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
+        let names: Vec<&str> = Profile::all().iter().map(Profile::name).collect();
+        assert_eq!(
+            names,
+            ["spec", "hapi", "firely", "epic", "oracle", "medplum"]
+        );
         for p in Profile::all() {
             assert_eq!(p.to_string().parse::<Profile>().unwrap(), p);
             assert!(!p.description().is_empty());

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bulk_test_server::smart::{RegisteredClient, SmartServerConfig};
-use bulk_test_server::{DataSource, ServerConfig, TestServer};
+use bulk_test_server::{DataSource, Profile, ServerConfig, TestServer};
 use clap::ArgAction;
 use fhirsync::config::parse_duration;
 use fhirsync::logging::LogMode;
@@ -82,6 +82,11 @@ pub struct Args {
     /// Access token lifetime (`5m`, `1h`, or a bare number of seconds)
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub token_lifetime: Duration,
+
+    /// Behave as a real server does where it departs from the Bulk Data IG: spec (the IG as
+    /// written), hapi, firely, epic, oracle or medplum
+    #[arg(long, value_name = "NAME", default_value = "spec")]
+    pub profile: Profile,
 }
 
 fn config(args: &Args) -> anyhow::Result<ServerConfig> {
@@ -151,6 +156,7 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
         resources_per_file: args.resources_per_file,
         polls_before_complete: args.polls,
         retry_after_secs: args.retry_after.as_secs(),
+        profile: args.profile.clone(),
         ..ServerConfig::default()
     })
 }
@@ -166,8 +172,12 @@ pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
         base_url = %server.base_url(),
         resources = total,
         types = counts.len(),
+        profile = %args.profile,
         "test server listening; stop with Ctrl-C"
     );
+    if args.profile != Profile::Spec {
+        tracing::info!(profile = %args.profile, "{}", args.profile.description());
+    }
     if server.smart().is_some() {
         tracing::info!(token_url = %server.token_url(), "SMART Backend Services auth is required");
     }

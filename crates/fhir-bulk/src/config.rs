@@ -7,25 +7,36 @@ use crate::auth::SharedBearer;
 use crate::events::EventHandler;
 use smart_auth::{Backoff, Jitter};
 
-/// Status polling: `Retry-After` is honoured within `[min_delay, max_delay]` (the first
-/// polls may go below `min_delay`, down to a tenth of it, when the server asks); without it
-/// the delay starts at `initial_delay` and grows by half each poll up to `max_delay`.
+/// Status polling: `Retry-After` is honoured within `[min_delay, max_retry_after]` (the
+/// first polls may go below `min_delay`, down to a tenth of it, when the server asks); without
+/// it the delay starts at `initial_delay` and grows by half each poll up to `max_delay`.
 #[derive(Clone, Debug)]
 pub struct PollConfig {
     pub min_delay: Duration,
+    /// The longest wait between polls when the server gives no `Retry-After`.
     pub max_delay: Duration,
+    /// The longest `Retry-After` honoured: servers have asked for hours (Oracle Health), which
+    /// would leave a finished export unfetched for most of a day.
+    pub max_retry_after: Duration,
     pub initial_delay: Duration,
-    /// Give up waiting for the manifest after this long.
+    /// Give up waiting for the manifest after this long. Large exports on busy servers take
+    /// days, so the default is a week.
     pub timeout: Duration,
 }
+
+/// The default of [`PollConfig::max_retry_after`].
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// The default of [`PollConfig::timeout`].
+pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for PollConfig {
     fn default() -> Self {
         Self {
             min_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(120),
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             initial_delay: Duration::from_secs(2),
-            timeout: Duration::from_secs(24 * 3600),
+            timeout: DEFAULT_POLL_TIMEOUT,
         }
     }
 }

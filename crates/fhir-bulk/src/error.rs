@@ -136,6 +136,26 @@ impl BulkError {
         }
     }
 
+    /// True when the server refused the kick-off because of the parameter `name` (a 4xx/501
+    /// whose text names it), as servers without `_since` or `_typeFilter` support do.
+    pub fn kick_off_refuses(&self, name: &str) -> bool {
+        matches!(
+            self,
+            BulkError::Http { what: "kick-off", status, outcome: Some(text), .. }
+                if matches!(status, 400..=499 | 501) && text.contains(name)
+        )
+    }
+
+    /// True when the kick-off was refused with 429 until the retries ran out: the server
+    /// runs one export at a time (per client, per Group or server-wide) and another is
+    /// running.
+    pub fn kick_off_throttled(&self) -> bool {
+        matches!(
+            self,
+            BulkError::RetriesExhausted { what: "kick-off", last, .. } if last.contains("HTTP 429")
+        )
+    }
+
     /// The error in a few words, for retry events and "last error" texts: a network failure
     /// without its URL (the event carries it), anything else as displayed.
     pub(crate) fn brief(&self) -> String {
@@ -193,6 +213,30 @@ mod tests {
             message: "m".into(),
             gone,
         }
+    }
+
+    #[test]
+    fn refused_parameters_and_throttled_kick_offs_are_recognised() {
+        let url = Url::parse("https://fhir.example/Group/g/$export").unwrap();
+        let http = |what, status, text: &str| BulkError::Http {
+            what,
+            url: url.clone(),
+            status,
+            outcome: Some(text.into()),
+        };
+        let since = "error not-supported: The _since parameter is not supported";
+        assert!(http("kick-off", 400, since).kick_off_refuses("_since"));
+        assert!(!http("kick-off", 400, since).kick_off_refuses("_typeFilter"));
+        assert!(!http("kick-off", 500, since).kick_off_refuses("_since"));
+        assert!(!http("status", 400, since).kick_off_refuses("_since"));
+        let exhausted = |last: &str| BulkError::RetriesExhausted {
+            what: "kick-off",
+            url: url.clone(),
+            attempts: 7,
+            last: last.into(),
+        };
+        assert!(exhausted("kick-off https://x/$export: HTTP 429: busy").kick_off_throttled());
+        assert!(!exhausted("kick-off https://x/$export: HTTP 503").kick_off_throttled());
     }
 
     #[test]

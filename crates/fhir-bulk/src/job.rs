@@ -1,6 +1,6 @@
 //! Starting an export (kick-off) and ending it (cancel or delete on the status URL).
 use chrono::{DateTime, Utc};
-use http::header::ACCEPT;
+use http::header::{ACCEPT, CACHE_CONTROL};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -32,6 +32,9 @@ impl BulkClient {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(FHIR_JSON));
         headers.insert("prefer", HeaderValue::from_static("respond-async"));
+        // Servers that cache kick-offs (HAPI's job reuse, Azure's request hash) would
+        // otherwise answer with an earlier job and its stale transactionTime.
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         let (final_url, resp) = self
             .send_retrying(&Outgoing {
                 method,

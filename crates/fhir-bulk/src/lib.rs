@@ -36,7 +36,9 @@ mod transport;
 pub use atomic::{AtomicFile, write_file_atomically};
 pub use auth::{AuthFailure, BearerSource, SharedBearer, StaticBearer};
 pub use client::BulkClient;
-pub use config::{ClientConfig, PollConfig, RetryConfig};
+pub use config::{
+    ClientConfig, DEFAULT_MAX_RETRY_AFTER, DEFAULT_POLL_TIMEOUT, PollConfig, RetryConfig,
+};
 pub use download::{
     DownloadOptions, DownloadedFile, Downloads, PlannedFile, RejectedLine, check_line, plan,
 };

@@ -26,7 +26,8 @@ pub struct ManifestFile {
 pub struct Manifest {
     /// The server's time for the export; the next incremental export's `_since`.
     pub transaction_time: DateTime<FixedOffset>,
-    /// The kick-off URL as the server understood it.
+    /// The kick-off URL as the server understood it (empty when the server left it out, as
+    /// Aidbox does at system level).
     pub request: String,
     pub requires_access_token: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +54,13 @@ impl Manifest {
     /// Parses and validates a manifest body fetched from `source`. Relative file URLs are
     /// resolved against `source` (the IG asks for absolute ones; some servers differ).
     pub fn parse(body: &[u8], source: &Url) -> Result<Manifest, BulkError> {
+        Self::parse_for(body, source, None)
+    }
+
+    /// [`Manifest::parse`] for the FHIR server at `base`: a file URL that is a FHIR relative
+    /// reference (`Binary/123`, as HAPI and Medplum list them) is resolved against `base`.
+    pub fn parse_for(body: &[u8], source: &Url, base: Option<&Url>) -> Result<Manifest, BulkError> {
+        let place = Place { source, base };
         let bad = |message: String| BulkError::InvalidManifest {
             url: source.clone(),
             message,
@@ -77,8 +85,8 @@ impl Manifest {
         };
         let request = match obj.get("request") {
             Some(Value::String(s)) => s.clone(),
+            None | Some(Value::Null) => String::new(),
             Some(other) => return Err(bad(format!("request must be a string, got {other}"))),
-            None => return Err(bad("request is missing".into())),
         };
         let requires_access_token = match obj.get("requiresAccessToken") {
             Some(Value::Bool(b)) => *b,
@@ -100,11 +108,11 @@ impl Manifest {
             }
         };
         let output = match obj.get("output") {
-            Some(_) => files(obj.get("output"), "output", source).map_err(bad)?,
+            Some(_) => files(obj.get("output"), "output", &place).map_err(bad)?,
             None => return Err(bad("output is missing".into())),
         };
-        let deleted = files(obj.get("deleted"), "deleted", source).map_err(bad)?;
-        let error = files(obj.get("error"), "error", source).map_err(bad)?;
+        let deleted = files(obj.get("deleted"), "deleted", &place).map_err(bad)?;
+        let error = files(obj.get("error"), "error", &place).map_err(bad)?;
         let link = links(obj.get("link"), source).map_err(bad)?;
         let mut manifest = Manifest {
             transaction_time,
@@ -178,7 +186,34 @@ impl Manifest {
     }
 }
 
-fn files(value: Option<&Value>, field: &str, source: &Url) -> Result<Vec<ManifestFile>, String> {
+/// Where a manifest came from, for resolving relative URLs.
+struct Place<'a> {
+    source: &'a Url,
+    base: Option<&'a Url>,
+}
+
+impl Place<'_> {
+    fn join(&self, u: &str) -> Result<Url, url::ParseError> {
+        match self.base {
+            Some(base) if is_relative_reference(u) => {
+                let mut base = base.clone();
+                if !base.path().ends_with('/') {
+                    base.set_path(&format!("{}/", base.path()));
+                }
+                base.join(u)
+            }
+            _ => self.source.join(u),
+        }
+    }
+}
+
+/// `Type/id` (optionally with more path), the form of a FHIR relative reference.
+fn is_relative_reference(u: &str) -> bool {
+    u.split_once('/')
+        .is_some_and(|(ty, rest)| is_type_name(ty) && !rest.is_empty())
+}
+
+fn files(value: Option<&Value>, field: &str, place: &Place) -> Result<Vec<ManifestFile>, String> {
     let items = match value {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,
@@ -203,7 +238,7 @@ fn files(value: Option<&Value>, field: &str, source: &Url) -> Result<Vec<Manifes
                 None => return Err(format!("{at}.type is missing")),
             };
             let url = match o.get("url") {
-                Some(Value::String(u)) => source
+                Some(Value::String(u)) => place
                     .join(u)
                     .map_err(|e| format!("{at}.url {u:?} is not a URL: {e}"))?,
                 Some(other) => {
@@ -323,7 +358,7 @@ mod tests {
             (br#"{"resourceType":"OperationOutcome"}"#, "got a OperationOutcome resource"),
             (br#"{"request":"x","output":[]}"#, "transactionTime is missing"),
             (br#"{"transactionTime":"yesterday","request":"x","output":[]}"#, "not a FHIR instant"),
-            (br#"{"transactionTime":"2024-01-01T00:00:00Z","output":[]}"#, "request is missing"),
+            (br#"{"transactionTime":"2024-01-01T00:00:00Z","request":1,"output":[]}"#, "request must be a string"),
             (br#"{"transactionTime":"2024-01-01T00:00:00Z","request":"x"}"#, "output is missing"),
             (br#"{"transactionTime":"2024-01-01T00:00:00Z","request":"x","output":{}}"#, "output must be an array"),
             (br#"{"transactionTime":"2024-01-01T00:00:00Z","request":"x","output":[{"url":"http://a/b"}]}"#, "output[0].type is missing"),

@@ -39,11 +39,11 @@ pub(crate) fn throttled_poll_delay(
     hint: Option<Duration>,
     polls: u32,
 ) -> Duration {
-    hint.map(|d| d.clamp(cfg.min_delay, cfg.max_delay))
+    hint.map(|d| d.clamp(cfg.min_delay, cfg.max_retry_after.max(cfg.min_delay)))
         .unwrap_or_else(|| poll_backoff(cfg, polls))
 }
 
-/// A status `Retry-After` within `[floor, max_delay]`, where the floor rises from a tenth
+/// A status `Retry-After` within `[floor, max_retry_after]`, where the floor rises from a tenth
 /// of `min_delay` by half each poll up to `min_delay`: an export that is ready almost at once
 /// (the server asking for 0 s) is fetched without a second's wait per poll, and a server
 /// that keeps asking for 0 s is still not polled in a tight loop.
@@ -51,7 +51,7 @@ fn hinted_poll_delay(cfg: &PollConfig, hint: Duration, polls: u32) -> Duration {
     let floor = Backoff::exponential(cfg.min_delay / 10, cfg.min_delay)
         .with_factor(1.5)
         .delay(polls.saturating_add(1));
-    hint.clamp(floor, cfg.max_delay.max(floor))
+    hint.clamp(floor, cfg.max_retry_after.max(floor))
 }
 
 fn poll_backoff(cfg: &PollConfig, polls: u32) -> Duration {
@@ -114,6 +114,7 @@ mod tests {
         let cfg = PollConfig {
             min_delay: Duration::from_millis(50),
             max_delay: Duration::from_secs(1),
+            max_retry_after: Duration::from_secs(3),
             initial_delay: Duration::from_millis(10),
             timeout: Duration::from_secs(5),
         };
@@ -127,6 +128,15 @@ mod tests {
             throttled_poll_delay(&cfg, Some(Duration::ZERO), 0),
             Duration::from_millis(50)
         );
+        // A 429's hint above max_delay is honoured, up to max_retry_after.
+        assert_eq!(
+            throttled_poll_delay(&cfg, Some(Duration::from_secs(2)), 0),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            throttled_poll_delay(&cfg, Some(Duration::from_secs(3600)), 0),
+            Duration::from_secs(3)
+        );
     }
 
     #[test]
@@ -138,12 +148,15 @@ mod tests {
         let floors: Vec<Duration> = (0..20).map(|p| hinted_poll_delay(&cfg, zero, p)).collect();
         assert!(floors.windows(2).all(|w| w[0] <= w[1]), "{floors:?}");
         assert_eq!(floors[19], cfg.min_delay);
-        // Longer hints are taken as given, up to max_delay.
-        let five = Duration::from_secs(5);
-        assert_eq!(hinted_poll_delay(&cfg, five, 0), five);
+        // Longer hints are taken as given, minutes included, up to max_retry_after (1 h):
+        // a server asking for five hours is polled hourly.
+        for secs in [5, 120, 300, 3600] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(hinted_poll_delay(&cfg, d, 0), d);
+        }
         assert_eq!(
-            hinted_poll_delay(&cfg, Duration::from_secs(9999), 3),
-            cfg.max_delay
+            hinted_poll_delay(&cfg, Duration::from_secs(5 * 3600), 3),
+            Duration::from_secs(3600)
         );
     }
 }

@@ -60,8 +60,10 @@ impl BulkClient {
                     url: url.clone(),
                     source,
                 })?;
-                Ok(StatusPoll::Complete(Box::new(Manifest::parse(
-                    &body, final_url,
+                Ok(StatusPoll::Complete(Box::new(Manifest::parse_for(
+                    &body,
+                    final_url,
+                    Some(&self.inner.config.fhir_base_url),
                 )?)))
             }
             202 => Ok(StatusPoll::InProgress {

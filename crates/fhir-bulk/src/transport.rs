@@ -221,14 +221,22 @@ impl BulkClient {
                 }
             }
             500..=599 => {
-                let (outcome, transient) = read_outcome(resp).await;
+                let ErrorBody {
+                    text: outcome,
+                    transient,
+                    lasting,
+                } = read_error_body(resp).await;
                 let error = BulkError::Http {
                     what,
                     url: url.clone(),
                     status,
                     outcome,
                 };
-                if transient || matches!(status, 502..=504) {
+                // A bare 500 is retried too: some servers (Oracle Health) send 500 for every
+                // server error, passing ones included. One whose OperationOutcome names a
+                // lasting problem (`not-supported`, `invalid`, ...) is not.
+                let retry = transient || matches!(status, 502..=504) || (status == 500 && !lasting);
+                if retry {
                     Verdict::Retry {
                         reason: RetryReason::ServerError(status),
                         hint,
@@ -243,9 +251,19 @@ impl BulkClient {
     }
 }
 
-/// Reads an error body: the OperationOutcome's issue texts (and whether any is `transient`),
-/// or an excerpt of whatever else the server sent.
-pub(crate) async fn read_outcome(resp: Response) -> (Option<String>, bool) {
+/// An error response's body, as far as the client interprets it.
+pub(crate) struct ErrorBody {
+    /// The OperationOutcome's issue texts, or an excerpt of whatever else the server sent.
+    pub text: Option<String>,
+    /// An issue has code `transient`.
+    pub transient: bool,
+    /// An issue is fatal, or an error that trying again will not cure (`not-supported`,
+    /// `invalid`, `security`, ...).
+    pub lasting: bool,
+}
+
+/// Reads an error body (its first [`MAX_ERROR_BODY`] bytes).
+pub(crate) async fn read_error_body(resp: Response) -> ErrorBody {
     let mut body = Vec::new();
     let mut resp = resp;
     while let Ok(Some(chunk)) = resp.chunk().await {
@@ -255,34 +273,67 @@ pub(crate) async fn read_outcome(resp: Response) -> (Option<String>, bool) {
             break;
         }
     }
-    outcome_text(&body)
+    error_body(&body)
+}
+
+/// Reads an error body: the OperationOutcome's issue texts (and whether any is `transient`),
+/// or an excerpt of whatever else the server sent.
+pub(crate) async fn read_outcome(resp: Response) -> (Option<String>, bool) {
+    let body = read_error_body(resp).await;
+    (body.text, body.transient)
 }
 
 /// Text of an OperationOutcome (`severity code: diagnostics/details`), and whether an issue
 /// has code `transient`. Non-FHIR bodies give a trimmed excerpt.
 pub fn outcome_text(body: &[u8]) -> (Option<String>, bool) {
+    let body = error_body(body);
+    (body.text, body.transient)
+}
+
+fn error_body(body: &[u8]) -> ErrorBody {
+    // Issue codes that say the failure may pass.
+    const PASSING: &[&str] = &[
+        "transient",
+        "exception",
+        "timeout",
+        "throttled",
+        "incomplete",
+    ];
     if let Ok(v) = serde_json::from_slice::<Value>(body)
         && v.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
     {
         let issues = crate::outcome::issues(&v);
         let transient = issues.iter().any(|i| i.code == "transient");
+        let lasting = issues.iter().any(|i| match i.severity.as_str() {
+            "fatal" => true,
+            "error" => !i.code.is_empty() && !PASSING.contains(&i.code.as_str()),
+            _ => false,
+        });
         let text = issues
             .iter()
             .map(|i| i.to_string())
             .collect::<Vec<_>>()
             .join("; ");
-        return (Some(text).filter(|t| !t.is_empty()), transient);
+        return ErrorBody {
+            text: Some(text).filter(|t| !t.is_empty()),
+            transient,
+            lasting,
+        };
     }
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
-    if text.is_empty() {
-        return (None, false);
+    let excerpt = (!text.is_empty()).then(|| {
+        let mut excerpt: String = text.chars().take(300).collect();
+        if excerpt.len() < text.len() {
+            excerpt.push('…');
+        }
+        excerpt.replace(['\n', '\r'], " ")
+    });
+    ErrorBody {
+        text: excerpt,
+        transient: false,
+        lasting: false,
     }
-    let mut excerpt: String = text.chars().take(300).collect();
-    if excerpt.len() < text.len() {
-        excerpt.push('…');
-    }
-    (Some(excerpt.replace(['\n', '\r'], " ")), false)
 }
 
 #[cfg(test)]
@@ -303,5 +354,26 @@ mod tests {
             Some("Bad gateway")
         );
         assert_eq!(outcome_text(b""), (None, false));
+    }
+
+    #[test]
+    fn lasting_problems_are_told_from_passing_ones() {
+        let oo = |severity: &str, code: &str| {
+            format!(
+                r#"{{"resourceType":"OperationOutcome","issue":[{{"severity":"{severity}","code":"{code}"}}]}}"#
+            )
+        };
+        for (severity, code, lasting) in [
+            ("error", "not-supported", true),
+            ("fatal", "invalid", true),
+            ("fatal", "exception", true),
+            ("error", "exception", false),
+            ("error", "transient", false),
+            ("warning", "invalid", false),
+        ] {
+            let body = error_body(oo(severity, code).as_bytes());
+            assert_eq!(body.lasting, lasting, "{severity} {code}");
+        }
+        assert!(!error_body(b"Internal Server Error").lasting);
     }
 }

@@ -381,7 +381,7 @@ mod tests {
                 given,
             ]) {
                 Command::ServeTest(a) => {
-                    assert_eq!(a.retry_after, Duration::from_secs(secs));
+                    assert_eq!(a.retry_after, Some(Duration::from_secs(secs)));
                     assert_eq!(a.token_lifetime, Duration::from_secs(secs));
                 }
                 _ => unreachable!(),

@@ -70,6 +70,8 @@ pub struct SyncReport {
     pub rejects: u64,
     pub rejects_file: Option<PathBuf>,
     pub resumed_files: usize,
+    /// Deletions the export listed (`deleted` files), found in the tables or not.
+    pub deletions_listed: usize,
     pub duration: Duration,
     /// HTTP retries by reason: `429`, `5xx`, `network`, `401`.
     pub http_retries: BTreeMap<String, u64>,

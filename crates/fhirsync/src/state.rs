@@ -63,6 +63,29 @@ pub struct SyncState {
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error_at: Option<DateTime<Utc>>,
+    /// What syncs found the server cannot do.
+    #[serde(default, skip_serializing_if = "ServerLimits::is_empty")]
+    pub server_limits: ServerLimits,
+}
+
+/// What syncs found the server cannot do, kept so that each finding is told once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServerLimits {
+    /// The server's words when it refused `_since`: every sync is then a full refresh with
+    /// reconciliation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_refused: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_refused_at: Option<DateTime<Utc>>,
+    /// The note on servers that list no deletions was shown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deletions_noted: bool,
+}
+
+impl ServerLimits {
+    pub fn is_empty(&self) -> bool {
+        *self == ServerLimits::default()
+    }
 }
 
 impl SyncState {

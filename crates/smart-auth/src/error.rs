@@ -83,8 +83,12 @@ impl AuthError {
     pub fn is_transient(&self) -> bool {
         match self {
             AuthError::Http { .. } => true,
-            AuthError::TokenRejected { status, .. } | AuthError::TokenResponse { status, .. } => {
-                *status == 429 || *status >= 500
+            AuthError::TokenRejected { status, .. } => *status == 429 || *status >= 500,
+            // A 400 without an OAuth error code says nothing about the credentials; Epic's
+            // token endpoint sends such bare 400s now and then and takes the same request
+            // on the next try.
+            AuthError::TokenResponse { status, .. } => {
+                *status == 400 || *status == 429 || *status >= 500
             }
             _ => false,
         }

@@ -194,6 +194,43 @@ async fn token_endpoint_outages_are_retried_and_persistent_ones_reported() {
 }
 
 #[tokio::test]
+async fn a_bare_400_from_the_token_endpoint_is_retried_an_oauth_error_is_not() {
+    let server = server(Duration::from_secs(300)).await;
+    // A 400 that is no OAuth error response (Epic's token endpoint sends these now and then).
+    server.faults().add(FaultRule::once(
+        FaultTarget::Token,
+        Fault::Fatal { status: 400 },
+    ));
+    let clock = ManualClock::new();
+    let provider = provider_on(
+        &server,
+        jwt_config(RSA_CLIENT, file("rsa-a.private.jwk.json")),
+        &clock,
+    );
+    provider.token().await.unwrap();
+    assert_eq!(server.smart().unwrap().tokens_issued(), 1);
+
+    // A client the server does not know gets an OAuth `invalid_client`: asked once only.
+    let token_requests = || {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.path_and_query.ends_with("/auth/token"))
+            .count()
+    };
+    let before = token_requests();
+    let stranger = provider_on(
+        &server,
+        jwt_config("unknown-client", file("rsa-a.private.jwk.json")),
+        &clock,
+    );
+    let err = stranger.token().await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.oauth_error(), Some("invalid_client"), "{err}");
+    assert_eq!(token_requests() - before, 1);
+}
+
+#[tokio::test]
 async fn client_secret_against_the_test_server() {
     let server = server(Duration::from_secs(300)).await;
     let config = AuthConfig::client_secret(

@@ -49,6 +49,8 @@ impl FileSpec {
                 .filter(|_| self.kind == FileKind::Output);
             if elements.is_none() && !self.without_last_updated {
                 buf.extend_from_slice(line.as_bytes());
+            } else if elements.is_none() {
+                without_last_updated(line, buf);
             } else {
                 let mut v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
                 if let Some(e) = elements {
@@ -124,5 +126,30 @@ pub(crate) struct Plan {
 impl Plan {
     pub fn of_kind(&self, kind: FileKind) -> impl Iterator<Item = &Arc<FileSpec>> {
         self.files.iter().filter(move |f| f.kind == kind)
+    }
+}
+
+/// `line` without `meta.lastUpdated`, every other value as written: decimals keep their
+/// digits, which a round trip through `f64` would not.
+fn without_last_updated(line: &str, buf: &mut Vec<u8>) {
+    use serde_json::value::RawValue;
+    let Ok(mut fields) =
+        serde_json::from_str::<std::collections::BTreeMap<String, Box<RawValue>>>(line)
+    else {
+        buf.extend_from_slice(line.as_bytes());
+        return;
+    };
+    if let Some(meta) = fields.get_mut("meta")
+        && let Ok(mut m) = serde_json::from_str::<Value>(meta.get())
+        && let Some(obj) = m.as_object_mut()
+    {
+        obj.remove("lastUpdated");
+        if let Ok(raw) = serde_json::value::to_raw_value(&m) {
+            *meta = raw;
+        }
+    }
+    if serde_json::to_writer(&mut *buf, &fields).is_err() {
+        buf.clear();
+        buf.extend_from_slice(line.as_bytes());
     }
 }

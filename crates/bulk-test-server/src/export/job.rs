@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use chrono::{DateTime, Utc};
 
 use super::files::Plan;
+use super::request::{ExportRequest, Level};
 
 /// Who asked for a job and what for, for servers that reuse or limit jobs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,6 +25,10 @@ pub(crate) struct Job {
     pub request_url: String,
     pub transaction_time: DateTime<Utc>,
     pub allow_partial: bool,
+    /// Files are served as gzip bytes without `Content-Encoding`.
+    pub gzip_files: bool,
+    /// A system-level export.
+    pub system_level: bool,
     pub polls: AtomicU32,
     pub plan: OnceLock<Result<Arc<Plan>, String>>,
     pub cancelled: AtomicBool,
@@ -40,14 +45,16 @@ impl Job {
         id: String,
         request_url: String,
         transaction_time: DateTime<Utc>,
-        allow_partial: bool,
+        request: &ExportRequest,
         key: JobKey,
     ) -> Job {
         Job {
             id,
             request_url,
             transaction_time,
-            allow_partial,
+            allow_partial: request.allow_partial,
+            gzip_files: request.gzip_files,
+            system_level: request.level == Level::System,
             polls: AtomicU32::new(0),
             plan: OnceLock::new(),
             cancelled: AtomicBool::new(false),

@@ -12,4 +12,4 @@ pub(crate) use bad_request::BadRequest;
 pub(crate) use files::{FileKind, FileSpec, Plan};
 pub(crate) use job::{Job, JobKey};
 pub(crate) use plan::{PlanInput, plan};
-pub(crate) use request::{Level, parse_request};
+pub(crate) use request::{GZIP_NDJSON, Level, parse_request};

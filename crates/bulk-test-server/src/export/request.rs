@@ -18,6 +18,9 @@ pub(crate) enum Level {
     Group(String),
 }
 
+/// The `_outputFormat` of gzip-compressed NDJSON files (Aidbox).
+pub(crate) const GZIP_NDJSON: &str = "application/fhir+ndjson+gzip";
+
 /// A validated kick-off request.
 #[derive(Clone, Debug)]
 pub(crate) struct ExportRequest {
@@ -33,6 +36,9 @@ pub(crate) struct ExportRequest {
     pub warnings: Vec<String>,
     /// Requested types the server cannot export (lenient mode), reported in `error[]`.
     pub unknown_types: Vec<String>,
+    /// `_outputFormat=application/fhir+ndjson+gzip`: files are gzip bytes (a profile that
+    /// does not serve them refuses the kick-off).
+    pub gzip_files: bool,
 }
 
 /// Kick-off input: parameter name and value, from the query string or a `Parameters` body.
@@ -53,10 +59,12 @@ pub(crate) fn parse_request(
         allow_partial: false,
         warnings: Vec::new(),
         unknown_types: Vec::new(),
+        gzip_files: false,
     };
     let mut elements = Vec::new();
     for (name, value) in params {
         match name.as_str() {
+            "_outputFormat" if value == GZIP_NDJSON => req.gzip_files = true,
             "_outputFormat" => {
                 if !matches!(
                     value.as_str(),

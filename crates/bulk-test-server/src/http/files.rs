@@ -143,6 +143,7 @@ pub(super) async fn file(state: &Arc<State>, rest: &str, req: Request) -> Respon
     let n = name
         .strip_suffix(".ndjson")
         .and_then(|n| n.parse::<usize>().ok());
+    let stored_gzip = state.job(job_id).is_some_and(|j| j.gzip_files);
     let spec = n
         .zip(state.job(job_id))
         .and_then(|(n, job)| job.plan.get()?.as_ref().ok()?.files.get(n).cloned());
@@ -188,10 +189,12 @@ pub(super) async fn file(state: &Arc<State>, rest: &str, req: Request) -> Respon
         return r;
     }
     let headers = req.headers();
+    // Stored gzip files are served whole: their bytes are not the lines'.
     let range_header = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .map(str::to_string)
+        .filter(|_| !stored_gzip);
     let needs_len = range_header.is_some()
         || head
         || matches!(fault, Some(Fault::Truncate { chunked: false, .. }));
@@ -232,15 +235,25 @@ pub(super) async fn file(state: &Arc<State>, rest: &str, req: Request) -> Respon
         }
     }
     // Ranges address the identity body, so a range request is never compressed.
-    let gzip = range.is_none() && range_header.is_none() && accepts_gzip(headers);
+    let gzip = stored_gzip || (range.is_none() && range_header.is_none() && accepts_gzip(headers));
     let mut builder = Response::builder()
         .status(if range.is_some() {
             StatusCode::PARTIAL_CONTENT
         } else {
             StatusCode::OK
         })
-        .header(header::CONTENT_TYPE, NDJSON)
-        .header(header::ACCEPT_RANGES, "bytes")
+        .header(
+            header::CONTENT_TYPE,
+            if stored_gzip {
+                "application/gzip"
+            } else {
+                NDJSON
+            },
+        )
+        .header(
+            header::ACCEPT_RANGES,
+            if stored_gzip { "none" } else { "bytes" },
+        )
         .header(header::ETAG, format!("\"{job_id}-{n}\""))
         .header(header::VARY, "Accept-Encoding");
     let body_len = match (range, len) {
@@ -251,7 +264,7 @@ pub(super) async fn file(state: &Arc<State>, rest: &str, req: Request) -> Respon
         (None, l) if !gzip => l,
         _ => None,
     };
-    if gzip {
+    if gzip && !stored_gzip {
         builder = builder.header(header::CONTENT_ENCODING, "gzip");
     }
     let chunked_fault = matches!(fault, Some(Fault::Truncate { chunked: true, .. }));

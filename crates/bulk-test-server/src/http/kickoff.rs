@@ -206,13 +206,7 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
         }
         let tx = state.store.inner.clock.tick();
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let job = Arc::new(Job::new(
-            id.clone(),
-            request_url,
-            tx,
-            request.allow_partial,
-            key,
-        ));
+        let job = Arc::new(Job::new(id.clone(), request_url, tx, &request, key));
         jobs.insert(id, job.clone());
         job
     };
@@ -313,6 +307,18 @@ fn refused_parameters(state: &State, params: &[(String, String)]) -> Option<Resp
             "error",
             "not-supported",
             &format!("The {name} parameter is not supported by this server"),
+        ));
+    }
+    if !b.gzip_output_format
+        && params
+            .iter()
+            .any(|(k, v)| k == "_outputFormat" && v == crate::export::GZIP_NDJSON)
+    {
+        return Some(outcome(
+            StatusCode::BAD_REQUEST,
+            "error",
+            "not-supported",
+            "_outputFormat \"application/fhir+ndjson+gzip\" is not supported; use application/fhir+ndjson",
         ));
     }
     if b.single_type_param && params.iter().filter(|(k, _)| k == "_type").count() > 1 {

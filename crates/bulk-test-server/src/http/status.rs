@@ -147,6 +147,15 @@ fn manifest(state: &State, job: &Job, plan: &Plan, page: usize) -> Value {
         "requiresAccessToken": state.cfg.requires_access_token,
         "output": slice.iter().map(|f| entry(f)).collect::<Vec<_>>(),
     });
+    if job.system_level
+        && !state.behaviour.system_manifest_request
+        && let Some(m) = m.as_object_mut()
+    {
+        m.remove("request");
+    }
+    if state.behaviour.manifest_status {
+        m["status"] = json!("completed");
+    }
     if state.behaviour.error_array {
         m["error"] = if last_page {
             plan.of_kind(FileKind::Error).map(entry).collect()

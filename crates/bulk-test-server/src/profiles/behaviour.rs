@@ -137,6 +137,13 @@ pub(crate) struct Behaviour {
     /// The file origin refuses requests that carry an `Authorization` header (pre-signed
     /// URLs, which carry their own credentials).
     pub presigned_files: bool,
+    /// `_outputFormat=application/fhir+ndjson+gzip` is accepted and its files are gzip bytes
+    /// served without `Content-Encoding` (and without ranges).
+    pub gzip_output_format: bool,
+    /// A system-level manifest has a `request` field.
+    pub system_manifest_request: bool,
+    /// The manifest carries `"status": "completed"`.
+    pub manifest_status: bool,
 }
 
 impl Behaviour {
@@ -160,6 +167,9 @@ impl Behaviour {
             only_500: false,
             hang_without_type: false,
             presigned_files: false,
+            gzip_output_format: false,
+            system_manifest_request: true,
+            manifest_status: false,
         }
     }
 }

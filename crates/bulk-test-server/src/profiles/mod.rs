@@ -1,6 +1,7 @@
 //! Vendor profiles: the server reproduces a real Bulk Data server's documented departures from
 //! the IG, so that clients can be tested against each. A profile is data ([`Behaviour`]) that
 //! the handlers consult; [`Profile::Spec`] is the IG as written.
+mod aidbox;
 mod behaviour;
 mod epic;
 mod firely;
@@ -34,6 +35,8 @@ pub enum Profile {
     Oracle(Oracle),
     /// Medplum.
     Medplum,
+    /// Aidbox.
+    Aidbox,
 }
 
 impl Profile {
@@ -46,6 +49,7 @@ impl Profile {
             Profile::Epic(Epic::default()),
             Profile::Oracle(Oracle::default()),
             Profile::Medplum,
+            Profile::Aidbox,
         ]
     }
 
@@ -58,6 +62,7 @@ impl Profile {
             Profile::Epic(_) => "epic",
             Profile::Oracle(_) => "oracle",
             Profile::Medplum => "medplum",
+            Profile::Aidbox => "aidbox",
         }
     }
 
@@ -70,6 +75,7 @@ impl Profile {
             Profile::Epic(_) => epic::DESCRIPTION,
             Profile::Oracle(_) => oracle::DESCRIPTION,
             Profile::Medplum => medplum::DESCRIPTION,
+            Profile::Aidbox => aidbox::DESCRIPTION,
         }
     }
 
@@ -81,14 +87,29 @@ impl Profile {
             Profile::Epic(e) => e.behaviour(),
             Profile::Oracle(o) => o.behaviour(),
             Profile::Medplum => medplum::behaviour(),
+            Profile::Aidbox => aidbox::behaviour(),
+        }
+    }
+
+    /// Sets the `Retry-After` the profile sends, for profiles that fix one (so that a test or a
+    /// trial by hand need not wait minutes or hours); others take
+    /// [`ServerConfig::retry_after_secs`].
+    pub fn set_retry_after(&mut self, secs: u64) {
+        match self {
+            Profile::Hapi(h) => h.retry_after_secs = secs,
+            Profile::Epic(e) => e.retry_after_secs = secs,
+            Profile::Oracle(o) => o.retry_after_secs = secs,
+            Profile::Spec | Profile::Firely | Profile::Medplum | Profile::Aidbox => {}
         }
     }
 
     /// Settings the profile fixes whatever the configuration says (where files are served,
     /// `requiresAccessToken`, how many jobs may run).
     pub(crate) fn apply(&self, cfg: &mut ServerConfig) {
-        if let Profile::Oracle(_) = self {
-            oracle::apply(cfg);
+        match self {
+            Profile::Oracle(_) => oracle::apply(cfg),
+            Profile::Aidbox => aidbox::apply(cfg),
+            _ => {}
         }
     }
 }
@@ -134,7 +155,9 @@ mod tests {
         let names: Vec<&str> = Profile::all().iter().map(Profile::name).collect();
         assert_eq!(
             names,
-            ["spec", "hapi", "firely", "epic", "oracle", "medplum"]
+            [
+                "spec", "hapi", "firely", "epic", "oracle", "medplum", "aidbox"
+            ]
         );
         for p in Profile::all() {
             assert_eq!(p.to_string().parse::<Profile>().unwrap(), p);

@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderValue};
 
 use super::contents::{read_deletions, read_issues};
 use super::files::{DownloadedFile, PlannedFile};
+use super::gunzip::BodyDecoder;
 use super::lines::{Cursor, LineRules, LineSink};
 use crate::atomic::AtomicFile;
 use crate::client::BulkClient;
@@ -247,12 +248,13 @@ async fn fetch_attempt(
             Verdict::Fail(e) => return Err(e),
         },
     };
+    let mut decoder = BodyDecoder::new(status == 200);
     let mut body = resp.bytes_stream();
     let mut unreported: u64 = 0;
     while let Some(chunk) = body.next().await {
         match chunk {
             Ok(bytes) => {
-                sink.feed(&bytes).await?;
+                decoder.feed(sink, &bytes).await?;
                 unreported += bytes.len() as u64;
                 if unreported >= PROGRESS_EVERY {
                     client.emit(BulkEvent::DownloadProgress {
@@ -263,6 +265,10 @@ async fn fetch_attempt(
                 }
             }
             Err(source) => {
+                if decoder.is_gzip() {
+                    // Offsets count inflated bytes: the next attempt starts over.
+                    *use_range = false;
+                }
                 if unreported > 0 {
                     client.emit(BulkEvent::DownloadProgress {
                         url: url.clone(),
@@ -288,6 +294,7 @@ async fn fetch_attempt(
             bytes: unreported,
         });
     }
+    decoder.end(sink).await?;
     sink.end().await?;
     Ok(Attempt::Done)
 }

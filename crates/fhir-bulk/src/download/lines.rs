@@ -29,7 +29,7 @@ pub(super) struct Cursor {
 }
 
 pub(super) struct LineSink<'a> {
-    file: &'a PlannedFile,
+    pub(super) file: &'a PlannedFile,
     require_id: bool,
     /// Parse each line; else keep every line, so line `n` of the output is line `n` of the
     /// source (see `ClientConfig::full_line_checks`).

@@ -3,6 +3,7 @@
 mod contents;
 mod fetch;
 mod files;
+mod gunzip;
 mod lines;
 
 use std::collections::BTreeMap;

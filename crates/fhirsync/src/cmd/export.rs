@@ -96,6 +96,7 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
     if let Some(t) = export.timeout {
         config.poll.timeout = t;
     }
+    config.poll.max_retry_after = export.max_retry_after;
     // Flags, then FHIR_CLIENT_ID / FHIR_PRIVATE_KEY / FHIR_CLIENT_SECRET (and `*_FILE`).
     let auth = args
         .auth
@@ -124,6 +125,7 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
         },
         None => run.await.map_err(anyhow::Error::from),
     }
+    .map_err(|e| fhirsync::sync::explain(e, !request.types.is_empty()))
     .with_context(|| format!("export from {endpoint} into {}", args.output_dir.display()));
     if let Some(p) = &progress {
         p.finish();

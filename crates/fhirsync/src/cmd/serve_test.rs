@@ -52,9 +52,9 @@ pub struct Args {
     pub polls: u32,
 
     /// `Retry-After` on in-progress status responses, in whole seconds (`1s`, `1m`, or a bare
-    /// number of seconds)
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
-    pub retry_after: Duration,
+    /// number of seconds) [default: 1s, or the profile's own: hapi 2m, epic 5m, oracle 5h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retry_after: Option<Duration>,
 
     /// Set `requiresAccessToken` in manifests (and require tokens on file downloads when SMART
     /// auth is on)
@@ -139,8 +139,16 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
             })
         }
     };
+    let mut profile = args.profile.clone();
+    let retry_after = match args.retry_after {
+        Some(explicit) => {
+            profile.set_retry_after(explicit.as_secs());
+            explicit
+        }
+        None => Duration::from_secs(1),
+    };
     anyhow::ensure!(
-        args.retry_after.subsec_nanos() == 0,
+        retry_after.subsec_nanos() == 0,
         "--retry-after takes whole seconds (it is sent as a Retry-After header)"
     );
     anyhow::ensure!(
@@ -155,8 +163,8 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
         smart,
         resources_per_file: args.resources_per_file,
         polls_before_complete: args.polls,
-        retry_after_secs: args.retry_after.as_secs(),
-        profile: args.profile.clone(),
+        retry_after_secs: retry_after.as_secs(),
+        profile,
         ..ServerConfig::default()
     })
 }

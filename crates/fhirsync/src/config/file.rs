@@ -95,6 +95,7 @@ pub struct FileOptions {
     pub type_filters: Option<Vec<String>>,
     pub elements: Option<FileList>,
     pub timeout: Option<FileDuration>,
+    pub max_retry_after: Option<FileDuration>,
     pub max_concurrent_downloads: Option<usize>,
     pub gzip: Option<bool>,
     pub save_mode: Option<SaveMode>,

@@ -121,6 +121,8 @@ pub struct SyncOptions {
     pub elements: Vec<String>,
     /// Upper bound for one whole export (kick-off to last download).
     pub timeout: Option<Duration>,
+    /// The longest `Retry-After` honoured between status polls.
+    pub max_retry_after: Duration,
     pub max_concurrent_downloads: usize,
     /// Ask the server for gzip-compressed files (off saves CPU on both ends of a fast link).
     pub gzip: bool,
@@ -155,6 +157,7 @@ impl fmt::Debug for SyncOptions {
             .field("type_filters", &self.type_filters)
             .field("elements", &self.elements)
             .field("timeout", &self.timeout)
+            .field("max_retry_after", &self.max_retry_after)
             .field("max_concurrent_downloads", &self.max_concurrent_downloads)
             .field("gzip", &self.gzip)
             .field("save_mode", &self.save_mode)
@@ -188,6 +191,7 @@ impl SyncOptions {
             type_filters: Vec::new(),
             elements: Vec::new(),
             timeout: None,
+            max_retry_after: fhir_bulk::DEFAULT_MAX_RETRY_AFTER,
             max_concurrent_downloads: DEFAULT_MAX_CONCURRENT_DOWNLOADS,
             gzip: true,
             save_mode: SaveMode::Merge,

@@ -107,6 +107,7 @@ impl SyncArgs {
         o.type_filters = export.type_filters;
         o.elements = export.elements;
         o.timeout = export.timeout;
+        o.max_retry_after = export.max_retry_after;
         o.max_concurrent_downloads = export.max_concurrent_downloads;
         o.gzip = export.gzip;
         o.full_refresh = self.full_refresh.or(file.full_refresh).unwrap_or(false);

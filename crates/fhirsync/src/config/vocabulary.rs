@@ -113,9 +113,14 @@ pub struct ExportArgs {
 
     /// Give up when the export (kick-off to last download) has not finished after this long:
     /// `90m`, `4h`, or a bare number of seconds [default: no limit; waiting for the server to
-    /// finish stops after 24h]
+    /// finish stops after 7 days]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+
+    /// The longest `Retry-After` honoured between status polls; a server asking for hours is
+    /// polled this often instead [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_retry_after: Option<Duration>,
 
     /// Parallel NDJSON downloads, 1 to 64 [default: 10]
     #[arg(long, value_name = "N")]
@@ -140,6 +145,7 @@ pub struct ExportSettings {
     pub type_filters: Vec<String>,
     pub elements: Vec<String>,
     pub timeout: Option<Duration>,
+    pub max_retry_after: Duration,
     pub max_concurrent_downloads: usize,
     pub gzip: bool,
 }
@@ -187,6 +193,14 @@ impl ExportArgs {
         if timeout == Some(Duration::ZERO) {
             return Err(invalid("timeout", "must be greater than zero"));
         }
+        let max_retry_after = match (self.max_retry_after, &file.max_retry_after) {
+            (Some(t), _) => t,
+            (None, Some(t)) => t.get("max_retry_after")?,
+            (None, None) => fhir_bulk::DEFAULT_MAX_RETRY_AFTER,
+        };
+        if max_retry_after < Duration::from_secs(1) {
+            return Err(invalid("max_retry_after", "must be at least 1s"));
+        }
         let max_concurrent_downloads = self
             .max_concurrent_downloads
             .or(file.max_concurrent_downloads)
@@ -214,6 +228,7 @@ impl ExportArgs {
             },
             elements: list(&self.elements, file.elements.as_ref()),
             timeout,
+            max_retry_after,
             max_concurrent_downloads,
             gzip: self.gzip.or(file.gzip).unwrap_or(true),
         })

@@ -45,6 +45,7 @@ pub async fn client_config(
     if let Some(t) = opts.timeout {
         config.poll.timeout = t;
     }
+    config.poll.max_retry_after = opts.max_retry_after;
     let tokens = authenticate(&mut config, &opts.auth)?;
     Ok(SyncClient {
         config,

@@ -20,6 +20,7 @@ mod encoding;
 mod export;
 mod import;
 mod input;
+mod limits;
 mod pool;
 mod reconcile;
 mod rejects;
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 pub use client::{SyncClient, authenticate, client_config};
 pub use cursor::sync_identity;
 pub use import::{ImportRequest, run_import};
+pub use limits::explain;
 
 use crate::config::SyncOptions;
 use crate::run::{RunKind, SyncEvents, SyncReport};
@@ -60,7 +62,37 @@ pub async fn run_sync(
     let _lock = SyncLock::try_acquire(&work.lock_path())?;
     let mut state = SyncState::load(&work.state_file)?;
 
-    let mut result = sync_locked(opts, kind, config, events, &cancel, &work, &state).await;
+    // A server that refuses `_since` gets full refreshes (unless `--since` was asked for).
+    let result = if limits::since_known_refused(&state) && opts.since.is_none() {
+        let opts = limits::without_since(opts);
+        sync_locked(&opts, kind, config, events, &cancel, &work, &state).await
+    } else {
+        let first = sync_locked(
+            opts,
+            kind,
+            config.clone(),
+            events.clone(),
+            &cancel,
+            &work,
+            &state,
+        );
+        match first.await {
+            Err(e)
+                if opts.since.is_none()
+                    && let Some(text) = limits::since_refusal(&e) =>
+            {
+                limits::note_since_refused(&mut state, &text);
+                let opts = limits::without_since(opts);
+                sync_locked(&opts, kind, config, events, &cancel, &work, &state).await
+            }
+            other => other,
+        }
+    };
+    let types_sent = !opts.resource_types.is_empty();
+    let mut result = result.map_err(|e| limits::explain(e, types_sent));
+    if let Ok(report) = &result {
+        limits::note_unlisted_deletions(&mut state, report);
+    }
     if let Ok(report) = result.as_mut() {
         report.duration = started.elapsed();
         report.http_retries = retries.lock().map(|r| r.clone()).unwrap_or_default();
@@ -149,11 +181,13 @@ async fn sync_locked(
         .deletions()
         .map(|d| (d.resource_type.clone(), d.id.clone()))
         .collect();
+    let deletions_listed = deletions.len();
     // A cancellation stops the encoding, or lets the commits begun finish and starts no other.
     let mut report = applier.finish(deletions, transaction_time).await?;
     report.since = since.map(|s| s.to_rfc3339_opts(SecondsFormat::Millis, true));
     report.bytes_downloaded = summary.bytes;
     report.resumed_files = summary.resumed_files;
+    report.deletions_listed = deletions_listed;
 
     // Every table has the data: we may now drop our copy of the files and the server its job.
     // Ours goes first, so that a run killed between the two starts a new export instead of

@@ -65,6 +65,7 @@ fn flag_beats_env_beats_file_beats_default() {
         fhir_endpoint = "http://file.example/fhir"
         delta_path = "/data/file"
         max_concurrent_downloads = 3
+        max_retry_after = "20m"
         gzip = false
         deletion_vectors = true
         "#,
@@ -79,6 +80,14 @@ fn flag_beats_env_beats_file_beats_default() {
         "file value when neither flag nor env is set"
     );
     assert_eq!(o.max_concurrent_downloads, 3);
+    assert_eq!(o.max_retry_after, std::time::Duration::from_secs(1200));
+    assert_eq!(
+        sync_args(&["--max-retry-after", "5m"])
+            .resolve(&e, Some(&f.options))
+            .unwrap()
+            .max_retry_after,
+        std::time::Duration::from_secs(300)
+    );
     assert!(!o.gzip, "gzip = false in the file");
     assert!(o.deletion_vectors, "deletion_vectors = true in the file");
     assert!(

@@ -1,0 +1,95 @@
+//! What a server cannot do, found out by syncing with it, and what the sync does about it: a
+//! server that refuses `_since` gets full refreshes with reconciliation; one that lists no
+//! deletions gets a note on how deletes reach the tables; a kick-off refused for another
+//! running export, or left unanswered without `_type`, gets an error that names the cause.
+//! Each finding is kept in the state file, so each is told once, not at every run.
+use anyhow::anyhow;
+use chrono::Utc;
+use fhir_bulk::BulkError;
+
+use crate::config::SyncOptions;
+use crate::run::SyncReport;
+use crate::state::{ServerLimits, SyncState};
+
+/// The server's words when it refused the kick-off because of `_since`.
+pub(super) fn since_refusal(error: &anyhow::Error) -> Option<String> {
+    error
+        .chain()
+        .find_map(|e| match e.downcast_ref::<BulkError>() {
+            Some(b @ BulkError::Http { outcome, .. }) if b.kick_off_refuses("_since") => {
+                outcome.clone()
+            }
+            _ => None,
+        })
+}
+
+/// The options of a sync with a server that refuses `_since`: every sync exports everything
+/// and removes what the export no longer has (within the Group for a Group export).
+pub(super) fn without_since(opts: &SyncOptions) -> SyncOptions {
+    let mut o = opts.clone();
+    o.full_refresh = true;
+    o.reconcile = true;
+    o
+}
+
+/// Records a refusal of `_since` and says, once, what follows from it.
+pub(super) fn note_since_refused(state: &mut SyncState, server_text: &str) {
+    tracing::warn!(
+        "the server refuses `_since` ({server_text}): it cannot export only what changed, so \
+         this sync and the next ones export everything and remove from the tables what the \
+         export no longer has (a full refresh with reconciliation). Setting `full_refresh = \
+         true` (`--full-refresh --reconcile`) for this server says so and saves the refused \
+         request"
+    );
+    state.server_limits.since_refused = Some(server_text.to_string());
+    state.server_limits.since_refused_at = Some(Utc::now());
+}
+
+/// Whether an earlier sync found that the server refuses `_since`.
+pub(super) fn since_known_refused(state: &SyncState) -> bool {
+    state.server_limits.since_refused.is_some()
+}
+
+/// After an incremental sync whose export listed no deletions: says, once, how deletes reach
+/// the tables from a server that may never list them.
+pub(super) fn note_unlisted_deletions(state: &mut SyncState, report: &SyncReport) {
+    let limits: &mut ServerLimits = &mut state.server_limits;
+    if report.since.is_none() || report.deletions_listed > 0 || limits.deletions_noted {
+        return;
+    }
+    limits.deletions_noted = true;
+    tracing::warn!(
+        "this incremental export listed no deleted resources. Many servers never list them \
+         (HAPI, Epic, Oracle Health, Medplum); with those, a resource deleted on the server \
+         stays in the tables until a full refresh with reconciliation removes it: run \
+         `fhirsync sync --full-refresh` now and then, or set `full_refresh_schedule` (say \
+         weekly) in the daemon's configuration. This note is shown once"
+    );
+}
+
+/// The error of a failed export, with the cause named when a server limit explains it;
+/// `types_sent`: the kick-off named resource types (`_type`).
+pub fn explain(error: anyhow::Error, types_sent: bool) -> anyhow::Error {
+    let Some(bulk) = error.chain().find_map(|e| e.downcast_ref::<BulkError>()) else {
+        return error;
+    };
+    if bulk.kick_off_throttled() {
+        return error.context(anyhow!(
+            "the server refused the export with HTTP 429 until the retries ran out: it runs one \
+             export at a time (per client, per Group, or for the whole server) and another one \
+             is running. An interrupted export of this sync is resumed from its work directory; \
+             another client's must finish (or be cancelled) first. Try again later"
+        ));
+    }
+    let unanswered = matches!(
+        bulk,
+        BulkError::RetriesExhausted { what: "kick-off", last, .. } if last.contains("timed out")
+    );
+    if unanswered && !types_sent {
+        return error.context(anyhow!(
+            "the server did not answer the kick-off: some servers (Medplum) never answer an \
+             export without `_type`; name the resource types with `--resource-types`"
+        ));
+    }
+    error
+}

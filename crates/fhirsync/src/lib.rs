@@ -6,6 +6,7 @@
 //! on `progress`; `health` on `run` and `state`; `encode` on `files`; `config` on `schedule`;
 //! `tables` on `config` and `files`; `sync` and `daemon` on those below them, never on each
 //! other.
+pub mod check;
 mod compartment;
 pub mod config;
 pub mod daemon;

@@ -49,6 +49,8 @@ enum Command {
     Maintain(cmd::maintain::Args),
     /// Run a Bulk Data export and write the NDJSON files, manifest, errors and deletions to a directory.
     Export(cmd::export::Args),
+    /// Ask a FHIR server what it supports (levels, _since, files, tokens) and print the settings that fit it.
+    Check(cmd::check::Args),
     /// Start the built-in Bulk Data test server (synthetic or bundled Synthea data) on loopback.
     ServeTest(cmd::serve_test::Args),
     /// Encode a directory of NDJSON files into one Parquet file per resource type (Pathling encoding).
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
             Command::Maintain(args) => cmd::maintain::run(args, mode).await,
             Command::Export(args) => cmd::export::run(args, mode).await,
             Command::ServeTest(args) => cmd::serve_test::run(args, mode).await,
+            Command::Check(args) => cmd::check::run(args, mode).await,
             Command::Encode(args) => cmd::encode::run(args, mode).await,
         }
     });

@@ -61,6 +61,19 @@ pub(super) fn capability(state: &Arc<State>) -> Response {
             "extension": [{ "url": "token", "valueUri": state.token_url() }]
         }]);
     }
+    let levels = state.behaviour.levels;
+    let export_op = |kind: &str| json!([{ "name": "export", "definition": format!("http://hl7.org/fhir/uv/bulkdata/OperationDefinition/{kind}") }]);
+    let mut resources = Vec::new();
+    if levels.patient {
+        resources.push(json!({ "type": "Patient", "operation": export_op("patient-export") }));
+    }
+    if levels.group {
+        resources.push(json!({ "type": "Group", "operation": export_op("group-export") }));
+    }
+    let mut rest = json!({ "mode": "server", "security": security, "resource": resources });
+    if levels.system {
+        rest["operation"] = export_op("export");
+    }
     let body = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -69,16 +82,9 @@ pub(super) fn capability(state: &Arc<State>) -> Response {
         "fhirVersion": "4.0.1",
         "format": ["json"],
         "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
+        "software": { "name": state.behaviour.software },
         "implementation": { "description": "Bulk Data test server", "url": state.base_url() },
-        "rest": [{
-            "mode": "server",
-            "security": security,
-            "resource": [
-                { "type": "Patient", "operation": [{ "name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export" }] },
-                { "type": "Group", "operation": [{ "name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export" }] }
-            ],
-            "operation": [{ "name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export" }]
-        }]
+        "rest": [rest]
     });
     (
         StatusCode::OK,

@@ -13,6 +13,7 @@ pub(super) const DESCRIPTION: &str = "Aidbox: one export at a time server-wide (
 
 pub(super) fn behaviour() -> Behaviour {
     Behaviour {
+        software: "Aidbox",
         status_path: StatusPath::Segment("$export-status"),
         presigned_files: true,
         gzip_output_format: true,

@@ -106,6 +106,8 @@ pub(crate) struct TokenFailures {
 /// A profile's behaviour.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Behaviour {
+    /// `CapabilityStatement.software.name`, as the real server sends it.
+    pub software: &'static str,
     pub status_path: StatusPath,
     pub file_path: FilePath,
     pub file_accept: FileAccept,
@@ -149,6 +151,7 @@ pub(crate) struct Behaviour {
 impl Behaviour {
     pub fn spec() -> Behaviour {
         Behaviour {
+            software: "Bulk Data test server",
             status_path: StatusPath::Segment("bulkstatus"),
             file_path: FilePath::Files,
             file_accept: FileAccept::Any,

@@ -31,6 +31,7 @@ impl Default for Epic {
 impl Epic {
     pub(super) fn behaviour(&self) -> Behaviour {
         Behaviour {
+            software: "Epic",
             levels: Levels {
                 system: false,
                 patient: false,

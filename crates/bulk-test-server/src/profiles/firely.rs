@@ -10,6 +10,7 @@ pub(super) const DESCRIPTION: &str = "Firely Server: status at $exportstatus?_id
 
 pub(super) fn behaviour() -> Behaviour {
     Behaviour {
+        software: "Firely Server",
         status_path: StatusPath::Query {
             operation: "$exportstatus",
             param: "_id",

@@ -37,6 +37,7 @@ impl Default for Hapi {
 impl Hapi {
     pub(super) fn behaviour(&self) -> Behaviour {
         Behaviour {
+            software: "HAPI FHIR Server",
             status_path: StatusPath::Query {
                 operation: "$export-poll-status",
                 param: "_jobId",

@@ -7,6 +7,7 @@ pub(super) const DESCRIPTION: &str = "Medplum: deleted always present and empty,
 
 pub(super) fn behaviour() -> Behaviour {
     Behaviour {
+        software: "Medplum",
         deleted: DeletedArray::AlwaysEmpty,
         hang_without_type: true,
         ..Behaviour::spec()

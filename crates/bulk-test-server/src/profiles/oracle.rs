@@ -26,6 +26,7 @@ impl Default for Oracle {
 impl Oracle {
     pub(super) fn behaviour(&self) -> Behaviour {
         Behaviour {
+            software: "Cerner Millennium",
             levels: Levels {
                 system: false,
                 patient: true,

@@ -1,4 +1,5 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `async fn run(Args, LogMode)`.
+pub mod check;
 pub mod daemon;
 pub mod demo;
 pub mod encode;

@@ -2,14 +2,14 @@
 //! `$export-status/<id>`, files on pre-signed URLs of another origin (no token wanted, a bearer
 //! refused), gzip files for `_outputFormat=application/fhir+ndjson+gzip` (the bytes as stored,
 //! without `Content-Encoding`), and a manifest with its own `status` field and, at system
-//! level, no `request`.
-use super::behaviour::{Behaviour, StatusPath};
+//! level, no `request`; no `deleted` array.
+use super::behaviour::{Behaviour, DeletedArray, StatusPath};
 use crate::config::{FileServing, ServerConfig};
 
 pub(super) const DESCRIPTION: &str = "Aidbox: one export at a time server-wide (429), status \
     at $export-status/<id>, files on pre-signed URLs of another origin that refuse a bearer \
     token, gzip files (no Content-Encoding) for _outputFormat=application/fhir+ndjson+gzip, \
-    manifest without request at system level";
+    manifest without request at system level, no deleted array";
 
 pub(super) fn behaviour() -> Behaviour {
     Behaviour {
@@ -19,6 +19,7 @@ pub(super) fn behaviour() -> Behaviour {
         gzip_output_format: true,
         system_manifest_request: false,
         manifest_status: true,
+        deleted: DeletedArray::Never,
         ..Behaviour::spec()
     }
 }

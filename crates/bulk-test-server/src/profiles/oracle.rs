@@ -1,12 +1,13 @@
 //! Oracle Health (Cerner Millennium): Group and Patient export, `_type` only comma-joined,
 //! files answered with 307 to pre-signed URLs on another origin that refuse an
-//! `Authorization` header, `Retry-After` in hours, every server error a 500.
-use super::behaviour::{Behaviour, Levels};
+//! `Authorization` header, `Retry-After` in hours, every server error a 500, no `deleted`
+//! array.
+use super::behaviour::{Behaviour, DeletedArray, Levels};
 use crate::config::{FileServing, ServerConfig};
 
 pub(super) const DESCRIPTION: &str = "Oracle Health: Group and Patient export only, repeated \
     _type refused (comma-join), files answer 307 to pre-signed URLs on another origin that \
-    refuse an Authorization header, Retry-After in hours, every server error a 500";
+    refuse an Authorization header, Retry-After in hours, every server error a 500, no deleted array";
 
 /// Oracle Health's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +37,7 @@ impl Oracle {
             single_type_param: true,
             only_500: true,
             presigned_files: true,
+            deleted: DeletedArray::Never,
             ..Behaviour::spec()
         }
     }

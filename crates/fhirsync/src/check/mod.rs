@@ -445,11 +445,33 @@ fn recommend(r: &mut CheckReport) {
     if r.works("_elements") == Some(false) {
         r.recommend("`_elements` is refused: do not set `elements`");
     }
-    if r.works("_since") == Some(true) {
+    // None of the servers in docs/servers.md lists deletions.
+    if r.known_server.is_some() {
         r.recommend(
-            "deletions: few servers list them (HAPI, Epic, Oracle Health and Medplum never do); \
-             unless yours does, schedule a full refresh with reconciliation now and then \
+            "this server never lists deleted resources: schedule a full refresh with \
+             reconciliation (`full_refresh_schedule`, e.g. weekly) so deleted resources leave \
+             the tables",
+        );
+    } else if r.works("_since") == Some(true) {
+        r.recommend(
+            "deletions: few servers list them (none of those in docs/servers.md does); unless \
+             yours does, schedule a full refresh with reconciliation now and then \
              (`full_refresh_schedule`, e.g. weekly) so deleted resources leave the tables",
         );
+    }
+    match r.known_server.as_deref() {
+        Some("medplum") => r.recommend(
+            "Medplum does not answer an export without `_type`: keep `resource_types` set (a \
+             sync always sends it; `fhirsync export` needs `--resource-types`)",
+        ),
+        Some("epic") => r.recommend(
+            "Epic runs one export per client and Group at a time: give each Group its own \
+             schedule, and do not run `fhirsync export` of a Group while its sync runs",
+        ),
+        Some("aidbox") => r.recommend(
+            "Aidbox runs one export at a time on the whole server: schedule syncs of several \
+             Groups or types one after another",
+        ),
+        _ => {}
     }
 }

@@ -219,3 +219,54 @@ async fn every_profile_leaves_the_tables_the_spec_server_leaves() {
         }
     }
 }
+
+/// A server's refusal of `_since` is found once and kept in the state file: later syncs go
+/// straight to full refreshes without the refused request. The note on unlisted deletions is
+/// kept the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_server_cannot_do_is_found_once() {
+    let kick_offs_with_since = |server: &TestServer| {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.path_and_query.contains("$export") && r.path_and_query.contains("_since"))
+            .count()
+    };
+    let state_of = |delta: &Path| {
+        fhirsync::state::SyncState::load(&delta.join("_fhirsync").join("state.json"))
+            .expect("state file")
+    };
+
+    let epic = start("epic".parse().expect("a profile")).await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let delta = dir.path().join("delta");
+    let mut opts = options(&epic, &delta);
+    opts.group_id = Some(GROUP.into());
+    run(&opts, RunKind::Incremental).await.expect("first sync");
+    assert!(state_of(&delta).server_limits.since_refused.is_none());
+    run(&opts, RunKind::Incremental).await.expect("second sync");
+    let limits = state_of(&delta).server_limits;
+    assert!(
+        limits
+            .since_refused
+            .as_deref()
+            .is_some_and(|t| t.contains("_since")),
+        "{limits:?}"
+    );
+    assert_eq!(kick_offs_with_since(&epic), 1);
+    let third = run(&opts, RunKind::Incremental).await.expect("third sync");
+    assert!(third.since.is_none(), "a full refresh");
+    assert_eq!(kick_offs_with_since(&epic), 1, "no second refused request");
+    epic.shutdown().await;
+
+    let hapi = start("hapi".parse().expect("a profile")).await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let delta = dir.path().join("delta");
+    let opts = options(&hapi, &delta);
+    run(&opts, RunKind::Incremental).await.expect("first sync");
+    assert!(!state_of(&delta).server_limits.deletions_noted);
+    let second = run(&opts, RunKind::Incremental).await.expect("second sync");
+    assert!(second.since.is_some() && second.deletions_listed == 0);
+    assert!(state_of(&delta).server_limits.deletions_noted);
+    hapi.shutdown().await;
+}

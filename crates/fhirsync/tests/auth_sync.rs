@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bulk_test_server::smart::{RegisteredClient, SmartServerConfig};
-use bulk_test_server::{DataSource, ServerConfig, TestServer};
+use bulk_test_server::{DataSource, Epic, Profile, ServerConfig, TestServer};
 
 fn key(name: &str) -> PathBuf {
     PathBuf::from(
@@ -22,7 +22,12 @@ fn jwks(public: &str) -> serde_json::Value {
 }
 
 async fn smart_server(client_id: &str, public_jwk: &str) -> TestServer {
+    smart_server_as(Profile::Spec, client_id, public_jwk).await
+}
+
+async fn smart_server_as(profile: Profile, client_id: &str, public_jwk: &str) -> TestServer {
     TestServer::start(ServerConfig {
+        profile,
         data: DataSource::Synthetic {
             patients: 4,
             seed: 9,
@@ -141,5 +146,58 @@ async fn a_key_the_server_does_not_know_fails_with_a_clear_reason() {
     let last = stderr.lines().last().unwrap_or_default();
     assert!(last.starts_with("fhirsync: "), "one-line reason: {last}");
     assert!(last.contains("invalid_client"), "{last}");
+    server.shutdown().await;
+}
+
+/// Epic's token endpoint answers a bare 400 now and then, refuses `_since`, and exports Groups
+/// only: syncs go through all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epic_token_failures_and_refused_since_do_not_stop_syncs() {
+    let epic = Profile::Epic(Epic {
+        retry_after_secs: 1,
+        token_failure_seed: 7,
+        token_failure_one_in: 3,
+    });
+    let server = smart_server_as(epic, "fhirsync-rsa", "rsa-a.public.jwk.json").await;
+    let dir = tempfile::tempdir().unwrap();
+    let delta = dir.path().join("delta");
+    for run in 1..=3 {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fhirsync"));
+        cmd.args(["--log-format", "json", "sync", "--fhir-endpoint"])
+            .arg(server.base_url().as_str())
+            .arg("--delta-path")
+            .arg(&delta)
+            .args([
+                "--group-id",
+                "grp-0",
+                "--resource-types",
+                "Patient",
+                "Observation",
+            ])
+            .args(["--auth-client-id", "fhirsync-rsa", "--auth-private-key"])
+            .arg(key("rsa-a.private.jwk.json"))
+            .env_remove("FHIR_PRIVATE_KEY");
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "sync {run} failed: {stderr}");
+        if run == 2 {
+            assert!(stderr.contains("refuses `_since`"), "told once: {stderr}");
+        } else {
+            assert!(!stderr.contains("refuses `_since`"), "sync {run}: {stderr}");
+        }
+    }
+    let token_answers: Vec<u16> = server
+        .requests()
+        .iter()
+        .filter(|r| r.path_and_query.ends_with("/auth/token"))
+        .map(|r| r.status)
+        .collect();
+    assert!(
+        token_answers.contains(&400) && token_answers.contains(&200),
+        "{token_answers:?}"
+    );
     server.shutdown().await;
 }

@@ -28,11 +28,13 @@ pub const JWT_BEARER_ASSERTION_TYPE: &str =
 /// server clock that runs up to a minute behind.
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(240);
 const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Attempts per token fetch when failures are transient (network, 5xx, 429).
-const FETCH_ATTEMPTS: u32 = 3;
-/// 0.5 s, then 1 s.
+/// Attempts per token fetch when failures are transient (network, 5xx, 429, a bare 400):
+/// flaky token endpoints (Epic's) fail several requests in a row now and then.
+const FETCH_ATTEMPTS: u32 = 5;
+/// 0.5 s, then 1 s: the retries of a refresh (3.5 s in all) end well before a token in its
+/// refresh window expires.
 const FETCH_RETRY: Backoff =
-    Backoff::exponential(Duration::from_millis(500), Duration::from_secs(5));
+    Backoff::exponential(Duration::from_millis(500), Duration::from_secs(1));
 /// After a failed refresh, callers keep getting the still-valid current token for this long
 /// before another refresh is tried, so an outage does not stall every request.
 const REFRESH_BACKOFF: Duration = Duration::from_secs(5);

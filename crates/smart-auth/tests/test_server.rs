@@ -184,8 +184,8 @@ async fn token_endpoint_outages_are_retried_and_persistent_ones_reported() {
     let other = provider_on(&server, config(), &clock);
     let err = other.token().await.unwrap_err();
     assert!(err.is_transient());
-    // Three attempts: 0.5 s and 1 s between them.
-    assert_eq!(clock.now() - start, Duration::from_millis(2000));
+    // Five attempts: 0.5 s, 1 s, 1 s and 1 s between them.
+    assert_eq!(clock.now() - start, Duration::from_millis(4000));
     let text = err.to_string();
     assert!(
         text.contains("HTTP 500") && text.contains(&server.token_url().to_string()),
@@ -264,8 +264,8 @@ async fn an_outage_during_refresh_keeps_the_current_token_until_it_expires() {
         FaultTarget::Token,
         Fault::Fatal { status: 500 },
     ));
-    // Past the refresh point (5 s before expiry), well before expiry; the two retries of the
-    // refresh wait 1.5 s more on the same clock.
+    // Past the refresh point (5 s before expiry), well before expiry; the four retries of the
+    // refresh wait 3.5 s more on the same clock, still before expiry.
     clock.advance(Duration::from_millis(5200));
     let token_requests = || {
         server
@@ -278,7 +278,7 @@ async fn an_outage_during_refresh_keeps_the_current_token_until_it_expires() {
     let during = provider.token().await.unwrap();
     assert_eq!(during.secret(), first.secret());
     let attempts = token_requests() - before;
-    assert_eq!(attempts, 3, "one request and two retries");
+    assert_eq!(attempts, 5, "one request and four retries");
     // Within the back-off, callers get the current token without another request.
     let again = provider.token().await.unwrap();
     assert_eq!(again.secret(), first.secret());

@@ -136,6 +136,20 @@ impl BulkError {
         }
     }
 
+    /// True when the server refused the kick-off request itself (400, 405, 422 or 501): the
+    /// same request fails again, while one made another way (other parameters, another
+    /// level) may be accepted.
+    pub fn is_refused_kick_off(&self) -> bool {
+        matches!(
+            self,
+            BulkError::Http {
+                what: "kick-off",
+                status: 400 | 405 | 422 | 501,
+                ..
+            }
+        )
+    }
+
     /// The error in a few words, for retry events and "last error" texts: a network failure
     /// without its URL (the event carries it), anything else as displayed.
     pub(crate) fn brief(&self) -> String {
@@ -231,5 +245,20 @@ mod tests {
             }
             .needs_new_export()
         );
+    }
+
+    #[test]
+    fn a_kick_off_the_server_refuses_is_told_from_other_failures() {
+        let http = |what, status| BulkError::Http {
+            what,
+            url: Url::parse("https://fhir.example/Group/g/$export").unwrap(),
+            status,
+            outcome: None,
+        };
+        assert!(http("kick-off", 400).is_refused_kick_off());
+        assert!(http("kick-off", 422).is_refused_kick_off());
+        assert!(!http("kick-off", 429).is_refused_kick_off());
+        assert!(!http("kick-off", 403).is_refused_kick_off());
+        assert!(!http("read", 400).is_refused_kick_off());
     }
 }

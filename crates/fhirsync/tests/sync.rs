@@ -6,7 +6,9 @@ use std::path::Path;
 
 use arrow::array::{Array, Int64Array, StringArray};
 use bulk_test_server::{DataSource, Fault, FaultHandle, FaultRule, FaultTarget};
-use common::{TYPES, count, options, run, server, sql, utf8, versions};
+use common::{
+    TYPES, count, group_members, observation_of, options, run, server, sql, utf8, versions,
+};
 use fhirsync::config::{SaveMode, SyncOptions};
 use fhirsync::run::RunKind;
 use fhirsync::state::SyncState;
@@ -629,20 +631,6 @@ async fn sync_into_s3_then_incremental() {
     server.shutdown().await;
 }
 
-/// The first Observation of `patient` on the server.
-fn observation_of(store: &bulk_test_server::StoreHandle, patient: &str) -> String {
-    store
-        .ids("Observation")
-        .into_iter()
-        .find(|id| {
-            store.get("Observation", id).is_some_and(|o| {
-                o.pointer("/subject/reference").and_then(|r| r.as_str())
-                    == Some(&format!("Patient/{patient}"))
-            })
-        })
-        .unwrap_or_else(|| panic!("no Observation of {patient}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_full_refresh_reconciles_only_the_groups_patients() {
     let server = server(DataSource::Synthetic {
@@ -651,18 +639,7 @@ async fn group_full_refresh_reconciles_only_the_groups_patients() {
     })
     .await;
     let store = server.store();
-    let members: Vec<String> = store
-        .get("Group", "grp-0")
-        .unwrap()
-        .pointer("/member")
-        .and_then(|m| m.as_array())
-        .unwrap()
-        .iter()
-        .map(|m| {
-            m.pointer("/entity/reference").unwrap().as_str().unwrap()["Patient/".len()..]
-                .to_string()
-        })
-        .collect();
+    let members = group_members(&store, "grp-0");
     let outsider = (0..8)
         .map(|p| format!("pat-{p}"))
         .find(|p| !members.contains(p))

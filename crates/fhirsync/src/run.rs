@@ -70,6 +70,8 @@ pub struct SyncReport {
     pub rejects: u64,
     pub rejects_file: Option<PathBuf>,
     pub resumed_files: usize,
+    /// Patients who joined the Group since the last sync, whose earlier data was exported too.
+    pub new_group_members: u64,
     pub duration: Duration,
     /// HTTP retries by reason: `429`, `5xx`, `network`, `401`.
     pub http_retries: BTreeMap<String, u64>,

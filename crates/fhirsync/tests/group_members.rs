@@ -15,10 +15,11 @@ use common::{
     versions,
 };
 use fhirsync::config::SyncOptions;
-use fhirsync::run::{RunKind, SyncReport};
+use fhirsync::run::RunKind;
 use serde_json::json;
 
 const GROUP: &str = "grp-0";
+const GROUP_EXPORT: &str = "/Group/grp-0/$export";
 const PATIENTS: usize = 12;
 
 fn data() -> DataSource {
@@ -79,6 +80,15 @@ fn update_observation(store: &StoreHandle, id: &str) {
     store.upsert(obs).unwrap();
 }
 
+/// A server, and a first (full) sync of its group into `<dir>/delta`.
+async fn synced_group() -> (TestServer, tempfile::TempDir, SyncOptions) {
+    let server = server(data()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = group_options(&server, &dir.path().join("delta"));
+    run(&opts, RunKind::Incremental).await.unwrap();
+    (server, dir, opts)
+}
+
 /// Asserts that `delta` holds the rows a full sync of the group into the new directory
 /// `fresh` writes.
 async fn assert_as_a_full_sync(server: &TestServer, delta: &Path, fresh: &Path) {
@@ -105,12 +115,19 @@ fn kick_offs(requests: &[RequestRecord], method: &str, path: &str, status: u16) 
 
 /// A Group sync, then three outsiders (with their older data) join the group while resources
 /// of members and newcomers change, are added and deleted; the incremental sync must leave the
-/// tables as a fresh full sync of the group does. Returns the incremental sync's report and the
-/// requests it made.
+/// tables as a fresh full sync of the group does. Returns the requests the incremental sync
+/// made.
 async fn sync_as_members_join(
-    server: &TestServer,
+    patient_parameter: PatientParameter,
     patients_per_export: usize,
-) -> (SyncReport, Vec<RequestRecord>) {
+) -> Vec<RequestRecord> {
+    let running = TestServer::start(ServerConfig {
+        patient_parameter,
+        ..server_config(data())
+    })
+    .await
+    .unwrap();
+    let server = &running;
     let store = server.store();
     let dir = tempfile::tempdir().unwrap();
     let delta = dir.path().join("delta");
@@ -156,72 +173,44 @@ async fn sync_as_members_join(
         kick_offs(&later, "GET", "/$export", 202) + kick_offs(&later, "POST", "/$export", 202);
     assert_eq!(all_kick_offs, 1, "{later:?}");
     assert_same_rows(&delta, &fresh, &TYPES).await;
-    (report, requests)
+    running.shutdown().await;
+    requests
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patients_who_join_the_group_bring_their_earlier_data() {
-    let server = server(data()).await;
-    let (_, requests) = sync_as_members_join(&server, 2).await;
-    let group = format!("/Group/{GROUP}/$export");
+    let requests = sync_as_members_join(PatientParameter::PatientAndGroup, 2).await;
     assert_eq!(
-        kick_offs(&requests, "POST", &group, 202),
+        kick_offs(&requests, "POST", GROUP_EXPORT, 202),
         2,
         "three new members, two per export: {requests:?}"
     );
-    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_patient_in_group_exports_is_asked_at_the_patient_level() {
-    let server = TestServer::start(ServerConfig {
-        patient_parameter: PatientParameter::PatientLevelOnly,
-        ..server_config(data())
-    })
-    .await
-    .unwrap();
-    let (_, requests) = sync_as_members_join(&server, 500).await;
-    let group = format!("/Group/{GROUP}/$export");
-    assert_eq!(kick_offs(&requests, "POST", &group, 400), 1, "{requests:?}");
-    assert_eq!(
-        kick_offs(&requests, "POST", "/Patient/$export", 202),
-        1,
-        "{requests:?}"
-    );
-    server.shutdown().await;
+    let requests = sync_as_members_join(PatientParameter::PatientLevelOnly, 500).await;
+    let refused = kick_offs(&requests, "POST", GROUP_EXPORT, 400);
+    let asked = kick_offs(&requests, "POST", "/Patient/$export", 202);
+    assert_eq!((refused, asked), (1, 1), "{requests:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_refusing_the_patient_parameter_exports_the_whole_group_again() {
-    let server = TestServer::start(ServerConfig {
-        patient_parameter: PatientParameter::Refused,
-        ..server_config(data())
-    })
-    .await
-    .unwrap();
-    let (_, requests) = sync_as_members_join(&server, 500).await;
-    let group = format!("/Group/{GROUP}/$export");
-    assert_eq!(kick_offs(&requests, "POST", &group, 400), 1, "{requests:?}");
-    assert_eq!(
-        kick_offs(&requests, "POST", "/Patient/$export", 400),
-        1,
-        "{requests:?}"
-    );
+    let requests = sync_as_members_join(PatientParameter::Refused, 500).await;
+    let refused = kick_offs(&requests, "POST", GROUP_EXPORT, 400)
+        + kick_offs(&requests, "POST", "/Patient/$export", 400);
     // The `_since` export and the whole group's.
-    assert_eq!(kick_offs(&requests, "GET", &group, 202), 2, "{requests:?}");
-    server.shutdown().await;
+    let group_exports = kick_offs(&requests, "GET", GROUP_EXPORT, 202);
+    assert_eq!((refused, group_exports), (2, 2), "{requests:?}");
 }
 
 /// A member who leaves keeps their rows (as in a Group's full refresh with `--reconcile`); once
 /// back, they count as new, and their data is brought up to date.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_who_leaves_keeps_their_rows_and_is_brought_up_to_date_on_return() {
-    let server = server(data()).await;
-    let store = server.store();
-    let dir = tempfile::tempdir().unwrap();
-    let delta = dir.path().join("delta");
-    let opts = group_options(&server, &delta);
-    run(&opts, RunKind::Incremental).await.unwrap();
+    let (server, dir, opts) = synced_group().await;
+    let (store, delta) = (server.store(), dir.path().join("delta"));
     let leaver = group_members(&store, GROUP)[1].clone();
     let obs = observation_of(&store, &leaver);
     let stored = versions(&delta, "Observation").await[&obs].clone();
@@ -289,12 +278,8 @@ async fn a_group_that_lists_no_members_is_said_once() {
 /// row in the Patient table count as known, so only the others' earlier data is exported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_record_the_patient_table_tells_the_known_members() {
-    let server = server(data()).await;
-    let store = server.store();
-    let dir = tempfile::tempdir().unwrap();
-    let delta = dir.path().join("delta");
-    let opts = group_options(&server, &delta);
-    run(&opts, RunKind::Incremental).await.unwrap();
+    let (server, dir, opts) = synced_group().await;
+    let (store, delta) = (server.store(), dir.path().join("delta"));
     let record = delta.join("_fhirsync/group-members.json");
     std::fs::remove_file(&record).expect("a Group sync records the members");
 

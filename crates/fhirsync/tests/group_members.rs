@@ -11,8 +11,8 @@ use bulk_test_server::{
     DataSource, PatientParameter, RequestRecord, ServerConfig, StoreHandle, TestServer,
 };
 use common::{
-    TYPES, assert_same_rows, group_members, observation_of, options, run, server, server_config,
-    versions,
+    TYPES, assert_same_rows, group_members, observation_of, options, python_reader,
+    read_back_in_python, run, server, server_config, versions,
 };
 use fhirsync::config::SyncOptions;
 use fhirsync::run::RunKind;
@@ -163,6 +163,9 @@ async fn sync_as_members_join(
     );
     let fresh = dir.path().join("fresh");
     assert_as_a_full_sync(server, &delta, &fresh).await;
+    if python_reader() {
+        read_back_in_python(&delta, &[]).await;
+    }
 
     // Recorded: the next sync finds no new member and makes one export.
     let before = server.requests().len();

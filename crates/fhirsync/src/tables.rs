@@ -1,14 +1,14 @@
-//! Finding the resource tables under a delta path, for `status`, `query` and `maintain`.
+//! Finding the resource tables under a delta path, for `status`, `query` and `maintain`, and
+//! reading them with DataFusion.
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::AsArray as _;
-use futures::StreamExt as _;
-
 use anyhow::Context;
+use arrow::array::AsArray as _;
 use delta_sink::{DeltaSink, ResourceTable, StorageOptions};
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt as _;
 
 use crate::config::is_remote_path;
 use crate::files;

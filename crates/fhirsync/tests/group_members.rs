@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 use bulk_test_server::{
-    DataSource, PatientParameter, RequestRecord, ServerConfig, StoreHandle, TestServer,
+    DataSource, Fault, FaultRule, FaultTarget, PatientParameter, RequestRecord, ServerConfig,
+    StoreHandle, TestServer,
 };
 use common::{
     TYPES, assert_same_rows, group_members, observation_of, options, python_reader,
@@ -291,6 +292,27 @@ async fn without_a_record_the_patient_table_tells_the_known_members() {
     let report = run(&opts, RunKind::Incremental).await.unwrap();
     assert_eq!(report.new_group_members, 2);
     assert!(record.exists());
+    assert_as_a_full_sync(&server, &delta, &dir.path().join("fresh")).await;
+    server.shutdown().await;
+}
+
+/// A Group that cannot be read (no permission, say) leaves the record as it was: the sync goes
+/// on, and the next one that reads the Group brings in whoever joined in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_cannot_be_read_is_caught_up_by_the_next_run() {
+    let (server, dir, opts) = synced_group().await;
+    let delta = dir.path().join("delta");
+    let newcomers: Vec<String> = outsiders(&server.store()).into_iter().take(2).collect();
+    add_members(&server, &newcomers);
+    server.faults().add(FaultRule::always(
+        FaultTarget::Read,
+        Fault::Fatal { status: 403 },
+    ));
+    let blind = run(&opts, RunKind::Incremental).await.unwrap();
+    assert_eq!(blind.new_group_members, 0);
+    server.faults().clear();
+    let report = run(&opts, RunKind::Incremental).await.unwrap();
+    assert_eq!(report.new_group_members, 2);
     assert_as_a_full_sync(&server, &delta, &dir.path().join("fresh")).await;
     server.shutdown().await;
 }

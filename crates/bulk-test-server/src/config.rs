@@ -35,6 +35,18 @@ pub enum FileServing {
     OtherOrigin,
 }
 
+/// Where a kick-off may carry the `patient` parameter (always in a POST `Parameters` body).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PatientParameter {
+    /// Patient- and Group-level kick-offs (the IG, v2).
+    #[default]
+    PatientAndGroup,
+    /// Patient-level kick-offs only; a Group-level one with `patient` gets 400.
+    PatientLevelOnly,
+    /// Nowhere: any kick-off with `patient` gets 400, as servers of the IG's v1 answer.
+    Refused,
+}
+
 /// Server settings. `ServerConfig::default()` serves no data on `127.0.0.1:0` at `/fhir`.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -68,6 +80,8 @@ pub struct ServerConfig {
     pub retry_after_secs: u64,
     /// Output entries per manifest page when the client sets `allowPartialManifests`.
     pub manifest_page_size: usize,
+    /// Which kick-offs accept the `patient` parameter.
+    pub patient_parameter: PatientParameter,
     /// Which server to behave like: the IG as written (default) or a vendor's departures
     /// from it. A profile may fix settings above (where files are served, for instance).
     pub profile: Profile,
@@ -89,6 +103,7 @@ impl Default for ServerConfig {
             polls_before_complete: 1,
             retry_after_secs: 1,
             manifest_page_size: 2,
+            patient_parameter: PatientParameter::PatientAndGroup,
             profile: Profile::Spec,
         }
     }

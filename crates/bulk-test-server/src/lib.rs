@@ -10,8 +10,14 @@
 //!   `Range`); on a second listener with [`FileServing::OtherOrigin`]; with
 //!   [`ServerConfig::redirect_files`] the manifest lists `/redirect/files/...` URLs that answer
 //!   307 to the real location.
+//! - `GET [base]/[type]/[id]`: the current version of a resource (clients read a Group's
+//!   members this way), with the same bearer token checks as the kick-off.
 //! - `GET [base]/metadata`, `GET [base]/.well-known/smart-configuration`,
 //!   `POST [base]/auth/token`.
+//!
+//! A Group's members are those of the Group resource when its export is kicked off: upsert the
+//! Group through [`StoreHandle`] to change them. The `patient` parameter of a POST kick-off is
+//! accepted at the Patient and Group level, or where [`ServerConfig::patient_parameter`] says.
 //!
 //! Vendor profiles ([`ServerConfig::profile`]) reproduce real servers' departures from the IG:
 //! - [`Profile::Spec`] (default): the IG as written.
@@ -61,7 +67,7 @@ mod server;
 mod store;
 mod synthetic;
 
-pub use config::{DataSource, FileServing, ServerConfig, ServerError};
+pub use config::{DataSource, FileServing, PatientParameter, ServerConfig, ServerError};
 pub use faults::{
     Fault, FaultHandle, FaultRequest, FaultRule, FaultSource, FaultTarget, RetryAfter,
 };

@@ -409,3 +409,106 @@ async fn capability_statement_and_unknown_paths() {
     assert_eq!(oo["resourceType"], "OperationOutcome");
     server.shutdown().await;
 }
+
+/// POST kick-off naming `patients`; returns the response.
+async fn post_with_patients(
+    c: &reqwest::Client,
+    url: &str,
+    patients: &[&str],
+) -> reqwest::Response {
+    let parameter: Vec<Value> = patients
+        .iter()
+        .map(|p| json!({ "name": "patient", "valueReference": { "reference": format!("Patient/{p}") } }))
+        .collect();
+    c.post(url)
+        .header("Accept", "application/fhir+json")
+        .header("Prefer", "respond-async")
+        .header("Content-Type", "application/fhir+json")
+        .body(json!({ "resourceType": "Parameters", "parameter": parameter }).to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_patient_parameter_is_taken_where_the_server_is_set_to_take_it() {
+    use bulk_test_server::PatientParameter;
+    let data = DataSource::Synthetic {
+        patients: 20,
+        seed: 8,
+    };
+    let c = client();
+    for (setting, group_ok, patient_ok) in [
+        (PatientParameter::PatientAndGroup, true, true),
+        (PatientParameter::PatientLevelOnly, false, true),
+        (PatientParameter::Refused, false, false),
+    ] {
+        let server = TestServer::start(ServerConfig {
+            patient_parameter: setting,
+            ..config(data.clone())
+        })
+        .await
+        .unwrap();
+        let group = post_with_patients(&c, &url(&server, "Group/grp-0/$export"), &["pat-0"]).await;
+        assert_eq!(group.status() == 202, group_ok, "{setting:?}");
+        let patient = post_with_patients(&c, &url(&server, "Patient/$export"), &["pat-0"]).await;
+        assert_eq!(patient.status() == 202, patient_ok, "{setting:?}");
+        if !group_ok {
+            assert_eq!(group.status(), 400);
+            let text = group.text().await.unwrap();
+            assert!(
+                text.contains("patient parameter is not supported"),
+                "{text}"
+            );
+        }
+        server.shutdown().await;
+    }
+}
+
+/// A Group's members are those of the Group resource at the kick-off; with `patient`, only
+/// the named ones among them.
+#[tokio::test]
+async fn group_exports_follow_the_group_resource_and_the_patient_parameter() {
+    let server = start(DataSource::Synthetic {
+        patients: 20,
+        seed: 8,
+    })
+    .await;
+    let c = client();
+    let store = server.store();
+    let mut group = store.get("Group", "grp-0").unwrap();
+    let outsider = "pat-1";
+    assert!(!group.to_string().contains(&format!("Patient/{outsider}\"")));
+    let absolute = format!("{}/Patient/{outsider}", server.base_url());
+    group["member"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "entity": { "reference": absolute } }));
+    store.upsert(group).unwrap();
+
+    let r = post_with_patients(
+        &c,
+        &url(&server, "Group/grp-0/$export"),
+        &[outsider, "pat-0"],
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let m = manifest(&c, r.headers()["content-location"].to_str().unwrap()).await;
+    let all = all_resources(&c, &m).await;
+    let mut pats: Vec<&str> = all["Patient"]
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    pats.sort();
+    assert_eq!(pats, vec!["pat-0", outsider]);
+    let read = c
+        .get(url(&server, "Group/grp-0"))
+        .header("Accept", "application/fhir+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let body: Value = read.json().await.unwrap();
+    assert!(body.to_string().contains(&format!("/Patient/{outsider}")));
+    server.shutdown().await;
+}

@@ -136,14 +136,11 @@ impl BulkError {
         }
     }
 
-    /// True when the server refused the kick-off because of the parameter `name` (a 4xx/501
-    /// whose text names it), as servers without `_since` or `_typeFilter` support do.
+    /// True when the server refused the kick-off because of the parameter `name` (a refused
+    /// kick-off whose text names it), as servers without `_since` or `_typeFilter` do.
     pub fn kick_off_refuses(&self, name: &str) -> bool {
-        matches!(
-            self,
-            BulkError::Http { what: "kick-off", status, outcome: Some(text), .. }
-                if matches!(status, 400..=499 | 501) && text.contains(name)
-        )
+        self.is_refused_kick_off()
+            && matches!(self, BulkError::Http { outcome: Some(text), .. } if text.contains(name))
     }
 
     /// True when the kick-off was refused with 429 until the retries ran out: the server
@@ -153,6 +150,20 @@ impl BulkError {
         matches!(
             self,
             BulkError::RetriesExhausted { what: "kick-off", last, .. } if last.contains("HTTP 429")
+        )
+    }
+
+    /// True when the server refused the kick-off request itself (400, 405, 422 or 501): the
+    /// same request fails again, while one made another way (other parameters, another
+    /// level) may be accepted.
+    pub fn is_refused_kick_off(&self) -> bool {
+        matches!(
+            self,
+            BulkError::Http {
+                what: "kick-off",
+                status: 400 | 405 | 422 | 501,
+                ..
+            }
         )
     }
 
@@ -275,5 +286,20 @@ mod tests {
             }
             .needs_new_export()
         );
+    }
+
+    #[test]
+    fn a_kick_off_the_server_refuses_is_told_from_other_failures() {
+        let http = |what, status| BulkError::Http {
+            what,
+            url: Url::parse("https://fhir.example/Group/g/$export").unwrap(),
+            status,
+            outcome: None,
+        };
+        assert!(http("kick-off", 400).is_refused_kick_off());
+        assert!(http("kick-off", 422).is_refused_kick_off());
+        assert!(!http("kick-off", 429).is_refused_kick_off());
+        assert!(!http("kick-off", 403).is_refused_kick_off());
+        assert!(!http("read", 400).is_refused_kick_off());
     }
 }

@@ -260,7 +260,8 @@ pub(crate) fn is_type_name(s: &str) -> bool {
         && s.len() <= 64
 }
 
-pub(crate) fn is_fhir_id(s: &str) -> bool {
+/// Whether `s` is a FHIR id: 1-64 of `A-Z a-z 0-9 - .`.
+pub fn is_fhir_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')

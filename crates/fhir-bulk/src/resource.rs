@@ -1,6 +1,9 @@
-//! Reading single resources, e.g. a Group to learn its members.
+//! Reading single resources (a Group to learn its members) and the server's JSON documents
+//! (CapabilityStatement, SMART configuration).
+use bytes::Bytes;
 use http::header::ACCEPT;
 use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
@@ -8,25 +11,98 @@ use crate::client::BulkClient;
 use crate::error::BulkError;
 use crate::transport::{FHIR_JSON, Outgoing, read_outcome};
 
+/// The members of a Group as the server lists them (`GET [base]/Group/[id]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupMembers {
+    /// Whether the Group lists its members: false for a descriptive group (`actual: false`)
+    /// or one without `member` (defined by its characteristics, or one whose server leaves the
+    /// list out), whose members a client cannot know.
+    pub listed: bool,
+    /// `member[].entity.reference` as written: relative (`Patient/1`), absolute or versioned.
+    pub references: Vec<String>,
+    /// Members without an `entity.reference` (an identifier or a display only).
+    pub without_reference: usize,
+}
+
+/// The parts of a Group that say who its members are; the rest is not read.
+#[derive(Deserialize)]
+struct GroupBody {
+    #[serde(rename = "resourceType")]
+    resource_type: Option<String>,
+    actual: Option<bool>,
+    member: Option<Vec<MemberBody>>,
+}
+
+#[derive(Deserialize)]
+struct MemberBody {
+    entity: Option<ReferenceBody>,
+}
+
+#[derive(Deserialize)]
+struct ReferenceBody {
+    reference: Option<String>,
+}
+
 impl BulkClient {
     /// Reads one resource (`GET [base]/[type]/[id]`) with the same auth and retries as the
-    /// export requests, e.g. a Group to learn its members.
+    /// export requests.
     pub async fn read_resource(&self, resource_type: &str, id: &str) -> Result<Value, BulkError> {
-        let value = self.read_json(&[resource_type, id]).await?;
-        match value.get("resourceType").and_then(Value::as_str) {
-            Some(t) if t == resource_type => Ok(value),
-            other => Err(BulkError::InvalidResource {
-                url: self.url_below_base(&[resource_type, id])?,
-                message: format!("expected a {resource_type}, got resourceType {other:?}"),
-            }),
-        }
+        let (url, value) = self.read_json_at(&[resource_type, id]).await?;
+        let found = value.get("resourceType").and_then(Value::as_str);
+        check_type(&url, resource_type, found)?;
+        Ok(value)
     }
 
     /// `GET [base]/<segments>` as JSON (the CapabilityStatement at `metadata`, the SMART
     /// configuration at `.well-known/smart-configuration`), with the export requests' auth
     /// and retries.
     pub async fn read_json(&self, segments: &[&str]) -> Result<Value, BulkError> {
-        let url = self.url_below_base(segments)?;
+        Ok(self.read_json_at(segments).await?.1)
+    }
+
+    async fn read_json_at(&self, segments: &[&str]) -> Result<(Url, Value), BulkError> {
+        let (url, body) = self.read_bytes(segments).await?;
+        let value = serde_json::from_slice(&body).map_err(|e| BulkError::InvalidResource {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        Ok((url, value))
+    }
+
+    /// Reads Group `id` for its members. Only `actual` and `member[].entity.reference` are
+    /// parsed, so a group of many thousands of members costs little more than its bytes.
+    pub async fn read_group_members(&self, id: &str) -> Result<GroupMembers, BulkError> {
+        let (url, body) = self.read_bytes(&["Group", id]).await?;
+        let group: GroupBody =
+            serde_json::from_slice(&body).map_err(|e| BulkError::InvalidResource {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        check_type(&url, "Group", group.resource_type.as_deref())?;
+        let Some(member) = group.member.filter(|_| group.actual != Some(false)) else {
+            return Ok(GroupMembers::default());
+        };
+        let mut members = GroupMembers {
+            listed: true,
+            ..GroupMembers::default()
+        };
+        for m in member {
+            match m.entity.and_then(|e| e.reference) {
+                Some(r) => members.references.push(r),
+                None => members.without_reference += 1,
+            }
+        }
+        Ok(members)
+    }
+
+    /// `GET [base]/<segments>`: the final URL and the body of a 200.
+    async fn read_bytes(&self, segments: &[&str]) -> Result<(Url, Bytes), BulkError> {
+        let base = &self.inner.config.fhir_base_url;
+        let mut url = base.clone();
+        url.path_segments_mut()
+            .map_err(|_| BulkError::Config(format!("{base} cannot be a base URL")))?
+            .pop_if_empty()
+            .extend(segments);
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(FHIR_JSON));
         let (_, resp) = self
@@ -47,21 +123,16 @@ impl BulkClient {
             url: url.clone(),
             source,
         })?;
-        let value: Value =
-            serde_json::from_slice(&body).map_err(|e| BulkError::InvalidResource {
-                url: url.clone(),
-                message: e.to_string(),
-            })?;
-        Ok(value)
+        Ok((url, body))
     }
+}
 
-    fn url_below_base(&self, segments: &[&str]) -> Result<Url, BulkError> {
-        let base = &self.inner.config.fhir_base_url;
-        let mut url = base.clone();
-        url.path_segments_mut()
-            .map_err(|_| BulkError::Config(format!("{base} cannot be a base URL")))?
-            .pop_if_empty()
-            .extend(segments);
-        Ok(url)
+fn check_type(url: &Url, expected: &str, found: Option<&str>) -> Result<(), BulkError> {
+    match found {
+        Some(t) if t == expected => Ok(()),
+        other => Err(BulkError::InvalidResource {
+            url: url.clone(),
+            message: format!("expected a {expected}, got resourceType {other:?}"),
+        }),
     }
 }

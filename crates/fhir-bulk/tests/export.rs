@@ -153,3 +153,41 @@ async fn overall_timeout_gives_up_and_cancels_the_job() {
     assert!(server.requests().iter().any(|r| r.method == "DELETE"));
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_are_read_in_every_reference_form() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let store = server.store();
+    let base = server.base_url();
+    let mut member: Vec<serde_json::Value> = (0..3000)
+        .map(|i| serde_json::json!({"entity": {"reference": format!("Patient/p{i}")}}))
+        .collect();
+    member.push(serde_json::json!({"entity": {"reference": format!("{base}/Patient/abs")}}));
+    member.push(serde_json::json!({"entity": {"reference": "Patient/v/_history/2"}}));
+    member.push(serde_json::json!({"entity": {"identifier": {"value": "mrn-1"}}}));
+    let groups = [
+        serde_json::json!({"resourceType": "Group", "id": "big", "type": "person", "actual": true, "member": member}),
+        serde_json::json!({"resourceType": "Group", "id": "described", "type": "person", "actual": false,
+            "characteristic": [{"code": {"text": "diabetic"}, "valueBoolean": true, "exclude": false}]}),
+        serde_json::json!({"resourceType": "Group", "id": "unlisted", "type": "person", "actual": true, "quantity": 12}),
+    ];
+    for g in groups {
+        store.upsert(g).unwrap();
+    }
+    let client = BulkClient::new(fast_config(base.clone())).unwrap();
+
+    let big = client.read_group_members("big").await.unwrap();
+    assert!(big.listed);
+    assert_eq!(big.references.len(), 3002);
+    assert_eq!(big.references[0], "Patient/p0");
+    assert_eq!(big.references[3000], format!("{base}/Patient/abs"));
+    assert_eq!(big.references[3001], "Patient/v/_history/2");
+    assert_eq!(big.without_reference, 1);
+    for id in ["described", "unlisted"] {
+        let g = client.read_group_members(id).await.unwrap();
+        assert!(!g.listed && g.references.is_empty(), "{id}: {g:?}");
+    }
+    let missing = client.read_group_members("nope").await.unwrap_err();
+    assert!(missing.to_string().contains("HTTP 404"), "{missing}");
+    server.shutdown().await;
+}

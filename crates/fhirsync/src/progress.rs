@@ -137,13 +137,16 @@ impl Progress {
                 if let Some(bar) = &p.export {
                     done(bar, format!("ready: {files} files"));
                 }
-                if p.download.is_none() {
+                // A Group's new members bring exports of their own: each gets a download bar,
+                // and the files to encode add up.
+                if p.download.as_ref().is_none_or(|b| b.is_finished()) {
                     p.download = Some(self.bar("download", files as u64));
                 }
-                p.output_files = Some(*output_files as u64);
+                let outputs = p.output_files.unwrap_or(0) + *output_files as u64;
+                p.output_files = Some(outputs);
                 if let Some(bar) = &p.encode {
                     bar.set_style(style(BAR));
-                    bar.set_length(*output_files as u64);
+                    bar.set_length(outputs);
                 }
                 p.refresh_download();
             }

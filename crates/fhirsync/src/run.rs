@@ -72,6 +72,8 @@ pub struct SyncReport {
     pub resumed_files: usize,
     /// Deletions the export listed (`deleted` files), found in the tables or not.
     pub deletions_listed: usize,
+    /// Patients who joined the Group since the last sync, whose earlier data was exported too.
+    pub new_group_members: u64,
     pub duration: Duration,
     /// HTTP retries by reason: `429`, `5xx`, `network`, `401`.
     pub http_retries: BTreeMap<String, u64>,

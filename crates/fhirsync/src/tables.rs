@@ -1,10 +1,14 @@
-//! Finding the resource tables under a delta path, for `status`, `query` and `maintain`.
+//! Finding the resource tables under a delta path, for `status`, `query` and `maintain`, and
+//! reading them with DataFusion.
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use arrow::array::AsArray as _;
 use delta_sink::{DeltaSink, ResourceTable, StorageOptions};
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt as _;
 
 use crate::config::is_remote_path;
 use crate::files;
@@ -66,11 +70,46 @@ pub async fn query(
     if tables.is_empty() {
         anyhow::bail!("no Delta tables under {delta_path}");
     }
+    let named: Vec<(&str, &ResourceTable)> = tables.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let ctx = session(&named).await?;
+    let df = ctx.sql(sql).await.context("planning the query")?;
+    df.collect().await.context("running the query")
+}
+
+/// The ids of `table`'s rows that are among `wanted`, read a batch at a time.
+pub(crate) async fn ids_among(
+    name: &str,
+    table: &ResourceTable,
+    wanted: &BTreeSet<String>,
+) -> anyhow::Result<BTreeSet<String>> {
+    let ctx = session(&[(name, table)]).await?;
+    let df = ctx
+        .sql(&format!("SELECT id FROM \"{name}\""))
+        .await
+        .context("planning the query")?;
+    let mut batches = df.execute_stream().await?;
+    let mut found = BTreeSet::new();
+    while let Some(batch) = batches.next().await {
+        let batch = batch.with_context(|| format!("reading the ids of the {name} table"))?;
+        let ids = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
+        let ids = ids.as_string::<i32>();
+        found.extend(
+            ids.iter()
+                .flatten()
+                .filter(|id| wanted.contains(*id))
+                .map(str::to_string),
+        );
+    }
+    Ok(found)
+}
+
+/// A DataFusion session with `tables` registered under their resource types.
+async fn session(tables: &[(&str, &ResourceTable)]) -> anyhow::Result<SessionContext> {
     // FHIR names are case-sensitive camelCase (`Patient`, `birthDate`): keep identifiers as written.
     let mut config = SessionConfig::new();
     config.options_mut().sql_parser.enable_ident_normalization = false;
     let ctx = SessionContext::new_with_config(config);
-    for (name, table) in &tables {
+    for (name, table) in tables {
         let delta = table.delta_table();
         delta.update_datafusion_session(&ctx.state())?;
         let provider = delta
@@ -78,10 +117,9 @@ pub async fn query(
             .await
             .with_context(|| format!("reading the {name} table"))?;
         ctx.register_table(
-            deltalake::datafusion::common::TableReference::bare(name.as_str()),
+            deltalake::datafusion::common::TableReference::bare(*name),
             Arc::clone(&provider),
         )?;
     }
-    let df = ctx.sql(sql).await.context("planning the query")?;
-    df.collect().await.context("running the query")
+    Ok(ctx)
 }

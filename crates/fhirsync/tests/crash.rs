@@ -6,16 +6,17 @@
 //! Kill points are seeded: the seed is printed, and `FHIRSYNC_CRASH_SEED=<seed>` replays it.
 //! A kill point is a count of the sync's log lines (its progress), not a time, so a replay
 //! kills at the same stage of the sync however fast the machine is.
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use arrow::array::{Array, RecordBatch, StringArray};
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bulk_test_server::{DataSource, Fault, FaultRule, FaultTarget, ServerConfig, TestServer};
 use chrono::DateTime;
+use common::{difference, table_rows};
 use delta_sink::{DeltaSink, StorageOptions};
 use fhirsync::state::SyncState;
 use rand::rngs::StdRng;
@@ -85,79 +86,6 @@ async fn kill_after(mut cmd: Command, lines: usize) -> bool {
     })
     .await
     .unwrap()
-}
-
-fn utf8(a: &arrow::array::ArrayRef) -> arrow::array::ArrayRef {
-    arrow::compute::cast(a, &arrow::datatypes::DataType::Utf8).unwrap()
-}
-
-/// `id -> the row` of batches with an `id` column.
-fn rows(t: &str, batches: &[RecordBatch]) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let options = FormatOptions::default().with_null("null");
-    for b in batches {
-        let ids = utf8(b.column_by_name("id").expect("an id column"));
-        let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
-        let columns: Vec<(String, ArrayFormatter)> = b
-            .schema()
-            .fields()
-            .iter()
-            .zip(b.columns())
-            .map(|(f, c)| {
-                let format = ArrayFormatter::try_new(c.as_ref(), &options).unwrap();
-                (f.name().clone(), format)
-            })
-            .collect();
-        for i in 0..b.num_rows() {
-            let row: Vec<String> = columns
-                .iter()
-                .map(|(name, format)| format!("{name}={}", format.value(i)))
-                .collect();
-            assert!(
-                out.insert(ids.value(i).to_string(), row.join(", "))
-                    .is_none(),
-                "duplicate id {} in {t}",
-                ids.value(i)
-            );
-        }
-    }
-    out
-}
-
-/// Every row of table `t`.
-async fn table_rows(delta: &Path, t: &str) -> BTreeMap<String, String> {
-    let batches = fhirsync::tables::query(
-        &delta.display().to_string(),
-        &format!("SELECT * FROM {t}"),
-        Some(&[t.to_string()]),
-    )
-    .await
-    .unwrap();
-    rows(t, &batches)
-}
-
-/// How `actual` differs from `expected`: a few ids of rows missing, extra or not the same.
-fn difference(expected: &BTreeMap<String, String>, actual: &BTreeMap<String, String>) -> String {
-    let few = |ids: Vec<&String>| format!("{} {:?}", ids.len(), &ids[..ids.len().min(5)]);
-    let missing = expected
-        .keys()
-        .filter(|id| !actual.contains_key(*id))
-        .collect();
-    let extra = actual
-        .keys()
-        .filter(|id| !expected.contains_key(*id))
-        .collect();
-    let changed = expected
-        .iter()
-        .filter(|(id, row)| actual.get(*id).is_some_and(|a| a != *row))
-        .map(|(id, _)| id)
-        .collect();
-    format!(
-        "missing {}, extra {}, changed {}",
-        few(missing),
-        few(extra),
-        few(changed)
-    )
 }
 
 /// Asserts that every table of `delta` holds `expected`'s rows.

@@ -13,6 +13,7 @@ use super::respond::{
     refuse,
 };
 use super::state::State;
+use crate::config::PatientParameter;
 use crate::export::{self, BadRequest, Job, JobKey, Level, PlanInput};
 use crate::faults::FaultTarget;
 use crate::form;
@@ -131,7 +132,7 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
     } else {
         form::pairs(req.uri().query().unwrap_or("").as_bytes())
     };
-    if let Some(r) = refused_parameters(state, &params) {
+    if let Some(r) = refused_parameters(state, &level, &params) {
         return r;
     }
     let request = match export::parse_request(level.clone(), &params, lenient, post) {
@@ -295,8 +296,29 @@ fn too_many(state: &State, text: &str) -> Response {
     r
 }
 
-/// The 400 for parameters the profile refuses, if any is given.
-fn refused_parameters(state: &State, params: &[(String, String)]) -> Option<Response> {
+/// The 400 for parameters the profile (or the `patient` setting) refuses, if any is given.
+fn refused_parameters(
+    state: &State,
+    level: &Level,
+    params: &[(String, String)],
+) -> Option<Response> {
+    let patient_here = match (state.cfg.patient_parameter, level) {
+        (PatientParameter::PatientAndGroup, _) => true,
+        (PatientParameter::PatientLevelOnly, Level::Patient) => true,
+        (PatientParameter::PatientLevelOnly, _) | (PatientParameter::Refused, _) => false,
+    };
+    if !patient_here && params.iter().any(|(k, _)| k == "patient") {
+        let at = match level {
+            Level::Group(_) => "in a Group-level export",
+            _ => "by this server",
+        };
+        return Some(outcome(
+            StatusCode::BAD_REQUEST,
+            "error",
+            "not-supported",
+            &format!("The patient parameter is not supported {at}"),
+        ));
+    }
     let b = &state.behaviour;
     if let Some((name, _)) = params
         .iter()

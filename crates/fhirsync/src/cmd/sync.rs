@@ -104,6 +104,12 @@ pub fn print_report(report: &SyncReport, json: bool) -> anyhow::Result<()> {
         report.bytes_downloaded as f64 / 1e6,
         report.duration.as_secs_f64()
     );
+    if report.new_group_members > 0 {
+        println!(
+            "{} patients joined the group since the last sync: their earlier data was exported too",
+            report.new_group_members
+        );
+    }
     if let Some(path) = &report.rejects_file {
         println!(
             "{} rejected resources listed in {}",

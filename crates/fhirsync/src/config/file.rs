@@ -90,6 +90,7 @@ pub struct FileOptions {
     pub patients: Option<FileList>,
     pub full_refresh: Option<bool>,
     pub reconcile: Option<bool>,
+    pub patients_per_export: Option<usize>,
     pub since: Option<String>,
     pub until: Option<String>,
     pub type_filters: Option<Vec<String>>,

@@ -23,6 +23,8 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(60);
 /// stays well below the connection limits servers enforce; it is the default `sync` has always
 /// had (`export` used 4 before the two were aligned), so no scheduled sync changes behaviour.
 pub const DEFAULT_MAX_CONCURRENT_DOWNLOADS: usize = 10;
+/// Patients named in one export of a Group's new members (a `Parameters` body of about 30 KB).
+pub const DEFAULT_PATIENTS_PER_EXPORT: usize = 500;
 /// The most parallel downloads accepted: more only multiplies open connections and buffers
 /// without making a server send faster.
 pub const MAX_CONCURRENT_DOWNLOADS: usize = 64;
@@ -115,6 +117,9 @@ pub struct SyncOptions {
     pub full_refresh: bool,
     /// Compare ids with the tables after a full export and delete those the server no longer has.
     pub reconcile: bool,
+    /// Patients named in one export of a Group's new members' earlier data (the `patient`
+    /// parameter); more new members are exported in several.
+    pub patients_per_export: usize,
     pub since: Option<DateTime<FixedOffset>>,
     pub until: Option<DateTime<FixedOffset>>,
     pub type_filters: Vec<String>,
@@ -152,6 +157,7 @@ impl fmt::Debug for SyncOptions {
             .field("patients", &self.patients)
             .field("full_refresh", &self.full_refresh)
             .field("reconcile", &self.reconcile)
+            .field("patients_per_export", &self.patients_per_export)
             .field("since", &self.since)
             .field("until", &self.until)
             .field("type_filters", &self.type_filters)
@@ -186,6 +192,7 @@ impl SyncOptions {
             patients: Vec::new(),
             full_refresh: false,
             reconcile: false,
+            patients_per_export: DEFAULT_PATIENTS_PER_EXPORT,
             since: None,
             until: None,
             type_filters: Vec::new(),

@@ -39,6 +39,11 @@ pub struct SyncArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub reconcile: Option<bool>,
 
+    /// Patients named in one export of the earlier data of patients who joined the group
+    /// (--group-id) since the last sync [default: 500]
+    #[arg(long, value_name = "N")]
+    pub patients_per_export: Option<usize>,
+
     #[command(flatten)]
     pub write: TableWriteArgs,
 
@@ -112,6 +117,12 @@ impl SyncArgs {
         o.gzip = export.gzip;
         o.full_refresh = self.full_refresh.or(file.full_refresh).unwrap_or(false);
         o.reconcile = self.reconcile.or(file.reconcile).unwrap_or(false);
+        if let Some(n) = self.patients_per_export.or(file.patients_per_export) {
+            if n == 0 {
+                return Err(invalid("patients_per_export", "must be at least 1"));
+            }
+            o.patients_per_export = n;
+        }
         let write = self.write.resolve(file);
         o.save_mode = write.save_mode;
         o.max_rejects = write.max_rejects;

@@ -13,6 +13,7 @@
 //!
 //! This file is the sync from start to end; each step lives in a module of its own.
 mod apply;
+mod backfill;
 mod client;
 mod commit;
 mod cursor;
@@ -21,6 +22,7 @@ mod export;
 mod import;
 mod input;
 mod limits;
+mod members;
 mod pool;
 mod reconcile;
 mod rejects;
@@ -30,7 +32,10 @@ mod tests;
 
 use std::time::Instant;
 
+use anyhow::Context as _;
 use chrono::{SecondsFormat, Utc};
+use delta_sink::WriteStatus;
+use fhir_bulk::BulkClient;
 use tokio_util::sync::CancellationToken;
 
 pub use client::{SyncClient, authenticate, client_config};
@@ -136,7 +141,7 @@ async fn sync_locked(
     // The tables' writers, ready before the first file arrives.
     let reconcile = reconcile::reconciles(opts, full);
     let input = input::ApplyInput {
-        app_id,
+        app_id: app_id.clone(),
         mode: opts.save_mode,
         types: Some(opts.resource_types.iter().cloned().collect()),
         reconcile,
@@ -149,13 +154,25 @@ async fn sync_locked(
     let mut applier = apply::Applier::new(&sink, encoder, input).await?;
     applier.remove_inputs_once_encoded();
 
-    // The export: files are encoded as they finish downloading.
+    // The export: files are encoded as they finish downloading. A Group's members are read
+    // first: after a `_since` export, those who joined since (their earlier data is left out
+    // of it) are exported too; those who join while it runs are found by the next run.
     let request = export::export_request(opts, since);
     let export_dir = work.export_dir();
+    let new_members_dir = work.new_members_dir();
     let exported = async {
+        let group = match &opts.group_id {
+            Some(group_id) => {
+                let client =
+                    BulkClient::new(config.clone()).context("configuring the Bulk Data client")?;
+                let read = members::read(&client, group_id).await;
+                members::joined(read, &sink, opts, &app_id, since, &work.dir).await?
+            }
+            None => members::Joined::default(),
+        };
         let (client, summary) = export::export_into(
             &mut applier,
-            config,
+            config.clone(),
             &request,
             &export_dir,
             opts.timeout,
@@ -163,19 +180,34 @@ async fn sync_locked(
         )
         .await?;
         if reconcile && let Some(group_id) = &opts.group_id {
+            // The group's members once its export is done: who may lose rows.
+            let read = members::read(&client, group_id).await;
             let exported_patients = applier.exported_ids("Patient")?;
-            let members = reconcile::group_members(&client, group_id, exported_patients).await?;
+            let members = reconcile::group_members(group_id, &read, exported_patients)?;
             applier.reconcile_within_group(members);
         }
-        anyhow::Ok((client, summary))
+        let mut more = Vec::new();
+        if !group.new.is_empty() {
+            more = backfill::export_new_members(
+                &mut applier,
+                &config,
+                opts,
+                &group.new,
+                &new_members_dir,
+                cancel,
+            )
+            .await?;
+        }
+        anyhow::Ok((client, summary, group, more))
     }
     .await;
-    let (client, summary) = match exported {
+    let (client, summary, joined, more) = match exported {
         Ok(done) => done,
         Err(e) => return Err(applier.abandon(e).await),
     };
 
-    // The commits, each table with the export's deletions and cursor.
+    // The commits, each table with the export's deletions and cursor (the `_since` export's:
+    // the new members' exports add data from before it).
     let transaction_time = summary.manifest.transaction_time.with_timezone(&Utc);
     let deletions: Vec<(String, String)> = summary
         .deletions()
@@ -185,18 +217,40 @@ async fn sync_locked(
     // A cancellation stops the encoding, or lets the commits begun finish and starts no other.
     let mut report = applier.finish(deletions, transaction_time).await?;
     report.since = since.map(|s| s.to_rfc3339_opts(SecondsFormat::Millis, true));
-    report.bytes_downloaded = summary.bytes;
-    report.resumed_files = summary.resumed_files;
     report.deletions_listed = deletions_listed;
+    report.new_group_members = joined.new.len() as u64;
+    for s in std::iter::once(&summary).chain(more.iter().map(|(_, s)| s)) {
+        report.bytes_downloaded += s.bytes;
+        report.resumed_files += s.resumed_files;
+    }
+    // The members are recorded once their data is in every table; a table that had this
+    // export already may lack what this run's new members brought (they may differ from the
+    // first run's), so then the record stays as it was and the next run asks again.
+    if let Some(members) = joined.record
+        && report.tables.values().all(|t| {
+            matches!(
+                t.status,
+                Some(WriteStatus::Committed | WriteStatus::NothingToDo)
+            )
+        })
+    {
+        members::store_record(&work.dir, &app_id, transaction_time, members);
+    }
 
     // Every table has the data: we may now drop our copy of the files and the server its job.
     // Ours goes first, so that a run killed between the two starts a new export instead of
     // resuming a job the server has dropped.
-    if let Err(e) = std::fs::remove_dir_all(&export_dir) {
-        tracing::warn!(dir = %export_dir.display(), error = %e, "could not remove the downloaded files");
+    for dir in [&export_dir, &new_members_dir] {
+        if let Err(e) = std::fs::remove_dir_all(dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove the downloaded files");
+        }
     }
-    if let Err(e) = client.cancel(&summary.job).await {
-        tracing::debug!(error = %e, "could not delete the finished export job on the server");
+    for (client, summary) in std::iter::once((client, summary)).chain(more) {
+        if let Err(e) = client.cancel(&summary.job).await {
+            tracing::debug!(error = %e, "could not delete the finished export job on the server");
+        }
     }
     Ok(report)
 }

@@ -181,10 +181,13 @@ impl Pool {
             .cloned())
     }
 
-    /// How many files of each type are to come (from the manifest).
+    /// How many more files of each type are to come (from a manifest; a Group's new members
+    /// bring a second export's).
     pub fn expect_files(&self, per_type: &BTreeMap<String, usize>) -> anyhow::Result<()> {
         let mut left = self.files_left.lock().map_err(poisoned)?;
-        left.extend(per_type.iter().map(|(t, n)| (t.clone(), *n)));
+        for (t, n) in per_type {
+            *left.entry(t.clone()).or_default() += n;
+        }
         Ok(())
     }
 

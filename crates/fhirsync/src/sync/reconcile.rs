@@ -2,8 +2,8 @@
 //! for a Group's export, only rows of the group's patients.
 use arrow::datatypes::SchemaRef;
 use delta_sink::{IdSet, IdSetBuilder, ReconcileScope};
-use fhir_bulk::BulkClient;
 
+use super::members::Read;
 use crate::compartment;
 use crate::config::{SaveMode, SyncOptions};
 
@@ -38,52 +38,33 @@ pub(super) fn reconcile_scope(
     })
 }
 
-/// The patient ids of Group `group_id`: its `member[].entity` references read from the
-/// server, plus `exported_patients` (the ids of the group's export, when Patient was
-/// exported). Fails when neither is available, rather than guess which rows belong to the group.
-pub(super) async fn group_members(
-    client: &BulkClient,
+/// The patient ids of Group `group_id`: its members as read from the server, plus
+/// `exported_patients` (the ids of the group's export, when Patient was exported). Fails when
+/// neither is available, rather than guess which rows belong to the group.
+pub(super) fn group_members(
     group_id: &str,
+    read: &Read,
     exported_patients: Option<IdSetBuilder>,
 ) -> anyhow::Result<IdSet> {
     let mut members = IdSetBuilder::new();
-    match client.read_resource("Group", group_id).await {
-        Ok(group) => {
-            let refs = group
-                .get("member")
-                .and_then(serde_json::Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m.pointer("/entity/reference")?.as_str());
-            let (mut patients, mut others) = (0u64, 0u64);
-            for r in refs {
-                match delta_sink::reference_id(r, "Patient") {
-                    Some(id) => {
-                        members.insert(id);
-                        patients += 1;
-                    }
-                    None => others += 1,
-                }
+    match read {
+        Read::Listed(ids) => {
+            for id in ids {
+                members.insert(id);
             }
-            if others > 0 {
-                tracing::warn!(
-                    group = group_id,
-                    members = others,
-                    "group members that are not Patient references are not reconciled"
-                );
-            }
-            tracing::info!(
+        }
+        Read::Unlisted => {
+            tracing::warn!(
                 group = group_id,
-                patients,
-                "group members read for reconciliation"
+                "the Group does not list its members: reconciling within the exported Patient resources"
             );
         }
-        Err(e) if exported_patients.is_some() => {
+        Read::Failed(e) if exported_patients.is_some() => {
             tracing::warn!(group = group_id, error = %e,
                 "could not read the Group; reconciling within the exported Patient resources");
         }
-        Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!(
+        Read::Failed(e) => {
+            return Err(anyhow::anyhow!("{e}").context(format!(
                 "--reconcile with --group-id needs the group's members: reading Group/{group_id} \
                  failed and Patient is not among the exported types"
             )));

@@ -39,6 +39,11 @@ impl WorkDir {
     pub fn export_dir(&self) -> PathBuf {
         self.dir.join("export")
     }
+
+    /// Where the exports of a Group's new members' earlier data go, one folder each.
+    pub fn new_members_dir(&self) -> PathBuf {
+        self.dir.join("export-new-members")
+    }
 }
 
 /// The Delta sink at `delta_path`: object store settings from the environment, then

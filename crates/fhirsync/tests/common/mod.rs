@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use arrow::array::{Array, Int64Array, StringArray};
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bulk_test_server::{DataSource, ServerConfig, TestServer};
 use fhirsync::config::SyncOptions;
 use fhirsync::logging::LogMode;
@@ -16,15 +17,20 @@ use tokio_util::sync::CancellationToken;
 pub const TYPES: [&str; 4] = ["Patient", "Condition", "Observation", "Encounter"];
 
 pub async fn server(data: DataSource) -> TestServer {
-    TestServer::start(ServerConfig {
+    TestServer::start(server_config(data))
+        .await
+        .expect("test server starts")
+}
+
+/// The settings of [`server`]: quick polls, several files per type.
+pub fn server_config(data: DataSource) -> ServerConfig {
+    ServerConfig {
         data,
         polls_before_complete: 1,
         retry_after_secs: 0,
         resources_per_file: 400,
         ..ServerConfig::default()
-    })
-    .await
-    .expect("test server starts")
+    }
 }
 
 pub fn options(server: &TestServer, delta: &Path) -> SyncOptions {
@@ -93,4 +99,193 @@ pub async fn versions(delta: &Path, table: &str) -> BTreeMap<String, Option<Stri
         }
     }
     out
+}
+
+/// `id -> the row` of batches with an `id` column.
+fn rows(t: &str, batches: &[RecordBatch]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let options = FormatOptions::default().with_null("null");
+    for b in batches {
+        let ids = utf8(b.column_by_name("id").expect("an id column"));
+        let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
+        let columns: Vec<(String, ArrayFormatter)> = b
+            .schema()
+            .fields()
+            .iter()
+            .zip(b.columns())
+            .map(|(f, c)| {
+                let format = ArrayFormatter::try_new(c.as_ref(), &options).unwrap();
+                (f.name().clone(), format)
+            })
+            .collect();
+        for i in 0..b.num_rows() {
+            let row: Vec<String> = columns
+                .iter()
+                .map(|(name, format)| format!("{name}={}", format.value(i)))
+                .collect();
+            assert!(
+                out.insert(ids.value(i).to_string(), row.join(", "))
+                    .is_none(),
+                "duplicate id {} in {t}",
+                ids.value(i)
+            );
+        }
+    }
+    out
+}
+
+/// Every row of table `t`.
+pub async fn table_rows(delta: &Path, t: &str) -> BTreeMap<String, String> {
+    let batches = fhirsync::tables::query(
+        &delta.display().to_string(),
+        &format!("SELECT * FROM {t}"),
+        Some(&[t.to_string()]),
+    )
+    .await
+    .unwrap();
+    rows(t, &batches)
+}
+
+/// How `actual` differs from `expected`: a few ids of rows missing, extra or not the same.
+pub fn difference(
+    expected: &BTreeMap<String, String>,
+    actual: &BTreeMap<String, String>,
+) -> String {
+    let few = |ids: Vec<&String>| format!("{} {:?}", ids.len(), &ids[..ids.len().min(5)]);
+    let missing = expected
+        .keys()
+        .filter(|id| !actual.contains_key(*id))
+        .collect();
+    let extra = actual
+        .keys()
+        .filter(|id| !expected.contains_key(*id))
+        .collect();
+    let changed = expected
+        .iter()
+        .filter(|(id, row)| actual.get(*id).is_some_and(|a| a != *row))
+        .map(|(id, _)| id)
+        .collect();
+    format!(
+        "missing {}, extra {}, changed {}",
+        few(missing),
+        few(extra),
+        few(changed)
+    )
+}
+
+/// Asserts that the tables `types` of `actual` hold the rows of those of `expected`, every
+/// column alike.
+pub async fn assert_same_rows(actual: &Path, expected: &Path, types: &[&str]) {
+    for t in types {
+        let (a, e) = (table_rows(actual, t).await, table_rows(expected, t).await);
+        assert!(a == e, "{t}: {}", difference(&e, &a));
+    }
+}
+
+/// The first Observation of `patient` on the server.
+pub fn observation_of(store: &bulk_test_server::StoreHandle, patient: &str) -> String {
+    store
+        .ids("Observation")
+        .into_iter()
+        .find(|id| {
+            store.get("Observation", id).is_some_and(|o| {
+                o.pointer("/subject/reference").and_then(|r| r.as_str())
+                    == Some(&format!("Patient/{patient}"))
+            })
+        })
+        .unwrap_or_else(|| panic!("no Observation of {patient}"))
+}
+
+/// The patient ids of Group `group` on the server (its members are `Patient/<id>` references).
+pub fn group_members(store: &bulk_test_server::StoreHandle, group: &str) -> Vec<String> {
+    store
+        .get("Group", group)
+        .unwrap()
+        .pointer("/member")
+        .and_then(|m| m.as_array())
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m.pointer("/entity/reference").unwrap().as_str().unwrap()["Patient/".len()..]
+                .to_string()
+        })
+        .collect()
+}
+
+/// Whether Python's `deltalake` (an independent reader) is installed; it must be in CI.
+pub fn python_reader() -> bool {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import deltalake, pyarrow"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 with deltalake and pyarrow is required in CI (.ci/requirements.txt)"
+        );
+        eprintln!("skipped: python3 with deltalake and pyarrow is not installed");
+        return false;
+    }
+    true
+}
+
+/// Reads every table with Python's `deltalake` and compares ids and versions with ours;
+/// `with_vectors` are the tables it must read through DataFusion (deletion vectors on).
+pub async fn read_back_in_python(delta: &Path, with_vectors: &[&str]) {
+    let script = r#"
+import json, sys
+from deltalake import DeltaTable, QueryBuilder
+out = {}
+for t in sys.argv[2:]:
+    dt = DeltaTable(f"{sys.argv[1]}/{t}.parquet")
+    if "deletionVectors" in (dt.protocol().reader_features or []):
+        reader = "datafusion"
+        rows = QueryBuilder().register("t", dt).execute("SELECT id, meta FROM t").read_all()
+    else:
+        reader = "pyarrow"
+        rows = dt.to_pyarrow_table(columns=["id", "meta"])
+    ids = [str(i) for i in rows.column("id").to_pylist()]
+    versions = [m["versionId"] for m in rows.column("meta").to_pylist()]
+    meta = [h for h in dt.history() if any(k.startswith("fhirsync.") for k in h)]
+    out[t] = {"reader": reader, "rows": len(ids), "distinct": len(set(ids)), "versions": dict(zip(ids, versions)), "fhirsync_commits": len(meta)}
+print(json.dumps(out), flush=True)
+# The native reader's threads can abort the interpreter's shutdown ("terminate called without
+# an active exception"); the answer is printed, so leave without that shutdown.
+import os
+os._exit(0)
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(delta)
+        .args(TYPES)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for t in TYPES {
+        let ours = versions(delta, t).await;
+        let expected_reader = if with_vectors.contains(&t) {
+            "datafusion"
+        } else {
+            "pyarrow"
+        };
+        assert_eq!(seen[t]["reader"], expected_reader, "{t}");
+        assert_eq!(
+            seen[t]["rows"].as_u64().unwrap() as usize,
+            ours.len(),
+            "{t}"
+        );
+        assert_eq!(seen[t]["distinct"], seen[t]["rows"], "{t}");
+        let theirs: BTreeMap<String, Option<String>> =
+            serde_json::from_value(seen[t]["versions"].clone()).unwrap();
+        assert_eq!(theirs, ours, "{t}");
+        assert!(
+            seen[t]["fhirsync_commits"].as_u64().unwrap() >= 1,
+            "{t}: the cursor commit is in the history"
+        );
+    }
 }

@@ -294,3 +294,25 @@ fn instants_in_flags_and_file_take_a_date_as_midnight_utc() {
         "{msg}"
     );
 }
+
+#[test]
+fn patients_per_export_comes_from_the_flag_or_the_file_and_is_at_least_one() {
+    let e = env(&[("FHIR_ENDPOINT", "http://x/fhir"), ("DELTA_PATH", "/d")]);
+    let resolve =
+        |argv: &[&str], text: &str| sync_args(argv).resolve(&e, Some(&file(text).options));
+    assert_eq!(resolve(&[], "").unwrap().patients_per_export, 500);
+    assert_eq!(
+        resolve(&["--patients-per-export", "7"], "patients_per_export = 9")
+            .unwrap()
+            .patients_per_export,
+        7
+    );
+    assert_eq!(
+        resolve(&[], "patients_per_export = 9")
+            .unwrap()
+            .patients_per_export,
+        9
+    );
+    let err = resolve(&["--patients-per-export", "0"], "").unwrap_err();
+    assert!(err.to_string().contains("patients_per_export"), "{err}");
+}

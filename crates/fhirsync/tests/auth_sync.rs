@@ -50,29 +50,35 @@ async fn smart_server_as(profile: Profile, client_id: &str, public_jwk: &str) ->
     .unwrap()
 }
 
-async fn sync_with_key(client_id: &str, private_key: &str, public_jwk: &str) {
-    let server = smart_server(client_id, public_jwk).await;
-    let dir = tempfile::tempdir().unwrap();
-    let delta = dir.path().join("delta");
+/// `fhirsync sync` of Patient and Observation with a client id and a private key file.
+async fn run_sync(
+    server: &TestServer,
+    delta: &std::path::Path,
+    client_id: &str,
+    private_key: &str,
+    more: &[&str],
+) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fhirsync"));
     cmd.args(["--log-format", "json", "sync", "--fhir-endpoint"])
         .arg(server.base_url().as_str())
         .arg("--delta-path")
-        .arg(&delta)
-        .args([
-            "--resource-types",
-            "Patient",
-            "Observation",
-            "--auth-client-id",
-            client_id,
-            "--auth-private-key",
-        ])
+        .arg(delta)
+        .args(["--resource-types", "Patient", "Observation"])
+        .args(["--auth-client-id", client_id, "--auth-private-key"])
         .arg(key(private_key))
+        .args(more)
         .env_remove("FHIR_PRIVATE_KEY");
-    let out = tokio::task::spawn_blocking(move || cmd.output())
+    tokio::task::spawn_blocking(move || cmd.output())
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+}
+
+async fn sync_with_key(client_id: &str, private_key: &str, public_jwk: &str) {
+    let server = smart_server(client_id, public_jwk).await;
+    let dir = tempfile::tempdir().unwrap();
+    let delta = dir.path().join("delta");
+    let out = run_sync(&server, &delta, client_id, private_key, &[]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "sync failed: {stderr}");
     let rows = fhirsync::tables::query(
@@ -162,25 +168,15 @@ async fn epic_token_failures_and_refused_since_do_not_stop_syncs() {
     let dir = tempfile::tempdir().unwrap();
     let delta = dir.path().join("delta");
     for run in 1..=3 {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fhirsync"));
-        cmd.args(["--log-format", "json", "sync", "--fhir-endpoint"])
-            .arg(server.base_url().as_str())
-            .arg("--delta-path")
-            .arg(&delta)
-            .args([
-                "--group-id",
-                "grp-0",
-                "--resource-types",
-                "Patient",
-                "Observation",
-            ])
-            .args(["--auth-client-id", "fhirsync-rsa", "--auth-private-key"])
-            .arg(key("rsa-a.private.jwk.json"))
-            .env_remove("FHIR_PRIVATE_KEY");
-        let out = tokio::task::spawn_blocking(move || cmd.output())
-            .await
-            .unwrap()
-            .unwrap();
+        let group = ["--group-id", "grp-0"];
+        let out = run_sync(
+            &server,
+            &delta,
+            "fhirsync-rsa",
+            "rsa-a.private.jwk.json",
+            &group,
+        )
+        .await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "sync {run} failed: {stderr}");
         if run == 2 {

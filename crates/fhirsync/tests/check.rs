@@ -1,27 +1,21 @@
 //! `fhirsync check` against the test server's profiles: what it finds, what it recommends,
 //! and its exit code when a sync cannot work.
+mod common;
+
 use std::process::Command;
 use std::time::Duration;
 
-use bulk_test_server::{DataSource, Profile, ServerConfig, TestServer};
+use bulk_test_server::{DataSource, Profile, TestServer};
+use common::profile_server;
 use fhir_bulk::{BulkClient, ClientConfig};
 use fhirsync::check::{CheckOptions, CheckReport, check};
 
 async fn start(profile: Profile) -> TestServer {
-    let mut profile = profile;
-    profile.set_retry_after(0);
-    TestServer::start(ServerConfig {
-        data: DataSource::Synthetic {
-            patients: 4,
-            seed: 3,
-        },
-        polls_before_complete: 1,
-        retry_after_secs: 0,
-        profile,
-        ..ServerConfig::default()
-    })
-    .await
-    .expect("test server starts")
+    let data = DataSource::Synthetic {
+        patients: 4,
+        seed: 3,
+    };
+    profile_server(profile, data, 10_000).await
 }
 
 async fn run_check(server: &TestServer, group: Option<&str>) -> CheckReport {

@@ -9,30 +9,19 @@ use std::path::Path;
 
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use bulk_test_server::{DataSource, Profile, ServerConfig, StoreHandle, TestServer};
-use common::{TYPES, options, run, sql};
+use bulk_test_server::{DataSource, Profile, StoreHandle, TestServer};
+use common::{TYPES, options, profile_server, run, sql};
 use fhirsync::run::RunKind;
 use serde_json::{Value, json};
 
 const GROUP: &str = "grp-0";
 
 async fn start(profile: Profile) -> TestServer {
-    let mut profile = profile;
-    // Profiles that fix minutes or hours of Retry-After are asked for none here.
-    profile.set_retry_after(0);
-    TestServer::start(ServerConfig {
-        data: DataSource::Synthetic {
-            patients: 8,
-            seed: 5,
-        },
-        polls_before_complete: 1,
-        retry_after_secs: 0,
-        resources_per_file: 50,
-        profile,
-        ..ServerConfig::default()
-    })
-    .await
-    .expect("test server starts")
+    let data = DataSource::Synthetic {
+        patients: 8,
+        seed: 5,
+    };
+    profile_server(profile, data, 50).await
 }
 
 fn members(store: &StoreHandle) -> Vec<String> {

@@ -33,6 +33,26 @@ pub fn server_config(data: DataSource) -> ServerConfig {
     }
 }
 
+/// A test server behaving as `profile`, asked for no `Retry-After` wait (profiles that fix
+/// minutes or hours of it included).
+pub async fn profile_server(
+    mut profile: bulk_test_server::Profile,
+    data: DataSource,
+    resources_per_file: usize,
+) -> TestServer {
+    profile.set_retry_after(0);
+    TestServer::start(ServerConfig {
+        data,
+        polls_before_complete: 1,
+        retry_after_secs: 0,
+        resources_per_file,
+        profile,
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("test server starts")
+}
+
 pub fn options(server: &TestServer, delta: &Path) -> SyncOptions {
     let mut opts = SyncOptions::new(server.base_url(), delta.display().to_string());
     opts.resource_types = TYPES.iter().map(|t| t.to_string()).collect();

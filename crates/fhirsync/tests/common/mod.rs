@@ -121,8 +121,8 @@ pub async fn versions(delta: &Path, table: &str) -> BTreeMap<String, Option<Stri
     out
 }
 
-/// `id -> the row` of batches with an `id` column.
-fn rows(t: &str, batches: &[RecordBatch]) -> BTreeMap<String, String> {
+/// `id -> the row` of batches with an `id` column, without the columns named in `skip`.
+fn rows(t: &str, batches: &[RecordBatch], skip: &[&str]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let options = FormatOptions::default().with_null("null");
     for b in batches {
@@ -133,6 +133,7 @@ fn rows(t: &str, batches: &[RecordBatch]) -> BTreeMap<String, String> {
             .fields()
             .iter()
             .zip(b.columns())
+            .filter(|(f, _)| !skip.contains(&f.name().as_str()))
             .map(|(f, c)| {
                 let format = ArrayFormatter::try_new(c.as_ref(), &options).unwrap();
                 (f.name().clone(), format)
@@ -156,6 +157,12 @@ fn rows(t: &str, batches: &[RecordBatch]) -> BTreeMap<String, String> {
 
 /// Every row of table `t`.
 pub async fn table_rows(delta: &Path, t: &str) -> BTreeMap<String, String> {
+    table_rows_without(delta, t, &[]).await
+}
+
+/// Every row of table `t` without the columns named in `skip` (`meta`, say, when the rows
+/// come from servers whose clocks differ).
+pub async fn table_rows_without(delta: &Path, t: &str, skip: &[&str]) -> BTreeMap<String, String> {
     let batches = fhirsync::tables::query(
         &delta.display().to_string(),
         &format!("SELECT * FROM {t}"),
@@ -163,7 +170,7 @@ pub async fn table_rows(delta: &Path, t: &str) -> BTreeMap<String, String> {
     )
     .await
     .unwrap();
-    rows(t, &batches)
+    rows(t, &batches, skip)
 }
 
 /// How `actual` differs from `expected`: a few ids of rows missing, extra or not the same.
@@ -202,18 +209,29 @@ pub async fn assert_same_rows(actual: &Path, expected: &Path, types: &[&str]) {
     }
 }
 
-/// The first Observation of `patient` on the server.
+/// The id of the first Observation of `patient` on the server.
 pub fn observation_of(store: &bulk_test_server::StoreHandle, patient: &str) -> String {
+    let o = resource_of(store, "Observation", patient);
+    o["id"].as_str().expect("an id").to_string()
+}
+
+/// The first resource of type `ty` on the server whose `subject` or `patient` is `patient`.
+pub fn resource_of(
+    store: &bulk_test_server::StoreHandle,
+    ty: &str,
+    patient: &str,
+) -> serde_json::Value {
+    let reference = format!("Patient/{patient}");
     store
-        .ids("Observation")
+        .ids(ty)
         .into_iter()
-        .find(|id| {
-            store.get("Observation", id).is_some_and(|o| {
-                o.pointer("/subject/reference").and_then(|r| r.as_str())
-                    == Some(&format!("Patient/{patient}"))
-            })
+        .filter_map(|id| store.get(ty, &id))
+        .find(|r| {
+            ["/subject/reference", "/patient/reference"]
+                .iter()
+                .any(|p| r.pointer(p).and_then(|v| v.as_str()) == Some(reference.as_str()))
         })
-        .unwrap_or_else(|| panic!("no Observation of {patient}"))
+        .unwrap_or_else(|| panic!("no {ty} of {patient}"))
 }
 
 /// The patient ids of Group `group` on the server (its members are `Patient/<id>` references).

@@ -81,6 +81,17 @@ pub fn explain(error: anyhow::Error, types_sent: bool) -> anyhow::Error {
              another client's must finish (or be cancelled) first. Try again later"
         ));
     }
+    if let BulkError::Http { url, .. } = bulk
+        && bulk.is_refused_kick_off()
+        && !url.path().contains("/Group/")
+        && !url.path().ends_with("/Patient/$export")
+    {
+        return error.context(anyhow!(
+            "the server refused a system-level export; some servers (Epic, Oracle Health) \
+             export Groups only: name one with `--group-id G` (`fhirsync check` lists what the \
+             server allows)"
+        ));
+    }
     let unanswered = matches!(
         bulk,
         BulkError::RetriesExhausted { what: "kick-off", last, .. } if last.contains("timed out")
@@ -92,4 +103,44 @@ pub fn explain(error: anyhow::Error, types_sent: bool) -> anyhow::Error {
         ));
     }
     error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use url::Url;
+
+    fn kick_off(path: &str, status: u16) -> anyhow::Error {
+        let url = Url::parse(&format!("https://fhir.example/r4/{path}")).unwrap();
+        anyhow::Error::from(BulkError::Http {
+            what: "kick-off",
+            url,
+            status,
+            outcome: Some("error not-supported: no".into()),
+        })
+        .context("bulk export")
+    }
+
+    #[test]
+    fn failures_a_server_limit_explains_say_so() {
+        let system = format!("{:#}", explain(kick_off("$export", 400), true));
+        assert!(system.contains("--group-id"), "{system}");
+        for path in ["Group/g/$export", "Patient/$export"] {
+            let other = format!("{:#}", explain(kick_off(path, 400), true));
+            assert!(!other.contains("--group-id"), "{other}");
+        }
+        let busy = |last: &str| BulkError::RetriesExhausted {
+            what: "kick-off",
+            url: Url::parse("https://fhir.example/r4/$export").unwrap(),
+            attempts: 7,
+            last: last.into(),
+        };
+        let throttled = format!("{:#}", explain(busy("kick-off x: HTTP 429").into(), true));
+        assert!(throttled.contains("one export at a time"), "{throttled}");
+        let silent = || busy("error sending request: operation timed out");
+        let without_type = format!("{:#}", explain(silent().into(), false));
+        assert!(without_type.contains("--resource-types"), "{without_type}");
+        let with_type = format!("{:#}", explain(silent().into(), true));
+        assert!(!with_type.contains("--resource-types"), "{with_type}");
+    }
 }

@@ -147,6 +147,12 @@ async fn run_export(
         match client.export_to_dir(request, dir, &options).await {
             Err(e) if options.resume && e.needs_new_export() => {
                 tracing::warn!(error = %e, "the interrupted export cannot be resumed: starting a new one");
+                // Whatever the server still keeps of the old job goes.
+                if let Some(old) = &previous
+                    && let Err(e) = client.cancel(&old.job).await
+                {
+                    tracing::debug!(error = %e, "could not delete the old export job");
+                }
                 options.resume = false;
                 client.export_to_dir(request, dir, &options).await
             }

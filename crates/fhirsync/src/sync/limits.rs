@@ -23,6 +23,15 @@ pub(super) fn since_refusal(error: &anyhow::Error) -> Option<String> {
         })
 }
 
+/// Whether the export failed in a way only a new export cures (the server forgot or failed
+/// the job, or dropped its files).
+pub(super) fn needs_new_export(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|e| e.downcast_ref::<BulkError>())
+        .any(BulkError::needs_new_export)
+}
+
 /// The options of a sync with a server that refuses `_since`: every sync exports everything
 /// and removes what the export no longer has (within the Group for a Group export).
 pub(super) fn without_since(opts: &SyncOptions) -> SyncOptions {

@@ -68,31 +68,36 @@ pub async fn run_sync(
     let mut state = SyncState::load(&work.state_file)?;
 
     // A server that refuses `_since` gets full refreshes (unless `--since` was asked for).
-    let result = if limits::since_known_refused(&state) && opts.since.is_none() {
-        let opts = limits::without_since(opts);
-        sync_locked(&opts, kind, config, events, &cancel, &work, &state).await
+    let mut opts_now = if limits::since_known_refused(&state) && opts.since.is_none() {
+        limits::without_since(opts)
     } else {
-        let first = sync_locked(
-            opts,
-            kind,
-            config.clone(),
-            events.clone(),
-            &cancel,
-            &work,
-            &state,
-        );
-        match first.await {
-            Err(e)
-                if opts.since.is_none()
-                    && let Some(text) = limits::since_refusal(&e) =>
-            {
-                limits::note_since_refused(&mut state, &text);
-                let opts = limits::without_since(opts);
-                sync_locked(&opts, kind, config, events, &cancel, &work, &state).await
-            }
-            other => other,
-        }
+        opts.clone()
     };
+    let attempt = |o: &SyncOptions, state: &SyncState| {
+        let (config, events) = (config.clone(), events.clone());
+        let (cancel, work) = (&cancel, &work);
+        let o = o.clone();
+        let state = state.clone();
+        async move { sync_locked(&o, kind, config, events, cancel, work, &state).await }
+    };
+    let mut result = attempt(&opts_now, &state).await;
+    if let Err(e) = &result
+        && opts.since.is_none()
+        && !limits::since_known_refused(&state)
+        && let Some(text) = limits::since_refusal(e)
+    {
+        limits::note_since_refused(&mut state, &text);
+        opts_now = limits::without_since(opts);
+        result = attempt(&opts_now, &state).await;
+    }
+    // An export whose job the server forgot, failed, or whose files expired: nothing was
+    // committed, and the next attempt resumes it, finds that, and starts a new export.
+    if let Err(e) = &result
+        && limits::needs_new_export(e)
+    {
+        tracing::warn!(error = %crate::error_line::error_line(e), "the export can no longer deliver its data: starting a new one");
+        result = attempt(&opts_now, &state).await;
+    }
     let types_sent = !opts.resource_types.is_empty();
     let mut result = result.map_err(|e| limits::explain(e, types_sent));
     if let Ok(report) = &result {

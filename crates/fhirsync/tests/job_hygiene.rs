@@ -1,0 +1,43 @@
+//! Export jobs on the server: deleted once their data is in the tables, and replaced by a new
+//! export in the same run when the server forgets a job or its files expire mid-download.
+mod common;
+
+use bulk_test_server::{DataSource, Fault, FaultRule, FaultTarget};
+use common::{TYPES, assert_same_rows, options, run, server};
+use fhirsync::run::RunKind;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_that_expire_mid_download_bring_a_new_export_in_the_same_run() {
+    let server = server(DataSource::Synthetic {
+        patients: 30,
+        seed: 8,
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let (faulted, clean) = (dir.path().join("faulted"), dir.path().join("clean"));
+
+    // The third output file's download finds the job gone: every file of it is 404 from then.
+    server
+        .faults()
+        .add(FaultRule::once(FaultTarget::FileIndex(2), Fault::ExpireJob));
+    let report = run(&options(&server, &faulted), RunKind::Incremental)
+        .await
+        .expect("the same run exports again");
+    assert!(report.resources > 0);
+    let requests = server.requests();
+    let kick_offs = requests
+        .iter()
+        .filter(|r| r.method == "GET" && r.path_and_query.contains("$export?"))
+        .count();
+    assert_eq!(kick_offs, 2, "one export, then a new one");
+    // The new export's job is deleted after the commits (the old one is gone already).
+    let deletes = requests.iter().filter(|r| r.method == "DELETE").count();
+    assert!(deletes >= 1, "{deletes}");
+
+    // The tables are those of a clean sync of the same data: nothing twice, nothing missing.
+    run(&options(&server, &clean), RunKind::Incremental)
+        .await
+        .expect("a clean sync");
+    assert_same_rows(&faulted, &clean, &TYPES).await;
+    server.shutdown().await;
+}

@@ -1,6 +1,7 @@
 //! Reading single resources (a Group to learn its members) and the server's JSON documents
 //! (CapabilityStatement, SMART configuration).
 use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Utc};
 use http::header::ACCEPT;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
@@ -22,6 +23,8 @@ pub struct GroupMembers {
     pub references: Vec<String>,
     /// Members without an `entity.reference` (an identifier or a display only).
     pub without_reference: usize,
+    /// Members no longer in the group: `inactive: true`, or a `period` that has ended.
+    pub inactive: usize,
 }
 
 /// The parts of a Group that say who its members are; the rest is not read.
@@ -36,6 +39,34 @@ struct GroupBody {
 #[derive(Deserialize)]
 struct MemberBody {
     entity: Option<ReferenceBody>,
+    inactive: Option<bool>,
+    period: Option<PeriodBody>,
+}
+
+#[derive(Deserialize)]
+struct PeriodBody {
+    end: Option<String>,
+}
+
+impl MemberBody {
+    /// Whether the member has left the group by `now`: `inactive`, or a period whose end (a
+    /// FHIR dateTime; a date alone means that whole day) is past.
+    fn has_left(&self, now: DateTime<Utc>) -> bool {
+        if self.inactive == Some(true) {
+            return true;
+        }
+        let Some(end) = self.period.as_ref().and_then(|p| p.end.as_deref()) else {
+            return false;
+        };
+        let end = DateTime::parse_from_rfc3339(end)
+            .map(|t| t.with_timezone(&Utc))
+            .ok()
+            .or_else(|| {
+                let day = NaiveDate::parse_from_str(end, "%Y-%m-%d").ok()?;
+                Some(day.succ_opt()?.and_hms_opt(0, 0, 0)?.and_utc())
+            });
+        end.is_some_and(|end| end <= now)
+    }
 }
 
 #[derive(Deserialize)]
@@ -86,7 +117,12 @@ impl BulkClient {
             listed: true,
             ..GroupMembers::default()
         };
+        let now = Utc::now();
         for m in member {
+            if m.has_left(now) {
+                members.inactive += 1;
+                continue;
+            }
             match m.entity.and_then(|e| e.reference) {
                 Some(r) => members.references.push(r),
                 None => members.without_reference += 1,
@@ -134,5 +170,31 @@ fn check_type(url: &Url, expected: &str, found: Option<&str>) -> Result<(), Bulk
             url: url.clone(),
             message: format!("expected a {expected}, got resourceType {other:?}"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_who_left_are_told_from_current_ones() {
+        let now = DateTime::parse_from_rfc3339("2026-06-15T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let member = |json: &str| serde_json::from_str::<MemberBody>(json).unwrap();
+        for (json, left) in [
+            (r#"{"entity":{"reference":"Patient/1"}}"#, false),
+            (r#"{"inactive":true}"#, true),
+            (r#"{"inactive":false}"#, false),
+            (r#"{"period":{"end":"2026-06-14"}}"#, true),
+            (r#"{"period":{"end":"2026-06-15"}}"#, false),
+            (r#"{"period":{"end":"2026-06-15T11:00:00Z"}}"#, true),
+            (r#"{"period":{"end":"2026-06-15T13:00:00+00:00"}}"#, false),
+            (r#"{"period":{"start":"2020-01-01"}}"#, false),
+            (r#"{"period":{"end":"2026"}}"#, false),
+        ] {
+            assert_eq!(member(json).has_left(now), left, "{json}");
+        }
     }
 }

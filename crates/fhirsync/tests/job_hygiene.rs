@@ -30,9 +30,17 @@ async fn files_that_expire_mid_download_bring_a_new_export_in_the_same_run() {
         .filter(|r| r.method == "GET" && r.path_and_query.contains("$export?"))
         .count();
     assert_eq!(kick_offs, 2, "one export, then a new one");
-    // The new export's job is deleted after the commits (the old one is gone already).
-    let deletes = requests.iter().filter(|r| r.method == "DELETE").count();
-    assert!(deletes >= 1, "{deletes}");
+    // The new export's job is deleted after the commits (the old one is gone already: 404).
+    let deleted: Vec<u16> = requests
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        deleted.iter().filter(|s| (200..300).contains(*s)).count(),
+        1,
+        "{deleted:?}"
+    );
 
     // The tables are those of a clean sync of the same data: nothing twice, nothing missing.
     run(&options(&server, &clean), RunKind::Incremental)

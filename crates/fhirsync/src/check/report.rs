@@ -49,7 +49,7 @@ impl CheckReport {
 
     /// The report for a person: one line per finding, then what to set.
     pub fn to_text(&self) -> String {
-        let mut out = format!("fhirsync check {}\n", self.fhir_endpoint);
+        let mut out = format!("{}\n", self.fhir_endpoint);
         if let Some(s) = &self.software {
             out.push_str(&format!("  server: {s}"));
             if let Some(k) = &self.known_server {

@@ -123,9 +123,9 @@ pub(super) async fn export_into(
     Ok((client, summary))
 }
 
-/// The export into `dir`, resuming the one recorded there when it is the same request; when that
-/// job can no longer deliver (the server forgot or failed it, or dropped its files), a new export
-/// is started.
+/// The export into `dir`, resuming the one recorded there when it is the same request. A job
+/// that can no longer deliver fails the run; [`discard`] then clears it for a new export with
+/// a fresh set of writers, so that nothing of the dead job reaches the tables.
 async fn run_export(
     client: &BulkClient,
     request: &ExportRequest,
@@ -134,31 +134,17 @@ async fn run_export(
 ) -> anyhow::Result<ExportSummary> {
     let previous = JobState::load(dir).await.ok().flatten();
     let resume = previous.as_ref().is_some_and(|s| &s.job.request == request);
-    if previous.is_some() && !resume {
+    if let Some(old) = previous.as_ref().filter(|_| !resume) {
         tracing::info!("discarding an interrupted export made with other parameters");
+        cancel_quietly(client, &old.job).await;
     }
     // The job is deleted on the server only after the tables committed.
-    let mut options = ExportOptions {
+    let options = ExportOptions {
         resume,
         delete_job_on_success: false,
         delete_job_on_failure: false,
     };
-    let run = async {
-        match client.export_to_dir(request, dir, &options).await {
-            Err(e) if options.resume && e.needs_new_export() => {
-                tracing::warn!(error = %e, "the interrupted export cannot be resumed: starting a new one");
-                // Whatever the server still keeps of the old job goes.
-                if let Some(old) = &previous
-                    && let Err(e) = client.cancel(&old.job).await
-                {
-                    tracing::debug!(error = %e, "could not delete the old export job");
-                }
-                options.resume = false;
-                client.export_to_dir(request, dir, &options).await
-            }
-            other => other,
-        }
-    };
+    let run = client.export_to_dir(request, dir, &options);
     let summary = match timeout {
         Some(t) => tokio::time::timeout(t, run).await.map_err(|_| {
             anyhow!(
@@ -170,4 +156,42 @@ async fn run_export(
     }
     .context("bulk export")?;
     Ok(summary)
+}
+
+/// Removes the exports recorded in `dir` and in its immediate subfolders (a Group's new
+/// members' exports), then deletes their jobs on the server: ours go first, so that a run
+/// killed in between starts new exports instead of resuming jobs the server has dropped.
+pub(super) async fn discard(config: &ClientConfig, dir: &Path) {
+    let mut jobs = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    for d in &dirs {
+        if let Ok(Some(state)) = JobState::load(d).await {
+            jobs.push(state.job);
+        }
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the downloaded files");
+    }
+    if jobs.is_empty() {
+        return;
+    }
+    match BulkClient::new(config.clone()) {
+        Ok(client) => {
+            for job in &jobs {
+                cancel_quietly(&client, job).await;
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot delete export jobs on the server"),
+    }
+}
+
+async fn cancel_quietly(client: &BulkClient, job: &fhir_bulk::ExportJob) {
+    if let Err(e) = client.cancel(job).await {
+        tracing::debug!(error = %e, status_url = %job.status_url, "could not delete an export job on the server");
+    }
 }

@@ -11,16 +11,36 @@ use crate::config::SyncOptions;
 use crate::run::SyncReport;
 use crate::state::{ServerLimits, SyncState};
 
-/// The server's words when it refused the kick-off because of `_since`.
-pub(super) fn since_refusal(error: &anyhow::Error) -> Option<String> {
-    error
+/// A kick-off that sent `_since` refused because of it: the server's words, and the error.
+#[derive(Debug, thiserror::Error)]
+#[error("{error:#}")]
+pub(super) struct SinceRefused {
+    text: String,
+    error: anyhow::Error,
+}
+
+/// Marks the export's error as a refusal of `_since` when the kick-off sent one (`since_sent`)
+/// and the server named it in refusing; other errors pass unchanged.
+pub(super) fn mark_since_refusal(error: anyhow::Error, since_sent: bool) -> anyhow::Error {
+    let text = error
         .chain()
         .find_map(|e| match e.downcast_ref::<BulkError>() {
             Some(b @ BulkError::Http { outcome, .. }) if b.kick_off_refuses("_since") => {
-                outcome.clone()
+                Some(outcome.clone().unwrap_or_default())
             }
             _ => None,
-        })
+        });
+    match text {
+        Some(text) if since_sent => SinceRefused { text, error }.into(),
+        _ => error,
+    }
+}
+
+/// The server's words when it refused a kick-off because of the `_since` it sent.
+pub(super) fn since_refusal(error: &anyhow::Error) -> Option<String> {
+    error
+        .chain()
+        .find_map(|e| e.downcast_ref::<SinceRefused>().map(|r| r.text.clone()))
 }
 
 /// Whether the export failed in a way only a new export cures (the server forgot or failed
@@ -54,9 +74,10 @@ pub(super) fn note_since_refused(state: &mut SyncState, server_text: &str) {
     state.server_limits.since_refused_at = Some(Utc::now());
 }
 
-/// Whether an earlier sync found that the server refuses `_since`.
-pub(super) fn since_known_refused(state: &SyncState) -> bool {
-    state.server_limits.since_refused.is_some()
+/// Whether an earlier sync of this server (and Group: `sync_id`) found that it refuses
+/// `_since`. Deleting `server_limits` from the state file makes the next sync ask again.
+pub(super) fn since_known_refused(state: &SyncState, sync_id: &str) -> bool {
+    state.server_limits.since_refused.is_some() && state.sync_id.as_deref() == Some(sync_id)
 }
 
 /// After an incremental sync whose export listed no deletions: says, once, how deletes reach
@@ -90,10 +111,15 @@ pub fn explain(error: anyhow::Error, types_sent: bool) -> anyhow::Error {
              another client's must finish (or be cancelled) first. Try again later"
         ));
     }
-    if let BulkError::Http { url, .. } = bulk
+    // A refusal that names no parameter, of a system-level kick-off: the level is refused.
+    const PARAMETERS: &[&str] = &["_type", "_since", "_until", "_elements", "_outputFormat"];
+    if let BulkError::Http { url, outcome, .. } = bulk
         && bulk.is_refused_kick_off()
         && !url.path().contains("/Group/")
         && !url.path().ends_with("/Patient/$export")
+        && !outcome
+            .as_deref()
+            .is_some_and(|t| PARAMETERS.iter().any(|p| t.contains(p)) || t.contains("patient"))
     {
         return error.context(anyhow!(
             "the server refused a system-level export; some servers (Epic, Oracle Health) \
@@ -128,6 +154,26 @@ mod tests {
             outcome: Some("error not-supported: no".into()),
         })
         .context("bulk export")
+    }
+
+    #[test]
+    fn a_refused_parameter_is_not_taken_for_a_refused_level() {
+        let url = Url::parse("https://fhir.example/r4/$export").unwrap();
+        let refused = anyhow::Error::from(BulkError::Http {
+            what: "kick-off",
+            url,
+            status: 400,
+            outcome: Some("error invalid: _typeFilter Observation?x is not supported".into()),
+        });
+        let text = format!("{:#}", explain(refused, true));
+        assert!(!text.contains("--group-id"), "{text}");
+        let since = anyhow::Error::from(BulkError::Http {
+            what: "kick-off",
+            url: Url::parse("https://fhir.example/r4/$export").unwrap(),
+            status: 400,
+            outcome: Some("error not-supported: _since".into()),
+        });
+        assert!(since_refusal(&mark_since_refusal(since, false)).is_none());
     }
 
     #[test]

@@ -68,7 +68,8 @@ pub async fn run_sync(
     let mut state = SyncState::load(&work.state_file)?;
 
     // A server that refuses `_since` gets full refreshes (unless `--since` was asked for).
-    let mut opts_now = if limits::since_known_refused(&state) && opts.since.is_none() {
+    let sync_id = cursor::sync_identity(&opts.fhir_endpoint, opts.group_id.as_deref());
+    let mut opts_now = if limits::since_known_refused(&state, &sync_id) && opts.since.is_none() {
         limits::without_since(opts)
     } else {
         opts.clone()
@@ -83,7 +84,7 @@ pub async fn run_sync(
     let mut result = attempt(&opts_now, &state).await;
     if let Err(e) = &result
         && opts.since.is_none()
-        && !limits::since_known_refused(&state)
+        && !limits::since_known_refused(&state, &sync_id)
         && let Some(text) = limits::since_refusal(e)
     {
         limits::note_since_refused(&mut state, &text);
@@ -91,11 +92,13 @@ pub async fn run_sync(
         result = attempt(&opts_now, &state).await;
     }
     // An export whose job the server forgot, failed, or whose files expired: nothing was
-    // committed, and the next attempt resumes it, finds that, and starts a new export.
+    // committed; its files and jobs go, and a new export starts with new writers.
     if let Err(e) = &result
         && limits::needs_new_export(e)
     {
         tracing::warn!(error = %crate::error_line::error_line(e), "the export can no longer deliver its data: starting a new one");
+        export::discard(&config, &work.export_dir()).await;
+        export::discard(&config, &work.new_members_dir()).await;
         result = attempt(&opts_now, &state).await;
     }
     let types_sent = !opts.resource_types.is_empty();
@@ -206,9 +209,12 @@ async fn sync_locked(
         anyhow::Ok((client, summary, group, more))
     }
     .await;
-    let (client, summary, joined, more) = match exported {
+    let (_, summary, joined, more) = match exported {
         Ok(done) => done,
-        Err(e) => return Err(applier.abandon(e).await),
+        Err(e) => {
+            let e = limits::mark_since_refusal(e, since.is_some());
+            return Err(applier.abandon(e).await);
+        }
     };
 
     // The commits, each table with the export's deletions and cursor (the `_since` export's:
@@ -242,20 +248,9 @@ async fn sync_locked(
         members::store_record(&work.dir, &app_id, transaction_time, members);
     }
 
-    // Every table has the data: we may now drop our copy of the files and the server its job.
-    // Ours goes first, so that a run killed between the two starts a new export instead of
-    // resuming a job the server has dropped.
-    for dir in [&export_dir, &new_members_dir] {
-        if let Err(e) = std::fs::remove_dir_all(dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not remove the downloaded files");
-        }
-    }
-    for (client, summary) in std::iter::once((client, summary)).chain(more) {
-        if let Err(e) = client.cancel(&summary.job).await {
-            tracing::debug!(error = %e, "could not delete the finished export job on the server");
-        }
-    }
+    // Every table has the data: we may now drop our copy of the files and the server its jobs
+    // (this run's, and any an earlier run of other new members left).
+    export::discard(&config, &export_dir).await;
+    export::discard(&config, &new_members_dir).await;
     Ok(report)
 }

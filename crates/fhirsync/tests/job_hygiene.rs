@@ -49,3 +49,47 @@ async fn files_that_expire_mid_download_bring_a_new_export_in_the_same_run() {
     assert_same_rows(&faulted, &clean, &TYPES).await;
     server.shutdown().await;
 }
+
+/// A run that failed keeps its job for the next run to resume; when the resumed job's files
+/// have expired meanwhile, that run starts a new export with new writers and ends with the
+/// tables a clean sync gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_job_whose_files_expired_is_replaced_in_the_same_run() {
+    let server = server(DataSource::Synthetic {
+        patients: 30,
+        seed: 9,
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let (faulted, clean) = (dir.path().join("faulted"), dir.path().join("clean"));
+    let opts = options(&server, &faulted);
+
+    // The fourth file fails until the retries run out: the run fails, its job is kept.
+    server.faults().add(FaultRule::always(
+        FaultTarget::FileIndex(3),
+        Fault::Transient { status: 503 },
+    ));
+    run(&opts, RunKind::Incremental)
+        .await
+        .expect_err("a file that cannot be downloaded fails the run");
+    server.faults().clear();
+    // By the next run the job's files have expired.
+    server
+        .faults()
+        .add(FaultRule::once(FaultTarget::FileIndex(3), Fault::ExpireJob));
+    run(&opts, RunKind::Incremental)
+        .await
+        .expect("the resumed job is replaced by a new export");
+    let kick_offs = server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path_and_query.contains("$export?"))
+        .count();
+    assert_eq!(kick_offs, 2, "the first run's export, then a new one");
+
+    run(&options(&server, &clean), RunKind::Incremental)
+        .await
+        .expect("a clean sync");
+    assert_same_rows(&faulted, &clean, &TYPES).await;
+    server.shutdown().await;
+}

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use chrono::{DateTime, Utc};
 use fhir_bulk::{
-    BulkClient, BulkEvent, ClientConfig, ExportOptions, ExportRequest, ExportSummary, FileKind,
-    JobState,
+    BulkClient, BulkError, BulkEvent, ClientConfig, ExportOptions, ExportRequest, ExportSummary,
+    FileKind, JobState,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -144,7 +144,15 @@ async fn run_export(
         delete_job_on_success: false,
         delete_job_on_failure: false,
     };
-    let run = client.export_to_dir(request, dir, &options);
+    let run = async {
+        client
+            .export_to_dir(request, dir, &options)
+            .await
+            .map_err(|e| match e {
+                e if resume && e.needs_new_export() => anyhow::Error::new(ResumedJobDead(e)),
+                e => anyhow::Error::new(e),
+            })
+    };
     let summary = match timeout {
         Some(t) => tokio::time::timeout(t, run).await.map_err(|_| {
             anyhow!(
@@ -157,6 +165,12 @@ async fn run_export(
     .context("bulk export")?;
     Ok(summary)
 }
+
+/// An interrupted export taken up again whose job can no longer deliver (the server forgot or
+/// failed it, or dropped its files): only a new export brings the data.
+#[derive(Debug, thiserror::Error)]
+#[error("the interrupted export cannot be resumed: {0}")]
+pub(super) struct ResumedJobDead(#[source] pub BulkError);
 
 /// Removes the exports recorded in `dir` and in its immediate subfolders (a Group's new
 /// members' exports), then deletes their jobs on the server: ours go first, so that a run

@@ -43,13 +43,17 @@ pub(super) fn since_refusal(error: &anyhow::Error) -> Option<String> {
         .find_map(|e| e.downcast_ref::<SinceRefused>().map(|r| r.text.clone()))
 }
 
-/// Whether the export failed in a way only a new export cures (the server forgot or failed
-/// the job, or dropped its files).
-pub(super) fn needs_new_export(error: &anyhow::Error) -> bool {
-    error
-        .chain()
-        .filter_map(|e| e.downcast_ref::<BulkError>())
-        .any(BulkError::needs_new_export)
+/// Whether only a new export, started at once, brings the data: the server dropped the
+/// export's job or files, or an interrupted export taken up again can no longer deliver. A
+/// job this run started and the server reports as failed is not retried in the same run (the
+/// failure may repeat); the next run starts a new export.
+pub(super) fn needs_new_export_now(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        e.is::<super::export::ResumedJobDead>()
+            || e.downcast_ref::<BulkError>().is_some_and(|b| {
+                b.needs_new_export() && !matches!(b, BulkError::ExportFailed { .. })
+            })
+    })
 }
 
 /// The options of a sync with a server that refuses `_since`: every sync exports everything

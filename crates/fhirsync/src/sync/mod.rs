@@ -91,10 +91,10 @@ pub async fn run_sync(
         opts_now = limits::without_since(opts);
         result = attempt(&opts_now, &state).await;
     }
-    // An export whose job the server forgot, failed, or whose files expired: nothing was
-    // committed; its files and jobs go, and a new export starts with new writers.
+    // An export whose job the server forgot, or whose files expired: nothing was committed;
+    // its files and jobs go, and a new export starts with new writers.
     if let Err(e) = &result
-        && limits::needs_new_export(e)
+        && limits::needs_new_export_now(e)
     {
         tracing::warn!(error = %crate::error_line::error_line(e), "the export can no longer deliver its data: starting a new one");
         export::discard(&config, &work.export_dir()).await;

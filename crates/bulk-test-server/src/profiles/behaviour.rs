@@ -137,6 +137,20 @@ pub(crate) struct Behaviour {
     /// The file origin refuses requests that carry an `Authorization` header (pre-signed
     /// URLs, which carry their own credentials).
     pub presigned_files: bool,
+    /// Output files are written to the configured output store (a bucket) and listed by
+    /// their URLs there; the server does not start without one.
+    pub output_in_store: bool,
+    /// The name of the kick-off parameter for "changed up to" (`_until` in the IG).
+    pub until_param: &'static str,
+    /// `_since` must carry seconds and a timezone.
+    pub strict_since: bool,
+    /// Exports start only with POST and a Parameters body; a GET kick-off gets 405.
+    pub post_only: bool,
+    /// A kick-off while another export is in progress gets 400 with a throttling outcome.
+    pub one_export_at_a_time: bool,
+    /// Patient- and Group-level exports list this many resources of each type a second
+    /// time, unchanged, in another file.
+    pub repeated_resources: Option<usize>,
 }
 
 impl Behaviour {
@@ -160,6 +174,12 @@ impl Behaviour {
             only_500: false,
             hang_without_type: false,
             presigned_files: false,
+            output_in_store: false,
+            until_param: "_until",
+            strict_since: false,
+            post_only: false,
+            one_export_at_a_time: false,
+            repeated_resources: None,
         }
     }
 }

@@ -1,9 +1,12 @@
 //! Vendor profiles: the server reproduces a real Bulk Data server's documented departures from
 //! the IG, so that clients can be tested against each. A profile is data ([`Behaviour`]) that
 //! the handlers consult; [`Profile::Spec`] is the IG as written.
+mod aws;
+mod azure;
 mod behaviour;
 mod epic;
 mod firely;
+mod gcp;
 mod hapi;
 mod medplum;
 mod oracle;
@@ -34,6 +37,12 @@ pub enum Profile {
     Oracle(Oracle),
     /// Medplum.
     Medplum,
+    /// Azure Health Data Services (output in Azure Blob storage).
+    Azure,
+    /// Google Cloud Healthcare API (output in Cloud Storage).
+    Gcp,
+    /// AWS HealthLake (output in S3).
+    Aws,
 }
 
 impl Profile {
@@ -46,6 +55,9 @@ impl Profile {
             Profile::Epic(Epic::default()),
             Profile::Oracle(Oracle::default()),
             Profile::Medplum,
+            Profile::Azure,
+            Profile::Gcp,
+            Profile::Aws,
         ]
     }
 
@@ -58,6 +70,9 @@ impl Profile {
             Profile::Epic(_) => "epic",
             Profile::Oracle(_) => "oracle",
             Profile::Medplum => "medplum",
+            Profile::Azure => "azure",
+            Profile::Gcp => "gcp",
+            Profile::Aws => "aws",
         }
     }
 
@@ -70,6 +85,9 @@ impl Profile {
             Profile::Epic(_) => epic::DESCRIPTION,
             Profile::Oracle(_) => oracle::DESCRIPTION,
             Profile::Medplum => medplum::DESCRIPTION,
+            Profile::Azure => azure::DESCRIPTION,
+            Profile::Gcp => gcp::DESCRIPTION,
+            Profile::Aws => aws::DESCRIPTION,
         }
     }
 
@@ -81,6 +99,9 @@ impl Profile {
             Profile::Epic(e) => e.behaviour(),
             Profile::Oracle(o) => o.behaviour(),
             Profile::Medplum => medplum::behaviour(),
+            Profile::Azure => azure::behaviour(),
+            Profile::Gcp => gcp::behaviour(),
+            Profile::Aws => aws::behaviour(),
         }
     }
 
@@ -90,6 +111,12 @@ impl Profile {
         if let Profile::Oracle(_) = self {
             oracle::apply(cfg);
         }
+    }
+
+    /// Whether the profile writes its output files to a bucket, so that the server needs an
+    /// output store ([`ServerConfig::output_store`]).
+    pub fn needs_output_store(&self) -> bool {
+        self.behaviour().output_in_store
     }
 }
 
@@ -134,7 +161,9 @@ mod tests {
         let names: Vec<&str> = Profile::all().iter().map(Profile::name).collect();
         assert_eq!(
             names,
-            ["spec", "hapi", "firely", "epic", "oracle", "medplum"]
+            [
+                "spec", "hapi", "firely", "epic", "oracle", "medplum", "azure", "gcp", "aws"
+            ]
         );
         for p in Profile::all() {
             assert_eq!(p.to_string().parse::<Profile>().unwrap(), p);

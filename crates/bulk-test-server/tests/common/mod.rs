@@ -1,4 +1,6 @@
 #![allow(dead_code)]
+pub mod stores;
+
 use std::time::Duration;
 
 use bulk_test_server::{DataSource, ServerConfig, TestServer};

@@ -3,8 +3,8 @@
 //! the in-process GCS emulator; the `s3://` URLs against the S3 server `.ci/run` starts.
 mod common;
 
-use bulk_test_server::{DataSource, OutputStore, Profile, ServerConfig, TestServer};
-use common::stores::{gcs, read_bucket_file, s3};
+use bulk_test_server::{DataSource, OutputStore, Profile, TestServer};
+use common::stores::{gcs, read_bucket_file, s3, start_with_store};
 use common::*;
 use serde_json::json;
 
@@ -14,13 +14,7 @@ const DATA: DataSource = DataSource::Synthetic {
 };
 
 async fn start_aws(store: OutputStore) -> TestServer {
-    TestServer::start(ServerConfig {
-        profile: Profile::Aws,
-        output_store: Some(store),
-        ..config(DATA)
-    })
-    .await
-    .unwrap()
+    start_with_store(Profile::Aws, DATA, store, 10_000).await
 }
 
 async fn kickoff_post(c: &reqwest::Client, url: &str, types: &str) -> reqwest::Response {

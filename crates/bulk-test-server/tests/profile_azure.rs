@@ -7,8 +7,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use bulk_test_server::{DataSource, OutputStore, Profile, ServerConfig, TestServer};
-use common::stores::{azurite, gcs, read_blob};
+use bulk_test_server::{DataSource, OutputStore, Profile, TestServer};
+use common::stores::{azurite, gcs, read_blob, start_with_store};
 use common::*;
 
 const DATA: DataSource = DataSource::Synthetic {
@@ -17,14 +17,7 @@ const DATA: DataSource = DataSource::Synthetic {
 };
 
 async fn start_azure(store: OutputStore) -> TestServer {
-    TestServer::start(ServerConfig {
-        profile: Profile::Azure,
-        output_store: Some(store),
-        resources_per_file: 5,
-        ..config(DATA)
-    })
-    .await
-    .unwrap()
+    start_with_store(Profile::Azure, DATA, store, 5).await
 }
 
 #[tokio::test]
@@ -119,15 +112,7 @@ async fn an_identical_kickoff_gets_the_running_job_unless_no_cache() {
     let u = url(&server, "$export?_type=Patient");
     let first = kickoff_ok(&c, &u).await;
     assert_eq!(kickoff_ok(&c, &u).await, first);
-    let r = c
-        .get(&u)
-        .header("Accept", "application/fhir+json")
-        .header("Prefer", "respond-async")
-        .header("Cache-Control", "no-cache")
-        .send()
-        .await
-        .unwrap();
-    assert_ne!(accepted(&r), first);
+    assert_ne!(accepted(&kickoff_no_cache(&c, &u).await), first);
     server.shutdown().await;
 }
 

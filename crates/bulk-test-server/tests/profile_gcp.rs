@@ -4,7 +4,7 @@
 mod common;
 
 use bulk_test_server::{DataSource, Profile, ServerConfig, TestServer};
-use common::stores::{gcs, read_bucket_file};
+use common::stores::{gcs, read_bucket_file, start_with_store};
 use common::*;
 
 const DATA: DataSource = DataSource::Synthetic {
@@ -13,14 +13,7 @@ const DATA: DataSource = DataSource::Synthetic {
 };
 
 async fn start_gcp(store: bulk_test_server::OutputStore) -> TestServer {
-    TestServer::start(ServerConfig {
-        profile: Profile::Gcp,
-        output_store: Some(store),
-        resources_per_file: 5,
-        ..config(DATA)
-    })
-    .await
-    .unwrap()
+    start_with_store(Profile::Gcp, DATA, store, 5).await
 }
 
 #[tokio::test]

@@ -634,10 +634,10 @@ async fn azure_merge_scenario() {
 async fn gcs_merge_scenario() {
     let emulator = gcs_emulator::GcsEmulator::start().await.unwrap();
     emulator.create_bucket("fhirsync-test");
-    let storage = StorageOptions::new()
-        .with("google_service_account_key", emulator.service_account_key())
-        .with("google_base_url", emulator.base_url())
-        .with("allow_http", "true");
+    let storage = emulator
+        .client_settings()
+        .into_iter()
+        .fold(StorageOptions::new(), |s, (k, v)| s.with(k, v));
     object_store_scenario("gs://fhirsync-test", storage).await;
     assert!(
         emulator

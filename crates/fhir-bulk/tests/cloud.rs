@@ -14,13 +14,7 @@ use gcs_emulator::GcsEmulator;
 async fn gcs() -> (GcsEmulator, BTreeMap<String, String>) {
     let emulator = GcsEmulator::start().await.unwrap();
     emulator.create_bucket("exports");
-    let settings = BTreeMap::from([
-        (
-            "GOOGLE_SERVICE_ACCOUNT_KEY".to_string(),
-            emulator.service_account_key(),
-        ),
-        ("google_allow_http".to_string(), "true".to_string()),
-    ]);
+    let settings = emulator.client_settings();
     (emulator, settings)
 }
 

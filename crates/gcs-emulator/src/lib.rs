@@ -10,6 +10,7 @@ mod routes;
 mod store;
 mod xml;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
@@ -84,6 +85,18 @@ impl GcsEmulator {
     /// the client at this server.
     pub fn service_account_key(&self) -> String {
         service_account_key(&self.base_url())
+    }
+
+    /// A client's settings for this server, as object_store and delta-rs take them (and as
+    /// environment variables name them): the service-account key above and plain HTTP.
+    pub fn client_settings(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (
+                "GOOGLE_SERVICE_ACCOUNT_KEY".to_string(),
+                self.service_account_key(),
+            ),
+            ("GOOGLE_ALLOW_HTTP".to_string(), "true".to_string()),
+        ])
     }
 
     /// Stops serving and waits for the server task.

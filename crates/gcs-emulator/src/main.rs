@@ -29,11 +29,9 @@ async fn main() -> std::io::Result<()> {
     }
     // The settings a client (object_store, delta-rs, fhirsync) needs, as environment lines.
     println!("GOOGLE_BASE_URL={}", emulator.base_url());
-    println!(
-        "GOOGLE_SERVICE_ACCOUNT_KEY='{}'",
-        emulator.service_account_key()
-    );
-    println!("GOOGLE_ALLOW_HTTP=true");
+    for (k, v) in emulator.client_settings() {
+        println!("{k}='{v}'");
+    }
     tokio::signal::ctrl_c().await?;
     emulator.shutdown().await;
     Ok(())

@@ -7,26 +7,28 @@
 //! apache/arrow-rs-object-store#713), so its copy checks cannot pass against real GCS or a
 //! faithful emulator: copies are checked here at the HTTP level instead.
 use gcs_emulator::GcsEmulator;
-use object_store::gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder};
 use object_store::integration::*;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode};
 
-async fn bucket(emulator: &GcsEmulator, name: &str) -> GoogleCloudStorage {
-    emulator.create_bucket(name);
-    GoogleCloudStorageBuilder::new()
-        .with_bucket_name(name)
-        .with_config(GoogleConfigKey::BaseUrl, emulator.base_url())
-        .with_config(
-            GoogleConfigKey::ServiceAccountKey,
-            emulator.service_account_key(),
-        )
-        .with_config(
-            GoogleConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
-            "true",
+/// A client of bucket `name` (which need not exist) on the emulator.
+fn client(emulator: &GcsEmulator, name: &str) -> GoogleCloudStorage {
+    let settings = emulator.client_settings();
+    settings
+        .iter()
+        .fold(
+            GoogleCloudStorageBuilder::new().with_bucket_name(name),
+            |b, (k, v)| b.with_config(k.to_ascii_lowercase().parse().unwrap(), v),
         )
         .build()
         .expect("client for the emulator")
+}
+
+/// A client of bucket `name`, created first.
+async fn bucket(emulator: &GcsEmulator, name: &str) -> GoogleCloudStorage {
+    emulator.create_bucket(name);
+    client(emulator, name)
 }
 
 #[tokio::test]
@@ -97,19 +99,7 @@ async fn create_if_absent_refuses_a_second_writer() {
 async fn unknown_buckets_are_not_found() {
     let emulator = GcsEmulator::start().await.unwrap();
     let store = bucket(&emulator, "here").await;
-    emulator.create_bucket("here");
-    let other = GoogleCloudStorageBuilder::new()
-        .with_bucket_name("elsewhere")
-        .with_config(
-            GoogleConfigKey::ServiceAccountKey,
-            emulator.service_account_key(),
-        )
-        .with_config(
-            GoogleConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
-            "true",
-        )
-        .build()
-        .unwrap();
+    let other = client(&emulator, "elsewhere");
     let err = other.get(&Path::from("x")).await.unwrap_err();
     assert!(matches!(err, object_store::Error::NotFound { .. }), "{err}");
     let err = other.put(&Path::from("x"), "y".into()).await.unwrap_err();

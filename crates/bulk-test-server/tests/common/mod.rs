@@ -43,6 +43,17 @@ pub async fn kickoff_get(c: &reqwest::Client, url: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// GET kick-off with `Cache-Control: no-cache` (a fresh job where a server reuses them).
+pub async fn kickoff_no_cache(c: &reqwest::Client, url: &str) -> reqwest::Response {
+    c.get(url)
+        .header("Accept", "application/fhir+json")
+        .header("Prefer", "respond-async")
+        .header("Cache-Control", "no-cache")
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The status URL of a kick-off answered 202.
 pub fn accepted(r: &reqwest::Response) -> String {
     assert_eq!(r.status(), 202);

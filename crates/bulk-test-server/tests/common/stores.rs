@@ -3,7 +3,7 @@
 //! (`FHIRSYNC_TEST_S3_ENDPOINT`), and reading back what the server wrote there.
 use std::collections::BTreeMap;
 
-use bulk_test_server::OutputStore;
+use bulk_test_server::{DataSource, OutputStore, Profile, ServerConfig, TestServer};
 use gcs_emulator::GcsEmulator;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::path::Path;
@@ -15,13 +15,7 @@ pub async fn gcs() -> (GcsEmulator, OutputStore) {
     emulator.create_bucket("exports");
     let store = OutputStore {
         url: format!("gs://exports/{}", uuid::Uuid::new_v4()),
-        options: BTreeMap::from([
-            (
-                "google_service_account_key".into(),
-                emulator.service_account_key(),
-            ),
-            ("google_allow_http".into(), "true".into()),
-        ]),
+        options: emulator.client_settings(),
     };
     (emulator, store)
 }
@@ -35,6 +29,23 @@ pub fn service(var: &str) -> bool {
     assert!(std::env::var_os("CI").is_none(), "{var} must be set in CI");
     println!("skipped: {var} not set");
     false
+}
+
+/// A server with the test settings of [`super::config`], this profile and output store.
+pub async fn start_with_store(
+    profile: Profile,
+    data: DataSource,
+    store: OutputStore,
+    resources_per_file: usize,
+) -> TestServer {
+    TestServer::start(ServerConfig {
+        profile,
+        output_store: Some(store),
+        resources_per_file,
+        ..super::config(data)
+    })
+    .await
+    .unwrap()
 }
 
 /// An output store in Azurite's `fhirsync-test` container (emulator mode from the

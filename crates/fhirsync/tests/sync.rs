@@ -6,7 +6,10 @@ use std::path::Path;
 
 use arrow::array::{Array, Int64Array, StringArray};
 use bulk_test_server::{DataSource, Fault, FaultHandle, FaultRule, FaultTarget};
-use common::{TYPES, count, options, run, server, sql, utf8, versions};
+use common::{
+    TYPES, count, local, options, python_reader, read_back_in_python, run, server, sql, utf8,
+    versions,
+};
 use fhirsync::config::{SaveMode, SyncOptions};
 use fhirsync::run::RunKind;
 use fhirsync::state::SyncState;
@@ -474,15 +477,7 @@ async fn save_modes_behave_as_delta_users_expect() {
 /// carry deletion vectors (its pyarrow path refuses them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_read_back_by_an_independent_reader() {
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import deltalake, pyarrow"])
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 with deltalake and pyarrow is required in CI (.ci/requirements.txt)"
-        );
-        eprintln!("skipped: python3 with deltalake and pyarrow is not installed");
+    if !python_reader() {
         return;
     }
     let server = server(DataSource::Synthetic {
@@ -494,7 +489,7 @@ async fn tables_read_back_by_an_independent_reader() {
     let delta = dir.path().join("delta");
     let mut opts = options(&server, &delta);
     run(&opts, RunKind::Incremental).await.unwrap();
-    read_back_in_python(&delta, &[]).await;
+    read_back_in_python(&local(&delta), &[]).await;
 
     // An incremental sync with deletion vectors: stored files keep their rows, marked.
     let store = server.store();
@@ -517,71 +512,9 @@ async fn tables_read_back_by_an_independent_reader() {
         );
     }
     // Only the tables that got a vector have deletion vectors turned on (in that commit).
-    read_back_in_python(&delta, &["Patient", "Observation"]).await;
+    read_back_in_python(&local(&delta), &["Patient", "Observation"]).await;
     assert!(!versions(&delta, "Observation").await.contains_key(&gone));
     server.shutdown().await;
-}
-
-/// Reads every table with Python's `deltalake` and compares ids and versions with ours;
-/// `with_vectors` are the tables it must read through DataFusion (deletion vectors on).
-async fn read_back_in_python(delta: &Path, with_vectors: &[&str]) {
-    let script = r#"
-import json, sys
-from deltalake import DeltaTable, QueryBuilder
-out = {}
-for t in sys.argv[2:]:
-    dt = DeltaTable(f"{sys.argv[1]}/{t}.parquet")
-    if "deletionVectors" in (dt.protocol().reader_features or []):
-        reader = "datafusion"
-        rows = QueryBuilder().register("t", dt).execute("SELECT id, meta FROM t").read_all()
-    else:
-        reader = "pyarrow"
-        rows = dt.to_pyarrow_table(columns=["id", "meta"])
-    ids = [str(i) for i in rows.column("id").to_pylist()]
-    versions = [m["versionId"] for m in rows.column("meta").to_pylist()]
-    meta = [h for h in dt.history() if any(k.startswith("fhirsync.") for k in h)]
-    out[t] = {"reader": reader, "rows": len(ids), "distinct": len(set(ids)), "versions": dict(zip(ids, versions)), "fhirsync_commits": len(meta)}
-print(json.dumps(out), flush=True)
-# The native reader's threads can abort the interpreter's shutdown ("terminate called without
-# an active exception"); the answer is printed, so leave without that shutdown.
-import os
-os._exit(0)
-"#;
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(delta)
-        .args(TYPES)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for t in TYPES {
-        let ours = versions(delta, t).await;
-        let expected_reader = if with_vectors.contains(&t) {
-            "datafusion"
-        } else {
-            "pyarrow"
-        };
-        assert_eq!(seen[t]["reader"], expected_reader, "{t}");
-        assert_eq!(
-            seen[t]["rows"].as_u64().unwrap() as usize,
-            ours.len(),
-            "{t}"
-        );
-        assert_eq!(seen[t]["distinct"], seen[t]["rows"], "{t}");
-        let theirs: BTreeMap<String, Option<String>> =
-            serde_json::from_value(seen[t]["versions"].clone()).unwrap();
-        assert_eq!(theirs, ours, "{t}");
-        assert!(
-            seen[t]["fhirsync_commits"].as_u64().unwrap() >= 1,
-            "{t}: the cursor commit is in the history"
-        );
-    }
 }
 
 /// The same sync into an S3 bucket (a local S3-compatible server started by `.ci/run`).

@@ -45,7 +45,9 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub encoding: EncodingArgs,
 
-    /// Object store option for `s3://` paths, e.g. `AWS_REGION=eu-central-1` (repeatable)
+    /// Object store setting for tables in a bucket (`s3://`, `az://`, `abfss://`, `gs://`), over
+    /// the same-named environment variable, e.g. `AWS_REGION=eu-central-1`,
+    /// `AZURE_STORAGE_ACCOUNT_KEY=...`, `GOOGLE_SERVICE_ACCOUNT=key.json` (repeatable)
     #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_key_val)]
     pub storage_options: Vec<(String, String)>,
 
@@ -109,6 +111,7 @@ impl SyncArgs {
         o.timeout = export.timeout;
         o.max_concurrent_downloads = export.max_concurrent_downloads;
         o.gzip = export.gzip;
+        o.export_storage_options = export.export_storage_options;
         o.full_refresh = self.full_refresh.or(file.full_refresh).unwrap_or(false);
         o.reconcile = self.reconcile.or(file.reconcile).unwrap_or(false);
         let write = self.write.resolve(file);

@@ -68,13 +68,31 @@ pub fn utf8(a: &arrow::array::ArrayRef) -> arrow::array::ArrayRef {
     arrow::compute::cast(a, &arrow::datatypes::DataType::Utf8).unwrap()
 }
 
+/// Where tables are: a directory or bucket URL and the object store options to read it.
+pub struct Location {
+    pub root: String,
+    pub storage: BTreeMap<String, String>,
+}
+
+/// The tables of a local directory.
+pub fn local(delta: &Path) -> Location {
+    Location {
+        root: delta.display().to_string(),
+        storage: BTreeMap::new(),
+    }
+}
+
 /// `id -> meta.versionId` of every row of a table.
 pub async fn versions(delta: &Path, table: &str) -> BTreeMap<String, Option<String>> {
-    let batches = sql(
-        delta,
-        &format!("SELECT id, meta['versionId'] AS v FROM {table}"),
-    )
-    .await;
+    versions_at(&local(delta), table).await
+}
+
+/// [`versions`] of the tables at a [`Location`].
+pub async fn versions_at(at: &Location, table: &str) -> BTreeMap<String, Option<String>> {
+    let query = format!("SELECT id, meta['versionId'] AS v FROM {table}");
+    let batches = fhirsync::tables::query_with(&at.root, &at.storage, &query, None)
+        .await
+        .unwrap();
     let mut out = BTreeMap::new();
     for b in batches {
         let ids = utf8(b.column(0));
@@ -93,4 +111,84 @@ pub async fn versions(delta: &Path, table: &str) -> BTreeMap<String, Option<Stri
         }
     }
     out
+}
+
+/// Whether python3 with `deltalake` and `pyarrow` is there (required in CI); prints why not.
+pub fn python_reader() -> bool {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import deltalake, pyarrow"])
+        .status();
+    if probe.is_ok_and(|s| s.success()) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "python3 with deltalake and pyarrow is required in CI (.ci/requirements.txt)"
+    );
+    eprintln!("skipped: python3 with deltalake and pyarrow is not installed");
+    false
+}
+
+/// Reads every table with Python's `deltalake` and compares ids and versions with ours;
+/// `with_vectors` are the tables it must read through DataFusion (deletion vectors on).
+pub async fn read_back_in_python(at: &Location, with_vectors: &[&str]) {
+    let script = r#"
+import json, sys
+from deltalake import DeltaTable, QueryBuilder
+out = {}
+options = json.loads(sys.argv[2])
+for t in sys.argv[3:]:
+    dt = DeltaTable(f"{sys.argv[1]}/{t}.parquet", storage_options=options)
+    if "deletionVectors" in (dt.protocol().reader_features or []):
+        reader = "datafusion"
+        rows = QueryBuilder().register("t", dt).execute("SELECT id, meta FROM t").read_all()
+    else:
+        reader = "pyarrow"
+        rows = dt.to_pyarrow_table(columns=["id", "meta"])
+    ids = [str(i) for i in rows.column("id").to_pylist()]
+    versions = [m["versionId"] for m in rows.column("meta").to_pylist()]
+    meta = [h for h in dt.history() if any(k.startswith("fhirsync.") for k in h)]
+    out[t] = {"reader": reader, "rows": len(ids), "distinct": len(set(ids)), "versions": dict(zip(ids, versions)), "fhirsync_commits": len(meta)}
+print(json.dumps(out), flush=True)
+# The native reader's threads can abort the interpreter's shutdown ("terminate called without
+# an active exception"); the answer is printed, so leave without that shutdown.
+import os
+os._exit(0)
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(at.root.trim_end_matches('/'))
+        .arg(serde_json::to_string(&at.storage).unwrap())
+        .args(TYPES)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for t in TYPES {
+        let ours = versions_at(at, t).await;
+        let expected_reader = if with_vectors.contains(&t) {
+            "datafusion"
+        } else {
+            "pyarrow"
+        };
+        assert_eq!(seen[t]["reader"], expected_reader, "{t}");
+        assert_eq!(
+            seen[t]["rows"].as_u64().unwrap() as usize,
+            ours.len(),
+            "{t}"
+        );
+        assert_eq!(seen[t]["distinct"], seen[t]["rows"], "{t}");
+        let theirs: BTreeMap<String, Option<String>> =
+            serde_json::from_value(seen[t]["versions"].clone()).unwrap();
+        assert_eq!(theirs, ours, "{t}");
+        assert!(
+            seen[t]["fhirsync_commits"].as_u64().unwrap() >= 1,
+            "{t}: the cursor commit is in the history"
+        );
+    }
 }

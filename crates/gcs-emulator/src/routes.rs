@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{any, get};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -57,10 +57,7 @@ impl Shared {
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/{bucket}", get(list))
-        .route(
-            "/{bucket}/{*name}",
-            get(read).put(put).post(post).delete(delete),
-        )
+        .route("/{bucket}/{*name}", any(object))
         // Parts and objects are as large as the client sends (GCS takes up to 5 TiB).
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -209,13 +206,51 @@ fn byte_range(spec: Option<&str>, len: usize) -> Result<Option<(usize, usize)>, 
     Ok(Some((start, end_inclusive)))
 }
 
-async fn read(
+/// A request to one object, by what it asks for.
+struct ObjectRequest {
+    bucket: String,
+    name: String,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+async fn object(
     State(s): State<Shared>,
     method: Method,
     Path((bucket, name)): Path<(String, String)>,
-    Query(q): Params,
+    Query(query): Params,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
+    let req = ObjectRequest {
+        bucket,
+        name,
+        query,
+        headers,
+        body,
+    };
+    match method {
+        Method::GET | Method::HEAD => read(&s, method == Method::HEAD, req),
+        Method::PUT => put(&s, req),
+        Method::POST => post(&s, req),
+        Method::DELETE => delete(&s, req),
+        _ => fail(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "The specified method is not allowed against this resource.",
+        ),
+    }
+}
+
+fn read(s: &Shared, head: bool, req: ObjectRequest) -> Response {
+    let ObjectRequest {
+        bucket,
+        name,
+        query: q,
+        headers,
+        ..
+    } = req;
     let found = {
         let buckets = s.buckets();
         match q.get("generation") {
@@ -274,7 +309,7 @@ async fn read(
         }
     };
     let body_len = body.len();
-    let mut r = if method == Method::HEAD {
+    let mut r = if head {
         respond(status, Body::empty())
     } else {
         respond(status, body)
@@ -288,13 +323,14 @@ async fn read(
     r
 }
 
-async fn put(
-    State(s): State<Shared>,
-    Path((bucket, name)): Path<(String, String)>,
-    Query(q): Params,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+fn put(s: &Shared, req: ObjectRequest) -> Response {
+    let ObjectRequest {
+        bucket,
+        name,
+        query: q,
+        headers,
+        body,
+    } = req;
     if let (Some(part), Some(id)) = (q.get("partNumber"), q.get("uploadId")) {
         let Ok(number) = part.parse::<u32>() else {
             return fail(
@@ -357,13 +393,14 @@ async fn put(
     }
 }
 
-async fn post(
-    State(s): State<Shared>,
-    Path((bucket, name)): Path<(String, String)>,
-    Query(q): Params,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+fn post(s: &Shared, req: ObjectRequest) -> Response {
+    let ObjectRequest {
+        bucket,
+        name,
+        query: q,
+        headers,
+        body,
+    } = req;
     if q.contains_key("uploads") {
         let started = s
             .buckets()
@@ -405,11 +442,13 @@ async fn post(
     }
 }
 
-async fn delete(
-    State(s): State<Shared>,
-    Path((bucket, name)): Path<(String, String)>,
-    Query(q): Params,
-) -> Response {
+fn delete(s: &Shared, req: ObjectRequest) -> Response {
+    let ObjectRequest {
+        bucket,
+        name,
+        query: q,
+        ..
+    } = req;
     let done = match q.get("uploadId") {
         Some(id) => s.buckets().abort_upload(&bucket, &name, id),
         None => s.buckets().delete(&bucket, &name),

@@ -82,6 +82,51 @@ async fn files_in_gcs_are_read_with_the_clouds_credentials() {
     server.shutdown().await;
 }
 
+/// A client of the emulator's `exports` bucket.
+fn bucket(emulator: &GcsEmulator) -> object_store::gcp::GoogleCloudStorage {
+    object_store::gcp::GoogleCloudStorageBuilder::new()
+        .with_bucket_name("exports")
+        .with_service_account_key(emulator.service_account_key())
+        .with_client_options(object_store::ClientOptions::new().with_allow_http(true))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_compressed_objects_are_read_decoded() {
+    use std::io::Write;
+
+    use object_store::ObjectStoreExt;
+    let (emulator, settings) = gcs().await;
+    let server = gcp_server(&settings).await;
+    let mut config = fast_config(server.base_url());
+    config.storage_options = settings;
+    let client = BulkClient::new(config).unwrap();
+    let job = client.kick_off(&ExportRequest::system()).await.unwrap();
+    let manifest = client.wait_for_manifest(&job).await.unwrap();
+    // The first file stored gzip-compressed, as a bucket may hold it.
+    let store = bucket(&emulator);
+    let key = object_store::path::Path::from(manifest.output[0].url.path().trim_start_matches('/'));
+    let plain = store.get(&key).await.unwrap().bytes().await.unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&plain).unwrap();
+    store.put(&key, gz.finish().unwrap().into()).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let results: Vec<_> = client
+        .download(&manifest, dir.path(), DownloadOptions::default())
+        .collect()
+        .await;
+    let files: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+    let first = files
+        .iter()
+        .find(|f| f.url == manifest.output[0].url)
+        .unwrap();
+    assert_eq!(std::fs::read(&first.path).unwrap(), plain.to_vec());
+    assert_eq!(first.expected_count, Some(first.lines));
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_gone_from_the_bucket_is_reported_gone_with_its_url() {
     let (emulator, settings) = gcs().await;
@@ -93,12 +138,7 @@ async fn a_file_gone_from_the_bucket_is_reported_gone_with_its_url() {
     let manifest = client.wait_for_manifest(&job).await.unwrap();
     let gone = manifest.output[0].url.clone();
     // Remove the object behind the first file, as a bucket's lifecycle rule would.
-    let store = object_store::gcp::GoogleCloudStorageBuilder::new()
-        .with_bucket_name("exports")
-        .with_service_account_key(emulator.service_account_key())
-        .with_client_options(object_store::ClientOptions::new().with_allow_http(true))
-        .build()
-        .unwrap();
+    let store = bucket(&emulator);
     let key = gone.path().trim_start_matches('/');
     object_store::ObjectStoreExt::delete(&store, &object_store::path::Path::from(key))
         .await

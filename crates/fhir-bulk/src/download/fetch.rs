@@ -7,7 +7,9 @@ use futures::StreamExt;
 use http::header::{ACCEPT, ACCEPT_ENCODING, RANGE};
 use http::{HeaderMap, HeaderValue};
 
+use async_compression::tokio::bufread::GzipDecoder;
 use object_store::{GetOptions, GetRange};
+use tokio_util::io::{ReaderStream, StreamReader};
 
 use super::cloud::{StoreLocation, object_path};
 use super::contents::{read_deletions, read_issues};
@@ -22,6 +24,8 @@ use crate::transport::Outgoing;
 use crate::transport::{Verdict, read_outcome};
 
 const WRITE_BUFFER: usize = 1 << 20;
+/// The first bytes of a gzip stream.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Byte-progress events are sent at most every this many bytes per file.
 const PROGRESS_EVERY: u64 = 1 << 20;
 
@@ -311,8 +315,24 @@ async fn store_attempt(
             });
         }
     };
-    feed_body(client, url, sink, object.into_stream(), |e| {
-        stores.error(url, at, &e)
+    let mut body = object.into_stream();
+    let first = body.next().await;
+    let gzip = offset == 0 && matches!(&first, Some(Ok(b)) if b.starts_with(&GZIP_MAGIC));
+    let body = futures::stream::iter(first).chain(body);
+    if !gzip {
+        return feed_body(client, url, sink, body, |e| stores.error(url, at, &e)).await;
+    }
+    // A gzip-compressed object (stored so, not transcoded by the store): lines are cut from
+    // the decoded bytes, so a retry reads it again from the start.
+    *use_range = false;
+    let reader = StreamReader::new(body.map(|chunk| chunk.map_err(std::io::Error::other)));
+    let mut decoder = GzipDecoder::new(reader);
+    decoder.multiple_members(true);
+    feed_body(client, url, sink, ReaderStream::new(decoder), |e| {
+        BulkError::CloudStorage {
+            url: url.clone(),
+            message: format!("reading the gzip-compressed object: {e}"),
+        }
     })
     .await
 }

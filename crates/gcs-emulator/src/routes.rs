@@ -244,23 +244,18 @@ async fn object(
 }
 
 fn read(s: &Shared, head: bool, req: ObjectRequest) -> Response {
-    let ObjectRequest {
-        bucket,
-        name,
-        query: q,
-        headers,
-        ..
-    } = req;
+    let (bucket, name, q) = (&req.bucket, &req.name, &req.query);
+    let headers = &req.headers;
     let found = {
         let buckets = s.buckets();
         match q.get("generation") {
-            None => buckets.get(&bucket, &name).cloned(),
+            None => buckets.get(bucket, name).cloned(),
             Some(g) => match g.parse::<u64>() {
                 Ok(g) => buckets
-                    .get(&bucket, &name)
+                    .get(bucket, name)
                     .ok()
                     .filter(|o| o.generation == g)
-                    .or_else(|| buckets.noncurrent(&bucket, &name, g))
+                    .or_else(|| buckets.noncurrent(bucket, name, g))
                     .cloned()
                     .ok_or(WriteError::NoSuchKey),
                 Err(_) => Err(WriteError::NoSuchKey),
@@ -272,12 +267,12 @@ fn read(s: &Shared, head: bool, req: ObjectRequest) -> Response {
         Err(e) => return write_error(e),
     };
     let modified = object.updated.timestamp();
-    let precondition = if header(&headers, IF_MATCH).is_some_and(|m| !etag_matches(m, &object.etag))
-        || http_date(&headers, IF_UNMODIFIED_SINCE).is_some_and(|d| modified > d.timestamp())
+    let precondition = if header(headers, IF_MATCH).is_some_and(|m| !etag_matches(m, &object.etag))
+        || http_date(headers, IF_UNMODIFIED_SINCE).is_some_and(|d| modified > d.timestamp())
     {
         Some(StatusCode::PRECONDITION_FAILED)
-    } else if header(&headers, IF_NONE_MATCH).is_some_and(|m| etag_matches(m, &object.etag))
-        || http_date(&headers, IF_MODIFIED_SINCE).is_some_and(|d| modified <= d.timestamp())
+    } else if header(headers, IF_NONE_MATCH).is_some_and(|m| etag_matches(m, &object.etag))
+        || http_date(headers, IF_MODIFIED_SINCE).is_some_and(|d| modified <= d.timestamp())
     {
         Some(StatusCode::NOT_MODIFIED)
     } else {
@@ -293,7 +288,7 @@ fn read(s: &Shared, head: bool, req: ObjectRequest) -> Response {
         return r;
     }
     let len = object.data.len();
-    let (status, body, range) = match byte_range(header(&headers, RANGE), len) {
+    let (status, body, range) = match byte_range(header(headers, RANGE), len) {
         Ok(None) => (StatusCode::OK, object.data.clone(), None),
         Ok(Some((a, b))) => (
             StatusCode::PARTIAL_CONTENT,
@@ -324,13 +319,8 @@ fn read(s: &Shared, head: bool, req: ObjectRequest) -> Response {
 }
 
 fn put(s: &Shared, req: ObjectRequest) -> Response {
-    let ObjectRequest {
-        bucket,
-        name,
-        query: q,
-        headers,
-        body,
-    } = req;
+    let (bucket, name, q) = (&req.bucket, &req.name, &req.query);
+    let headers = &req.headers;
     if let (Some(part), Some(id)) = (q.get("partNumber"), q.get("uploadId")) {
         let Ok(number) = part.parse::<u32>() else {
             return fail(
@@ -339,7 +329,7 @@ fn put(s: &Shared, req: ObjectRequest) -> Response {
                 &format!("Invalid partNumber: {part}"),
             );
         };
-        return match s.buckets().put_part((&bucket, &name), id, number, body) {
+        return match s.buckets().put_part((bucket, name), id, number, req.body) {
             Ok(etag) => {
                 let mut r = respond(StatusCode::OK, Body::empty());
                 if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -350,7 +340,7 @@ fn put(s: &Shared, req: ObjectRequest) -> Response {
             Err(e) => write_error(e),
         };
     }
-    let if_generation = match generation_match(&headers) {
+    let if_generation = match generation_match(headers) {
         Ok(g) => g,
         Err(v) => {
             return fail(
@@ -360,7 +350,7 @@ fn put(s: &Shared, req: ObjectRequest) -> Response {
             );
         }
     };
-    if let Some(source) = header(&headers, COPY_SOURCE) {
+    if let Some(source) = header(headers, COPY_SOURCE) {
         let source = percent_encoding::percent_decode_str(source.trim_start_matches('/'))
             .decode_utf8_lossy()
             .into_owned();
@@ -372,7 +362,7 @@ fn put(s: &Shared, req: ObjectRequest) -> Response {
             );
         };
         let mut buckets = s.buckets();
-        return match buckets.copy((from_bucket, from), (&bucket, &name), if_generation) {
+        return match buckets.copy((from_bucket, from), (bucket, name), if_generation) {
             Ok(o) => {
                 let mut r = xml_response(StatusCode::OK, xml::copy_result(o));
                 object_headers(&mut r, o);
@@ -382,7 +372,7 @@ fn put(s: &Shared, req: ObjectRequest) -> Response {
         };
     }
     let mut buckets = s.buckets();
-    let written = buckets.put(&bucket, &name, body, attributes(&headers), if_generation);
+    let written = buckets.put(bucket, name, req.body, attributes(headers), if_generation);
     match written {
         Ok(o) => {
             let mut r = respond(StatusCode::OK, Body::empty());
@@ -394,19 +384,12 @@ fn put(s: &Shared, req: ObjectRequest) -> Response {
 }
 
 fn post(s: &Shared, req: ObjectRequest) -> Response {
-    let ObjectRequest {
-        bucket,
-        name,
-        query: q,
-        headers,
-        body,
-    } = req;
+    let (bucket, name, q) = (&req.bucket, &req.name, &req.query);
+    let headers = &req.headers;
     if q.contains_key("uploads") {
-        let started = s
-            .buckets()
-            .start_upload(&bucket, &name, attributes(&headers));
+        let started = s.buckets().start_upload(bucket, name, attributes(headers));
         return match started {
-            Ok(id) => xml_response(StatusCode::OK, xml::initiate_result(&bucket, &name, &id)),
+            Ok(id) => xml_response(StatusCode::OK, xml::initiate_result(bucket, name, &id)),
             Err(e) => write_error(e),
         };
     }
@@ -417,7 +400,7 @@ fn post(s: &Shared, req: ObjectRequest) -> Response {
             "POST to an object needs ?uploads or ?uploadId=",
         );
     };
-    let parts = match std::str::from_utf8(&body)
+    let parts = match std::str::from_utf8(&req.body)
         .map_err(|e| e.to_string())
         .and_then(xml::parse_complete)
     {
@@ -431,9 +414,9 @@ fn post(s: &Shared, req: ObjectRequest) -> Response {
         }
     };
     let mut buckets = s.buckets();
-    match buckets.complete_upload((&bucket, &name), id, &parts) {
+    match buckets.complete_upload((bucket, name), id, &parts) {
         Ok(o) => {
-            let body = xml::complete_result(&s.base_url, &bucket, &name, &o.etag);
+            let body = xml::complete_result(&s.base_url, bucket, name, &o.etag);
             let mut r = xml_response(StatusCode::OK, body);
             object_headers(&mut r, o);
             r
@@ -443,15 +426,10 @@ fn post(s: &Shared, req: ObjectRequest) -> Response {
 }
 
 fn delete(s: &Shared, req: ObjectRequest) -> Response {
-    let ObjectRequest {
-        bucket,
-        name,
-        query: q,
-        ..
-    } = req;
+    let (bucket, name, q) = (&req.bucket, &req.name, &req.query);
     let done = match q.get("uploadId") {
-        Some(id) => s.buckets().abort_upload(&bucket, &name, id),
-        None => s.buckets().delete(&bucket, &name),
+        Some(id) => s.buckets().abort_upload(bucket, name, id),
+        None => s.buckets().delete(bucket, name),
     };
     match done {
         Ok(()) => respond(StatusCode::NO_CONTENT, Body::empty()),

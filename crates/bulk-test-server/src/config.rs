@@ -1,5 +1,6 @@
 //! What a test server serves and how: the data, addresses, paths, auth and the knobs tests
 //! turn (file size, polls before completion, concurrent jobs, the vendor profile).
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -47,6 +48,16 @@ pub enum PatientParameter {
     Refused,
 }
 
+/// Where the server writes output files: a bucket URL (`az://container/prefix`,
+/// `abfss://container@account.dfs.core.windows.net/prefix`, `gs://bucket/prefix`,
+/// `s3://bucket/prefix`) and object_store settings over the cloud's environment variables
+/// (`AZURE_*`, `GOOGLE_*`, `AWS_*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutputStore {
+    pub url: String,
+    pub options: BTreeMap<String, String>,
+}
+
 /// Server settings. `ServerConfig::default()` serves no data on `127.0.0.1:0` at `/fhir`.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -85,6 +96,10 @@ pub struct ServerConfig {
     /// Which server to behave like: the IG as written (default) or a vendor's departures
     /// from it. A profile may fix settings above (where files are served, for instance).
     pub profile: Profile,
+    /// A bucket the output files are written to and listed from, as cloud servers do
+    /// (required by the `azure`, `gcp` and `aws` profiles; with any other profile, files
+    /// are written there too when it is set).
+    pub output_store: Option<OutputStore>,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +120,7 @@ impl Default for ServerConfig {
             manifest_page_size: 2,
             patient_parameter: PatientParameter::PatientAndGroup,
             profile: Profile::Spec,
+            output_store: None,
         }
     }
 }

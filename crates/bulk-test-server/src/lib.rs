@@ -61,13 +61,16 @@ mod export;
 mod faults;
 mod form;
 mod http;
+mod output_store;
 mod profiles;
 mod resource;
 mod server;
 mod store;
 mod synthetic;
 
-pub use config::{DataSource, FileServing, PatientParameter, ServerConfig, ServerError};
+pub use config::{
+    DataSource, FileServing, OutputStore, PatientParameter, ServerConfig, ServerError,
+};
 pub use faults::{
     Fault, FaultHandle, FaultRequest, FaultRule, FaultSource, FaultTarget, RetryAfter,
 };

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::{DataSource, FileServing, ServerConfig, ServerError};
 use crate::faults::FaultHandle;
 use crate::http::{self, Origin, RequestRecord};
+use crate::output_store::Outputs;
 use crate::smart;
 use crate::store::{self, StoreHandle};
 
@@ -40,6 +41,16 @@ impl TestServer {
                 "file_path {file_path:?} must lie outside the base path {base_path:?}"
             )));
         }
+        let outputs = match (&config.output_store, behaviour.output_in_store) {
+            (Some(store), _) => Some(Arc::new(Outputs::open(store)?)),
+            (None, true) => {
+                return Err(ServerError::Config(format!(
+                    "the {profile} profile writes output files to a bucket: configure an output \
+                     store (an az://, gs:// or s3:// URL)"
+                )));
+            }
+            (None, false) => None,
+        };
         if config.max_concurrent_jobs == 0 {
             return Err(ServerError::Config(
                 "max_concurrent_jobs must be at least 1".into(),
@@ -118,6 +129,7 @@ impl TestServer {
             stopping: rx.clone(),
             token_rng,
             in_flight: Default::default(),
+            outputs,
         });
 
         let mut tasks = Vec::new();

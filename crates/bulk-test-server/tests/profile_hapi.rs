@@ -130,15 +130,7 @@ async fn an_identical_kickoff_returns_the_earlier_job_unless_no_cache() {
     let other = kickoff_ok(&c, &url(&server, "$export?_type=Observation")).await;
     assert_ne!(other, first);
 
-    let fresh = c
-        .get(&kick)
-        .header("Accept", "application/fhir+json")
-        .header("Prefer", "respond-async")
-        .header("Cache-Control", "no-cache")
-        .send()
-        .await
-        .unwrap();
-    let fresh = accepted(&fresh);
+    let fresh = accepted(&kickoff_no_cache(&c, &kick).await);
     assert_ne!(fresh, first);
 
     let no_reuse = start_profile(

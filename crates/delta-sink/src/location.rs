@@ -1,4 +1,4 @@
-//! Where tables live: `<root>/<Type>.parquet`, on local disk or in S3.
+//! Where tables live: `<root>/<Type>.parquet`, on local disk, in S3, Azure storage or GCS.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,7 +23,13 @@ pub(crate) const AWS_ENV_VARS: &[&str] = &[
     "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
 ];
 
-/// Storage options for delta-rs' object store (`AWS_REGION`, `AWS_ENDPOINT_URL`, ...).
+/// Prefixes of the Azure and Google variables forwarded when present: object_store reads every
+/// `AZURE_*` / `GOOGLE_*` name it knows (and drops the rest), so none is listed one by one.
+/// (`AZURITE_BLOB_STORAGE_URL`, the emulator's address, object_store reads itself.)
+pub(crate) const CLOUD_ENV_PREFIXES: &[&str] = &["AZURE_", "GOOGLE_"];
+
+/// Storage options for delta-rs' object store (`AWS_REGION`, `AZURE_STORAGE_ACCOUNT_NAME`,
+/// `GOOGLE_SERVICE_ACCOUNT`, ...); each store takes the keys it knows and ignores the others.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StorageOptions {
     options: HashMap<String, String>,
@@ -35,14 +41,20 @@ impl StorageOptions {
         Self::default()
     }
 
-    /// The AWS variables the sink forwards (`AWS_ENDPOINT_URL`, `AWS_REGION`, credentials,
-    /// ...) found in the process environment.
+    /// The variables the sink forwards found in the process environment: the AWS ones
+    /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, credentials, ...) and every `AZURE_*` and `GOOGLE_*`.
     pub fn from_env() -> Self {
-        let options = AWS_ENV_VARS
+        let aws = AWS_ENV_VARS
             .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-            .collect();
-        Self { options }
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)));
+        let cloud = std::env::vars().filter(|(k, _)| {
+            CLOUD_ENV_PREFIXES
+                .iter()
+                .any(|p| k.starts_with(p) && k.len() > p.len())
+        });
+        Self {
+            options: aws.chain(cloud).collect(),
+        }
     }
 
     /// Sets one option (explicit options override the environment).
@@ -65,13 +77,23 @@ impl StorageOptions {
 
 static REGISTER: Once = Once::new();
 
-/// Registers the S3 object-store and log-store handlers with delta-rs (idempotent).
+/// Registers the S3, Azure and GCS object-store and log-store handlers with delta-rs
+/// (idempotent; explicit rather than left to delta-rs' load-time registration).
 pub(crate) fn register_object_stores() {
-    REGISTER.call_once(|| deltalake::aws::register_handlers(None));
+    REGISTER.call_once(|| {
+        deltalake::aws::register_handlers(None);
+        deltalake::azure::register_handlers(None);
+        deltalake::gcp::register_handlers(None);
+    });
 }
 
-/// Turns a user-facing location (relative or absolute path, `file://` or `s3://` URL)
-/// into a directory URL ending in `/`.
+/// URL schemes of table locations in object stores: S3, Azure storage (Blob and Data Lake
+/// Gen2 URL forms) and Google Cloud Storage.
+pub(crate) const CLOUD_SCHEMES: &[&str] =
+    &["s3", "s3a", "az", "abfs", "abfss", "adl", "azure", "gs"];
+
+/// Turns a user-facing location (relative or absolute path, `file://`, `s3://`, `az://`,
+/// `abfss://`, `gs://`, ... URL) into a directory URL ending in `/`.
 pub(crate) fn root_url(location: &str) -> Result<Url, SinkError> {
     let invalid = |reason: String| SinkError::InvalidLocation {
         location: location.to_string(),
@@ -95,10 +117,11 @@ pub(crate) fn root_url(location: &str) -> Result<Url, SinkError> {
             .map_err(|()| invalid(format!("not a usable path: {}", abs.display())))?
     };
     match url.scheme() {
-        "file" | "s3" | "s3a" | "memory" => {}
+        "file" | "memory" => {}
+        s if CLOUD_SCHEMES.contains(&s) => {}
         other => {
             return Err(invalid(format!(
-                "unsupported scheme `{other}` (use a path or s3://)"
+                "unsupported scheme `{other}` (use a path, s3://, az://, abfss:// or gs://)"
             )));
         }
     }
@@ -152,5 +175,23 @@ mod tests {
         assert_eq!(table_label(&other), "patients");
         let bare = Url::parse("memory:///").unwrap();
         assert_eq!(table_label(&bare), "memory:///");
+    }
+
+    #[test]
+    fn cloud_locations_become_directories() {
+        for (given, root) in [
+            ("s3://bucket/delta", "s3://bucket/delta/"),
+            ("az://container/delta", "az://container/delta/"),
+            (
+                "abfss://container@account.dfs.core.windows.net/delta",
+                "abfss://container@account.dfs.core.windows.net/delta/",
+            ),
+            ("azure://container/delta/", "azure://container/delta/"),
+            ("gs://bucket/a/b", "gs://bucket/a/b/"),
+        ] {
+            assert_eq!(root_url(given).unwrap().as_str(), root, "{given}");
+        }
+        let err = root_url("ftp://host/delta").unwrap_err().to_string();
+        assert!(err.contains("unsupported scheme `ftp`"), "{err}");
     }
 }

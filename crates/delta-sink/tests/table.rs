@@ -1,4 +1,5 @@
-//! Real Delta tables on local disk (and S3 when configured), read back through DataFusion.
+//! Real Delta tables on local disk, in a GCS emulator (and S3 and Azure storage when
+//! configured), read back through DataFusion.
 
 mod common;
 
@@ -527,10 +528,15 @@ async fn relative_paths_and_bad_locations() {
 
 #[tokio::test]
 async fn concurrent_writers_conflict_with_a_typed_error() {
-    let (_dir, sink, mut t) = observations().await;
+    let (_dir, sink) = local_sink();
+    conflict_scenario(&sink).await;
+}
+
+/// Two handles stage against the same version and commit with the same txn app id: exactly
+/// one commit lands, the other is refused with a typed conflict.
+async fn conflict_scenario(sink: &DeltaSink) {
+    let mut t = sink.table("Observation").await.unwrap();
     merge(&mut t, &[RowSpec::new("a", 1, us(1))], 1).await;
-    // Two handles stage against the same version and commit with the same txn app id:
-    // exactly one commit lands, the other is refused with a typed conflict.
     let mut t1 = sink.table("Observation").await.unwrap();
     let mut t2 = sink.table("Observation").await.unwrap();
     let w1 = writer_with(&t1, &[batch(&[RowSpec::new("a", 2, us(2))], 2)]).await;
@@ -559,7 +565,40 @@ async fn concurrent_writers_conflict_with_a_typed_error() {
     );
 }
 
-/// Same scenario on S3-compatible storage (moto) when `FHIRSYNC_TEST_S3_ENDPOINT` is set.
+/// On an object store under `prefix`: the merge scenario with rewrites, then with deletion
+/// vectors (written and read back through the store), a delete, and two writers racing.
+async fn object_store_scenario(prefix: &str, storage: StorageOptions) {
+    for deletion_vectors in [false, true] {
+        let root = format!("{prefix}/{}", uuid::Uuid::new_v4());
+        let sink = DeltaSink::new(&root, storage.clone())
+            .unwrap()
+            .with_config(SinkConfig {
+                deletion_vectors,
+                ..small_config()
+            });
+        merge_scenario(&sink).await;
+        let mut t = sink.table("Observation").await.unwrap();
+        let out = t
+            .delete_ids(["o0"], at(10_000), Some(Cursor::new("os", at(10_000), "x")))
+            .await
+            .unwrap();
+        assert_eq!(out.deleted, 1);
+        assert_eq!(out.files_marked > 0, deletion_vectors);
+        assert_eq!(
+            t.committed_version("os").await.unwrap(),
+            Some(at(10_000).timestamp_millis())
+        );
+        assert_eq!(t.stats().await.unwrap().rows, Some(20));
+        assert_eq!(read_all(&t).await.len(), 20);
+    }
+    let root = format!("{prefix}/{}", uuid::Uuid::new_v4());
+    let sink = DeltaSink::new(&root, storage)
+        .unwrap()
+        .with_config(small_config());
+    conflict_scenario(&sink).await;
+}
+
+/// On S3-compatible storage (moto) when `FHIRSYNC_TEST_S3_ENDPOINT` is set.
 #[tokio::test]
 async fn s3_merge_scenario() {
     let Ok(endpoint) = std::env::var("FHIRSYNC_TEST_S3_ENDPOINT") else {
@@ -569,33 +608,45 @@ async fn s3_merge_scenario() {
         println!("skipped: FHIRSYNC_TEST_S3_ENDPOINT not set");
         return;
     };
-    // Rewrites, then deletion vectors (written and read back through the object store).
-    for deletion_vectors in [false, true] {
-        let prefix = format!("s3://fhirsync-test/{}", uuid::Uuid::new_v4());
-        let storage = StorageOptions::new()
-            .with("AWS_ENDPOINT_URL", endpoint.clone())
-            .with("AWS_ALLOW_HTTP", "true");
-        let sink = DeltaSink::new(&prefix, storage)
-            .unwrap()
-            .with_config(SinkConfig {
-                deletion_vectors,
-                ..small_config()
-            });
-        merge_scenario(&sink).await;
-        let mut t = sink.table("Observation").await.unwrap();
-        let out = t
-            .delete_ids(["o0"], at(10_000), Some(Cursor::new("s3", at(10_000), "x")))
-            .await
-            .unwrap();
-        assert_eq!(out.deleted, 1);
-        assert_eq!(out.files_marked > 0, deletion_vectors);
-        assert_eq!(
-            t.committed_version("s3").await.unwrap(),
-            Some(at(10_000).timestamp_millis())
-        );
-        assert_eq!(t.stats().await.unwrap().rows, Some(20));
-        assert_eq!(read_all(&t).await.len(), 20);
-    }
+    let storage = StorageOptions::new()
+        .with("AWS_ENDPOINT_URL", endpoint)
+        .with("AWS_ALLOW_HTTP", "true");
+    object_store_scenario("s3://fhirsync-test", storage).await;
+}
+
+/// On Azure Blob storage (Azurite) when `FHIRSYNC_TEST_AZURITE_URL` is set, through both URL
+/// forms: `az://container/...` and `abfss://container@account.dfs.core.windows.net/...`.
+#[tokio::test]
+async fn azure_merge_scenario() {
+    let Some(storage) = azurite_storage() else {
+        return;
+    };
+    object_store_scenario("az://fhirsync-test", storage.clone()).await;
+    object_store_scenario(
+        "abfss://fhirsync-test@devstoreaccount1.dfs.core.windows.net/abfss",
+        storage,
+    )
+    .await;
+}
+
+/// On Google Cloud Storage: the in-repo emulator, started here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs_merge_scenario() {
+    let emulator = gcs_emulator::GcsEmulator::start().await.unwrap();
+    emulator.create_bucket("fhirsync-test");
+    let storage = emulator
+        .client_settings()
+        .into_iter()
+        .fold(StorageOptions::new(), |s, (k, v)| s.with(k, v));
+    object_store_scenario("gs://fhirsync-test", storage).await;
+    assert!(
+        emulator
+            .names("fhirsync-test")
+            .iter()
+            .any(|n| n.ends_with("/Observation.parquet/_delta_log/00000000000000000000.json")),
+        "the tables are in the bucket"
+    );
+    emulator.shutdown().await;
 }
 
 #[tokio::test]

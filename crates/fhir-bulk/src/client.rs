@@ -6,6 +6,7 @@ use std::sync::Arc;
 use url::Url;
 
 use crate::config::ClientConfig;
+use crate::download::CloudStores;
 use crate::error::BulkError;
 use crate::events::{BulkEvent, emit};
 
@@ -18,6 +19,8 @@ pub struct BulkClient {
 pub(crate) struct Inner {
     pub(crate) config: ClientConfig,
     pub(crate) http: reqwest::Client,
+    /// Stores of export files kept in buckets.
+    pub(crate) stores: CloudStores,
 }
 
 impl BulkClient {
@@ -53,8 +56,13 @@ impl BulkClient {
             .user_agent(config.user_agent.clone())
             .build()
             .map_err(|e| BulkError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let stores = CloudStores::new(config.storage_options.clone(), config.connect_timeout);
         Ok(Self {
-            inner: Arc::new(Inner { config, http }),
+            inner: Arc::new(Inner {
+                config,
+                http,
+                stores,
+            }),
         })
     }
 

@@ -1,4 +1,5 @@
 //! The client's settings: where the server is, how to poll, retry and download.
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use url::Url;
@@ -102,6 +103,11 @@ pub struct ClientConfig {
     /// and a blank line become empty lines), so the consumer's line numbers are the
     /// server's.
     pub full_line_checks: bool,
+    /// Settings of the object stores that hold export files in buckets (`s3://`, `gs://`,
+    /// Azure blob URLs, ...): object_store keys such as `AWS_REGION`,
+    /// `AZURE_STORAGE_ACCOUNT_KEY` or `GOOGLE_SERVICE_ACCOUNT_KEY` (any case), over the
+    /// same-named environment variables.
+    pub storage_options: BTreeMap<String, String>,
 }
 
 impl ClientConfig {
@@ -119,6 +125,7 @@ impl ClientConfig {
             user_agent: concat!("fhir-bulk/", env!("CARGO_PKG_VERSION")).to_string(),
             gzip: true,
             full_line_checks: true,
+            storage_options: BTreeMap::new(),
         }
     }
 }
@@ -131,6 +138,10 @@ impl std::fmt::Debug for ClientConfig {
             .field("max_concurrent_downloads", &self.max_concurrent_downloads)
             .field("poll", &self.poll)
             .field("retry", &self.retry)
+            .field(
+                "storage_option_keys",
+                &self.storage_options.keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -76,6 +76,9 @@ pub enum BulkError {
     )]
     FileGone { url: Url, status: u16 },
 
+    #[error("export file {url}: {message}")]
+    CloudStorage { url: Url, message: String },
+
     #[error("redirect from {url} is invalid: {message}")]
     Redirect { url: Url, message: String },
 

@@ -22,7 +22,8 @@ pub struct ExportJob {
 }
 
 impl BulkClient {
-    /// Starts an export; retries 429 and transient server errors.
+    /// Starts an export; retries 429 and transient server errors. A server that refuses a GET
+    /// kick-off with 405 (some accept only POST) is asked again with a `Parameters` body.
     pub async fn kick_off(&self, request: &ExportRequest) -> Result<ExportJob, BulkError> {
         let base = &self.inner.config.fhir_base_url;
         let (method, url, body) = match request.kick_off_request(base)? {
@@ -35,13 +36,26 @@ impl BulkClient {
         // Servers that cache kick-offs (HAPI's job reuse, Azure's request hash) would
         // otherwise answer with an earlier job and its stale transactionTime.
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        let (final_url, resp) = self
+        let (mut final_url, mut resp) = self
             .send_retrying(&Outgoing {
-                method,
+                method: method.clone(),
                 json: body.as_ref(),
                 ..Outgoing::get("kick-off", &url, &headers)
             })
             .await?;
+        let mut url = url;
+        if method == Method::GET && resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+            url = request.endpoint(base)?;
+            let body = request.parameters_body();
+            tracing::debug!(%url, "GET kick-off refused with 405; asking with POST");
+            (final_url, resp) = self
+                .send_retrying(&Outgoing {
+                    method: Method::POST,
+                    json: Some(&body),
+                    ..Outgoing::get("kick-off", &url, &headers)
+                })
+                .await?;
+        }
         let status = resp.status();
         if status != StatusCode::ACCEPTED {
             let outcome = read_outcome(resp).await.0;

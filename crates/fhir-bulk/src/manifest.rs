@@ -246,8 +246,13 @@ fn files(value: Option<&Value>, field: &str, place: &Place) -> Result<Vec<Manife
                 }
                 None => return Err(format!("{at}.url is missing")),
             };
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(format!("{at}.url {url} is not an http(s) URL"));
+            if !matches!(
+                url.scheme(),
+                "http" | "https" | "s3" | "gs" | "az" | "abfs" | "abfss" | "adl" | "azure"
+            ) {
+                return Err(format!(
+                    "{at}.url {url} is not an http(s) URL or a bucket URL (s3://, gs://, az://, abfss://)"
+                ));
             }
             let count = match o.get("count") {
                 None | Some(Value::Null) => None,

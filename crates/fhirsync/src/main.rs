@@ -391,4 +391,32 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn cloud_profiles_of_serve_test_need_an_output_store() {
+        let Command::ServeTest(a) = parse(&["serve-test", "--profile", "azure"]) else {
+            unreachable!()
+        };
+        let err = crate::cmd::serve_test::config(&a).unwrap_err().to_string();
+        assert!(err.contains("--output-store"), "{err}");
+        let Command::ServeTest(a) = parse(&[
+            "serve-test",
+            "--profile",
+            "gcp",
+            "--output-store",
+            "gs://exports/fhir",
+            "--output-store-option",
+            "GOOGLE_SKIP_SIGNATURE=true",
+        ]) else {
+            unreachable!()
+        };
+        let store = crate::cmd::serve_test::config(&a)
+            .unwrap()
+            .output_store
+            .unwrap();
+        assert_eq!(store.url, "gs://exports/fhir");
+        assert_eq!(store.options["GOOGLE_SKIP_SIGNATURE"], "true");
+        let err = refused(&["serve-test", "--output-store-option", "A=b"]);
+        assert!(err.contains("--output-store"), "{err}");
+    }
 }

@@ -1,6 +1,6 @@
 //! Finding the resource tables under a delta path, for `status`, `query` and `maintain`, and
 //! reading them with DataFusion.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -65,7 +65,20 @@ pub async fn query(
     sql: &str,
     types: Option<&[String]>,
 ) -> anyhow::Result<Vec<arrow::array::RecordBatch>> {
-    let sink = DeltaSink::new(delta_path, StorageOptions::from_env())?;
+    query_with(delta_path, &BTreeMap::new(), sql, types).await
+}
+
+/// [`query`] with object store options (over the environment's) for tables in a bucket.
+pub async fn query_with(
+    delta_path: &str,
+    storage_options: &BTreeMap<String, String>,
+    sql: &str,
+    types: Option<&[String]>,
+) -> anyhow::Result<Vec<arrow::array::RecordBatch>> {
+    let storage = storage_options
+        .iter()
+        .fold(StorageOptions::from_env(), |s, (k, v)| s.with(k, v));
+    let sink = DeltaSink::new(delta_path, storage)?;
     let tables = list_tables(&sink, delta_path, types).await?;
     if tables.is_empty() {
         anyhow::bail!("no Delta tables under {delta_path}");

@@ -12,7 +12,7 @@ use bulk_test_server::{
     StoreHandle, TestServer,
 };
 use common::{
-    TYPES, assert_same_rows, group_members, observation_of, options, python_reader,
+    TYPES, assert_same_rows, group_members, local, observation_of, options, python_reader,
     read_back_in_python, run, server, server_config, versions,
 };
 use fhirsync::config::SyncOptions;
@@ -165,7 +165,7 @@ async fn sync_as_members_join(
     let fresh = dir.path().join("fresh");
     assert_as_a_full_sync(server, &delta, &fresh).await;
     if python_reader() {
-        read_back_in_python(&delta, &[]).await;
+        read_back_in_python(&local(&delta), &[]).await;
     }
 
     // Recorded: the next sync finds no new member and makes one export.

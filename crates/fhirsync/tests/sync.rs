@@ -7,8 +7,8 @@ use std::path::Path;
 use arrow::array::{Array, Int64Array, StringArray};
 use bulk_test_server::{DataSource, Fault, FaultHandle, FaultRule, FaultTarget};
 use common::{
-    TYPES, count, group_members, observation_of, options, python_reader, read_back_in_python, run,
-    server, sql, utf8, versions,
+    TYPES, count, group_members, local, observation_of, options, python_reader,
+    read_back_in_python, run, server, sql, utf8, versions,
 };
 use fhirsync::config::{SaveMode, SyncOptions};
 use fhirsync::run::RunKind;
@@ -489,7 +489,7 @@ async fn tables_read_back_by_an_independent_reader() {
     let delta = dir.path().join("delta");
     let mut opts = options(&server, &delta);
     run(&opts, RunKind::Incremental).await.unwrap();
-    read_back_in_python(&delta, &[]).await;
+    read_back_in_python(&local(&delta), &[]).await;
 
     // An incremental sync with deletion vectors: stored files keep their rows, marked.
     let store = server.store();
@@ -512,7 +512,7 @@ async fn tables_read_back_by_an_independent_reader() {
         );
     }
     // Only the tables that got a vector have deletion vectors turned on (in that commit).
-    read_back_in_python(&delta, &["Patient", "Observation"]).await;
+    read_back_in_python(&local(&delta), &["Patient", "Observation"]).await;
     assert!(!versions(&delta, "Observation").await.contains_key(&gone));
     server.shutdown().await;
 }

@@ -38,6 +38,8 @@ pub(crate) struct Job {
     pub key: JobKey,
     /// When planning ended (successfully or not), on the server's clock.
     pub completed_at: OnceLock<DateTime<Utc>>,
+    /// The files' URLs in the output store, by file number, once uploaded (or why not).
+    pub uploaded: tokio::sync::OnceCell<Result<Vec<String>, String>>,
 }
 
 impl Job {
@@ -62,6 +64,7 @@ impl Job {
             manifest_served: AtomicBool::new(false),
             key,
             completed_at: OnceLock::new(),
+            uploaded: tokio::sync::OnceCell::new(),
         }
     }
 

@@ -29,6 +29,8 @@ pub(crate) struct PlanInput<'a> {
     pub unreadable: Option<usize>,
     /// Serve resources without `meta.lastUpdated`, as servers that do not keep it.
     pub without_last_updated: bool,
+    /// The `duplicates` are served again unchanged (not as older versions).
+    pub identical_copies: bool,
 }
 
 fn outcome_line(severity: &str, code: &str, text: &str) -> Arc<str> {
@@ -53,6 +55,7 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
         bad_lines,
         unreadable,
         without_last_updated,
+        identical_copies,
     } = input;
     let base = &store.base;
     let per_file = resources_per_file.max(1) as u64;
@@ -327,8 +330,18 @@ pub(crate) fn plan(input: PlanInput<'_>, job: &Job) -> Result<Plan, String> {
             push(&mut files, &ty, FileKind::Output, chunk, in_chunk);
         }
         if !first.is_empty() {
-            // Older copies, served after the current ones: last-writer-wins clients get it wrong.
-            let stale: Vec<Seg> = first.iter().map(|l| Seg::Line(stale_copy(l))).collect();
+            // Older copies, served after the current ones: last-writer-wins clients get it
+            // wrong. Or the same resources again, as some servers list them in two files.
+            let stale: Vec<Seg> = first
+                .iter()
+                .map(|l| {
+                    Seg::Line(if identical_copies {
+                        l.clone()
+                    } else {
+                        stale_copy(l)
+                    })
+                })
+                .collect();
             let n = stale.len() as u64;
             push(&mut files, &ty, FileKind::Output, stale, n);
         }

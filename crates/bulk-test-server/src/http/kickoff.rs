@@ -75,6 +75,9 @@ fn parameters_body(body: &[u8]) -> Result<Vec<(String, String)>, BadRequest> {
 
 pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> Response {
     let post = match *req.method() {
+        Method::GET if state.behaviour.post_only => {
+            return method_not_allowed("Start an export with POST and a Parameters body");
+        }
         Method::GET => false,
         Method::POST => true,
         _ => return method_not_allowed("Use GET or POST to start an export"),
@@ -135,6 +138,7 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
     if let Some(r) = refused_parameters(state, &level, &params) {
         return r;
     }
+    let params = with_until_named(state, params);
     let request = match export::parse_request(level.clone(), &params, lenient, post) {
         Ok(r) => r,
         Err(e) => return bad_request(e),
@@ -186,6 +190,14 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
         {
             return accepted(state, &earlier.id);
         }
+        if state.behaviour.one_export_at_a_time && jobs.values().any(|j| j.in_progress()) {
+            return outcome(
+                StatusCode::BAD_REQUEST,
+                "error",
+                "throttled",
+                "Another export job is in progress; only one may run at a time",
+            );
+        }
         if state.behaviour.one_job_per_client_group
             && key.group.is_some()
             && jobs
@@ -211,19 +223,25 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
         jobs.insert(id, job.clone());
         job
     };
+    let injected = state.faults.take_duplicate_ids();
+    let repeated = state
+        .behaviour
+        .repeated_resources
+        .filter(|_| level != Level::System);
     let input = PlanInput {
         store: state.store.inner.clone(),
         overlay,
         req: &request,
         transaction_time: job.transaction_time,
         resources_per_file: state.cfg.resources_per_file,
-        duplicates: state.faults.take_duplicate_ids(),
+        duplicates: injected.or(repeated),
         bad_lines: state.faults.take_bad_lines(),
         unreadable: state.faults.take_unreadable(),
         without_last_updated: state.behaviour.without_last_updated,
+        identical_copies: injected.is_none() && repeated.is_some(),
     };
     // Planning may generate every resource (for `_typeFilter` on synthetic data): off the runtime.
-    let (store, overlay, tx, rpf, dup, bad, unreadable, no_last_updated) = (
+    let (store, overlay, tx, rpf, dup, bad, unreadable, no_last_updated, identical) = (
         input.store,
         input.overlay,
         input.transaction_time,
@@ -232,6 +250,7 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
         input.bad_lines,
         input.unreadable,
         input.without_last_updated,
+        input.identical_copies,
     );
     let planned_job = job.clone();
     let clock_store = store.clone();
@@ -257,6 +276,7 @@ pub(super) async fn kickoff(state: &Arc<State>, level: Level, req: Request) -> R
             bad_lines: bad,
             unreadable,
             without_last_updated: no_last_updated,
+            identical_copies: identical,
         };
         let result = export::plan(input, &planned_job).map(|p| {
             for f in &p.files {
@@ -343,6 +363,17 @@ fn refused_parameters(
             "_outputFormat \"application/fhir+ndjson+gzip\" is not supported; use application/fhir+ndjson",
         ));
     }
+    if b.strict_since
+        && let Some((_, since)) = params.iter().find(|(k, _)| k == "_since")
+        && !has_seconds_and_zone(since)
+    {
+        return Some(outcome(
+            StatusCode::BAD_REQUEST,
+            "error",
+            "invalid",
+            &format!("_since {since:?} must have seconds and a timezone (2024-01-31T12:00:00Z)"),
+        ));
+    }
     if b.single_type_param && params.iter().filter(|(k, _)| k == "_type").count() > 1 {
         return Some(outcome(
             StatusCode::BAD_REQUEST,
@@ -352,6 +383,37 @@ fn refused_parameters(
         ));
     }
     None
+}
+
+/// `YYYY-MM-DDThh:mm:ss[.f]` followed by `Z` or `±hh:mm`.
+fn has_seconds_and_zone(v: &str) -> bool {
+    let Some((_, time)) = v.split_once('T') else {
+        return false;
+    };
+    let zone_at = time.find(['Z', '+', '-']);
+    let (clock, zone) = match zone_at {
+        Some(i) => time.split_at(i),
+        None => return false,
+    };
+    clock.split(':').count() == 3 && (zone == "Z" || zone.len() == 6)
+}
+
+/// The kick-off parameters with the profile's name for `_until` read as `_until`.
+fn with_until_named(state: &State, params: Vec<(String, String)>) -> Vec<(String, String)> {
+    let name = state.behaviour.until_param;
+    if name == "_until" {
+        return params;
+    }
+    params
+        .into_iter()
+        .map(|(k, v)| {
+            if k == name {
+                ("_until".into(), v)
+            } else {
+                (k, v)
+            }
+        })
+        .collect()
 }
 
 /// The client the request's bearer token was issued to (with SMART auth on).
@@ -368,6 +430,26 @@ fn client_of(state: &State, headers: &axum::http::HeaderMap) -> Option<String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn strict_instants_have_seconds_and_a_zone() {
+        for ok in [
+            "2024-01-31T12:00:00Z",
+            "2024-01-31T12:00:00.123+01:00",
+            "2024-01-31T12:00:00-05:00",
+        ] {
+            assert!(has_seconds_and_zone(ok), "{ok}");
+        }
+        for refused in [
+            "2024-01-31",
+            "2024-01-31T12:00",
+            "2024-01-31T12:00:00",
+            "2024-01-31T12:00Z",
+            "2024-01-31T12:00:00+01",
+        ] {
+            assert!(!has_seconds_and_zone(refused), "{refused}");
+        }
+    }
 
     proptest! {
         /// A body is a FHIR Parameters resource (or blank), or it is refused with a reason.

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::ServerConfig;
 use crate::export::Job;
 use crate::faults::FaultHandle;
+use crate::output_store::Outputs;
 use crate::profiles::{Behaviour, FilePath};
 use crate::smart::SmartAuth;
 use crate::store::StoreHandle;
@@ -50,6 +51,8 @@ pub(crate) struct State {
     pub token_rng: Option<Mutex<rand::rngs::StdRng>>,
     /// Requests received and not yet answered.
     pub in_flight: std::sync::atomic::AtomicUsize,
+    /// The bucket output files are written to, when the profile or configuration says so.
+    pub outputs: Option<Arc<Outputs>>,
 }
 
 impl State {

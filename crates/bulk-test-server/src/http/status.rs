@@ -113,8 +113,28 @@ pub(super) async fn status(state: &Arc<State>, id: &str, req: Request) -> Respon
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(1)
         .max(1);
+    let stored = match &state.outputs {
+        Some(outputs) => {
+            let uploaded = job
+                .uploaded
+                .get_or_init(|| outputs.upload(&job.id, &plan.files))
+                .await;
+            match uploaded {
+                Ok(urls) => Some(urls.clone()),
+                Err(e) => {
+                    return outcome(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "fatal",
+                        "exception",
+                        &format!("Export failed: {e}"),
+                    );
+                }
+            }
+        }
+        None => None,
+    };
     job.manifest_served.store(true, Ordering::Relaxed);
-    let manifest = manifest(state, &job, &plan, page);
+    let manifest = manifest(state, &job, &plan, page, stored.as_deref());
     let mut r = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -129,8 +149,20 @@ pub(super) async fn status(state: &Arc<State>, id: &str, req: Request) -> Respon
     r
 }
 
-fn manifest(state: &State, job: &Job, plan: &Plan, page: usize) -> Value {
-    let entry = |f: &Arc<FileSpec>| json!({ "type": f.resource_type, "url": state.file_url(&job.id, f.number, &f.resource_type), "count": f.count });
+/// `stored`: the files' URLs in the output store, by file number, when they were written there.
+fn manifest(
+    state: &State,
+    job: &Job,
+    plan: &Plan,
+    page: usize,
+    stored: Option<&[String]>,
+) -> Value {
+    let url = |f: &FileSpec| match stored.and_then(|urls| urls.get(f.number)) {
+        Some(u) => u.clone(),
+        None => state.file_url(&job.id, f.number, &f.resource_type),
+    };
+    let entry =
+        |f: &Arc<FileSpec>| json!({ "type": f.resource_type, "url": url(f), "count": f.count });
     let outputs: Vec<&Arc<FileSpec>> = plan.of_kind(FileKind::Output).collect();
     let (slice, next) = if job.allow_partial {
         let size = state.cfg.manifest_page_size.max(1);
@@ -144,7 +176,8 @@ fn manifest(state: &State, job: &Job, plan: &Plan, page: usize) -> Value {
     let mut m = json!({
         "transactionTime": instant(job.transaction_time),
         "request": job.request_url,
-        "requiresAccessToken": state.cfg.requires_access_token,
+        // Files in a bucket need the bucket's credentials, not the FHIR server's token.
+        "requiresAccessToken": state.cfg.requires_access_token && stored.is_none(),
         "output": slice.iter().map(|f| entry(f)).collect::<Vec<_>>(),
     });
     if job.system_level

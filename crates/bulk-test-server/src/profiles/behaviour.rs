@@ -146,6 +146,20 @@ pub(crate) struct Behaviour {
     pub system_manifest_request: bool,
     /// The manifest carries `"status": "completed"`.
     pub manifest_status: bool,
+    /// Output files are written to the configured output store (a bucket) and listed by
+    /// their URLs there; the server does not start without one.
+    pub output_in_store: bool,
+    /// The name of the kick-off parameter for "changed up to" (`_until` in the IG).
+    pub until_param: &'static str,
+    /// `_since` must carry seconds and a timezone.
+    pub strict_since: bool,
+    /// Exports start only with POST and a Parameters body; a GET kick-off gets 405.
+    pub post_only: bool,
+    /// A kick-off while another export is in progress gets 400 with a throttling outcome.
+    pub one_export_at_a_time: bool,
+    /// Patient- and Group-level exports list this many resources of each type a second
+    /// time, unchanged, in another file.
+    pub repeated_resources: Option<usize>,
 }
 
 impl Behaviour {
@@ -173,6 +187,12 @@ impl Behaviour {
             gzip_output_format: false,
             system_manifest_request: true,
             manifest_status: false,
+            output_in_store: false,
+            until_param: "_until",
+            strict_since: false,
+            post_only: false,
+            one_export_at_a_time: false,
+            repeated_resources: None,
         }
     }
 }

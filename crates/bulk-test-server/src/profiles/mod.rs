@@ -2,9 +2,12 @@
 //! the IG, so that clients can be tested against each. A profile is data ([`Behaviour`]) that
 //! the handlers consult; [`Profile::Spec`] is the IG as written.
 mod aidbox;
+mod aws;
+mod azure;
 mod behaviour;
 mod epic;
 mod firely;
+mod gcp;
 mod hapi;
 mod medplum;
 mod oracle;
@@ -37,6 +40,12 @@ pub enum Profile {
     Medplum,
     /// Aidbox.
     Aidbox,
+    /// Azure Health Data Services (output in Azure Blob storage).
+    Azure,
+    /// Google Cloud Healthcare API (output in Cloud Storage).
+    Gcp,
+    /// AWS HealthLake (output in S3).
+    Aws,
 }
 
 impl Profile {
@@ -50,6 +59,9 @@ impl Profile {
             Profile::Oracle(Oracle::default()),
             Profile::Medplum,
             Profile::Aidbox,
+            Profile::Azure,
+            Profile::Gcp,
+            Profile::Aws,
         ]
     }
 
@@ -63,6 +75,9 @@ impl Profile {
             Profile::Oracle(_) => "oracle",
             Profile::Medplum => "medplum",
             Profile::Aidbox => "aidbox",
+            Profile::Azure => "azure",
+            Profile::Gcp => "gcp",
+            Profile::Aws => "aws",
         }
     }
 
@@ -76,6 +91,9 @@ impl Profile {
             Profile::Oracle(_) => oracle::DESCRIPTION,
             Profile::Medplum => medplum::DESCRIPTION,
             Profile::Aidbox => aidbox::DESCRIPTION,
+            Profile::Azure => azure::DESCRIPTION,
+            Profile::Gcp => gcp::DESCRIPTION,
+            Profile::Aws => aws::DESCRIPTION,
         }
     }
 
@@ -88,6 +106,9 @@ impl Profile {
             Profile::Oracle(o) => o.behaviour(),
             Profile::Medplum => medplum::behaviour(),
             Profile::Aidbox => aidbox::behaviour(),
+            Profile::Azure => azure::behaviour(),
+            Profile::Gcp => gcp::behaviour(),
+            Profile::Aws => aws::behaviour(),
         }
     }
 
@@ -99,7 +120,13 @@ impl Profile {
             Profile::Hapi(h) => h.retry_after_secs = secs,
             Profile::Epic(e) => e.retry_after_secs = secs,
             Profile::Oracle(o) => o.retry_after_secs = secs,
-            Profile::Spec | Profile::Firely | Profile::Medplum | Profile::Aidbox => {}
+            Profile::Spec
+            | Profile::Firely
+            | Profile::Medplum
+            | Profile::Aidbox
+            | Profile::Azure
+            | Profile::Gcp
+            | Profile::Aws => {}
         }
     }
 
@@ -111,6 +138,12 @@ impl Profile {
             Profile::Aidbox => aidbox::apply(cfg),
             _ => {}
         }
+    }
+
+    /// Whether the profile writes its output files to a bucket, so that the server needs an
+    /// output store ([`ServerConfig::output_store`]).
+    pub fn needs_output_store(&self) -> bool {
+        self.behaviour().output_in_store
     }
 }
 
@@ -156,7 +189,8 @@ mod tests {
         assert_eq!(
             names,
             [
-                "spec", "hapi", "firely", "epic", "oracle", "medplum", "aidbox"
+                "spec", "hapi", "firely", "epic", "oracle", "medplum", "aidbox", "azure", "gcp",
+                "aws"
             ]
         );
         for p in Profile::all() {

@@ -1,4 +1,6 @@
 #![allow(dead_code)]
+pub mod stores;
+
 use std::time::Duration;
 
 use bulk_test_server::{DataSource, ServerConfig, TestServer};
@@ -36,6 +38,17 @@ pub async fn kickoff_get(c: &reqwest::Client, url: &str) -> reqwest::Response {
     c.get(url)
         .header("Accept", "application/fhir+json")
         .header("Prefer", "respond-async")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// GET kick-off with `Cache-Control: no-cache` (a fresh job where a server reuses them).
+pub async fn kickoff_no_cache(c: &reqwest::Client, url: &str) -> reqwest::Response {
+    c.get(url)
+        .header("Accept", "application/fhir+json")
+        .header("Prefer", "respond-async")
+        .header("Cache-Control", "no-cache")
         .send()
         .await
         .unwrap()

@@ -150,3 +150,23 @@ pub fn only(rows: &BTreeMap<String, Vec<Row>>, id: &str) -> Row {
     assert_eq!(v.len(), 1, "id {id} stored {} times", v.len());
     v[0].clone()
 }
+
+/// Storage options for Azurite (emulator mode, well-known account) when
+/// `FHIRSYNC_TEST_AZURITE_URL` is set; `None` (the test is skipped) otherwise, except in CI.
+/// object_store takes the emulator's address from `AZURITE_BLOB_STORAGE_URL` only.
+pub fn azurite_storage() -> Option<StorageOptions> {
+    let Ok(url) = std::env::var("FHIRSYNC_TEST_AZURITE_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "FHIRSYNC_TEST_AZURITE_URL must be set in CI"
+        );
+        println!("skipped: FHIRSYNC_TEST_AZURITE_URL not set");
+        return None;
+    };
+    assert_eq!(
+        std::env::var("AZURITE_BLOB_STORAGE_URL").ok().as_deref(),
+        Some(url.as_str()),
+        "AZURITE_BLOB_STORAGE_URL must name the emulator of FHIRSYNC_TEST_AZURITE_URL (as .ci/run sets it)"
+    );
+    Some(StorageOptions::new().with("azure_storage_use_emulator", "true"))
+}

@@ -7,6 +7,9 @@ use futures::StreamExt;
 use http::header::{ACCEPT, ACCEPT_ENCODING, RANGE};
 use http::{HeaderMap, HeaderValue};
 
+use object_store::{GetOptions, GetRange};
+
+use super::cloud::{StoreLocation, object_path};
 use super::contents::{read_deletions, read_issues};
 use super::files::{DownloadedFile, PlannedFile};
 use super::gunzip::BodyDecoder;
@@ -52,7 +55,9 @@ pub(super) async fn fetch(
         max_line: config.max_line_bytes,
     };
     let mut sink = LineSink::new(file, rules, out, WRITE_BUFFER, rejects_path.clone());
-    let with_token = requires_token && client.same_origin(&file.url);
+    // A file in a bucket is read with the cloud's credentials, never with the FHIR token.
+    let store = client.inner.stores.locate(&file.url);
+    let with_token = store.is_none() && requires_token && client.same_origin(&file.url);
     let mut attempt: u32 = 0;
     let mut use_range = true;
     loop {
@@ -63,7 +68,11 @@ pub(super) async fn fetch(
             kind: file.kind,
             attempt,
         });
-        match fetch_attempt(client, file, &mut sink, with_token, &mut use_range).await? {
+        let attempted = match &store {
+            Some(at) => store_attempt(client, file, at, &mut sink, &mut use_range).await?,
+            None => fetch_attempt(client, file, &mut sink, with_token, &mut use_range).await?,
+        };
+        match attempted {
             Attempt::Done => break,
             Attempt::Retry {
                 reason,
@@ -248,8 +257,90 @@ async fn fetch_attempt(
             Verdict::Fail(e) => return Err(e),
         },
     };
-    let mut decoder = BodyDecoder::new(status == 200);
-    let mut body = resp.bytes_stream();
+    // A 200 body starts at the file's first byte; a 206 continues a plain one.
+    let from_start = status == 200;
+    feed_body(
+        client,
+        url,
+        sink,
+        resp.bytes_stream(),
+        from_start,
+        use_range,
+        |source| BulkError::Network {
+            what: "download",
+            url: url.clone(),
+            source,
+        },
+    )
+    .await
+}
+
+/// One attempt at a file in a bucket: the whole object, or from the cursor's byte offset.
+async fn store_attempt(
+    client: &BulkClient,
+    file: &PlannedFile,
+    at: &StoreLocation,
+    sink: &mut LineSink<'_>,
+    use_range: &mut bool,
+) -> Result<Attempt, BulkError> {
+    let stores = &client.inner.stores;
+    let url = &file.url;
+    let store = stores.store(url, at)?;
+    let path = object_path(url, at)?;
+    if sink.cur.src_offset > 0 && !*use_range {
+        sink.rewind(Cursor::default()).await?;
+    }
+    let offset = sink.cur.src_offset;
+    let options = GetOptions {
+        range: (offset > 0).then_some(GetRange::Offset(offset)),
+        ..GetOptions::default()
+    };
+    let object = match store.get_opts(&path, options).await {
+        Ok(object) => object,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(BulkError::FileGone {
+                url: url.clone(),
+                status: 404,
+            });
+        }
+        Err(
+            e @ (object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }),
+        ) => return Err(stores.error(url, at, &e)),
+        Err(e) => {
+            // Maybe a range the object no longer has: the next attempt reads it whole.
+            if offset > 0 {
+                *use_range = false;
+            }
+            let error = stores.error(url, at, &e);
+            return Ok(Attempt::Retry {
+                reason: RetryReason::Network(error.brief()),
+                hint: None,
+                error,
+            });
+        }
+    };
+    let body = object.into_stream();
+    feed_body(client, url, sink, body, offset == 0, use_range, |e| {
+        stores.error(url, at, &e)
+    })
+    .await
+}
+
+/// Streams a body into the sink with progress events, inflating a gzip body (see
+/// [`BodyDecoder`]; `from_start`: the body starts at the file's first byte); a failure
+/// mid-body is a retry.
+async fn feed_body<E>(
+    client: &BulkClient,
+    url: &url::Url,
+    sink: &mut LineSink<'_>,
+    body: impl futures::Stream<Item = Result<bytes::Bytes, E>>,
+    from_start: bool,
+    use_range: &mut bool,
+    error: impl Fn(E) -> BulkError,
+) -> Result<Attempt, BulkError> {
+    let mut body = std::pin::pin!(body);
+    let mut decoder = BodyDecoder::new(from_start);
     let mut unreported: u64 = 0;
     while let Some(chunk) = body.next().await {
         match chunk {
@@ -275,11 +366,7 @@ async fn fetch_attempt(
                         bytes: unreported,
                     });
                 }
-                let error = BulkError::Network {
-                    what: "download",
-                    url: url.clone(),
-                    source,
-                };
+                let error = error(source);
                 return Ok(Attempt::Retry {
                     reason: RetryReason::Network(error.brief()),
                     hint: None,

@@ -1,5 +1,6 @@
 //! Concurrent, streaming downloads of the manifest's files, with per-line integrity checks,
 //! rejects kept aside, and per-file retries that resume with `Range` where the server allows.
+mod cloud;
 mod contents;
 mod fetch;
 mod files;
@@ -16,6 +17,7 @@ use futures::Stream;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 
+pub(crate) use cloud::CloudStores;
 pub use files::{DownloadedFile, PlannedFile, RejectedLine, plan};
 pub use lines::check_line;
 

@@ -93,6 +93,7 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
     let mut config = ClientConfig::new(endpoint.clone());
     config.max_concurrent_downloads = export.max_concurrent_downloads;
     config.gzip = export.gzip;
+    config.storage_options = export.export_storage_options.clone();
     if let Some(t) = export.timeout {
         config.poll.timeout = t;
     }

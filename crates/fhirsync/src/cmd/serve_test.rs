@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bulk_test_server::smart::{RegisteredClient, SmartServerConfig};
-use bulk_test_server::{DataSource, Profile, ServerConfig, TestServer};
+use bulk_test_server::{DataSource, OutputStore, Profile, ServerConfig, TestServer};
 use clap::ArgAction;
-use fhirsync::config::parse_duration;
+use fhirsync::config::{parse_duration, parse_key_val};
 use fhirsync::logging::LogMode;
 
 #[derive(clap::Args, Debug)]
@@ -84,12 +84,24 @@ pub struct Args {
     pub token_lifetime: Duration,
 
     /// Behave as a real server does where it departs from the Bulk Data IG: spec (the IG as
-    /// written), hapi, firely, epic, oracle or medplum
+    /// written), hapi, firely, epic, oracle, medplum, azure, gcp or aws (the last three
+    /// write output files to --output-store)
     #[arg(long, value_name = "NAME", default_value = "spec")]
     pub profile: Profile,
+
+    /// Write output files to this bucket and list them from there, as cloud servers do:
+    /// `az://container/prefix`, `abfss://container@account.dfs.core.windows.net/prefix`,
+    /// `gs://bucket/prefix` or `s3://bucket/prefix` (required by --profile azure, gcp, aws)
+    #[arg(long, value_name = "URL")]
+    pub output_store: Option<String>,
+
+    /// Setting of the output store over the cloud's environment variables (`AZURE_*`,
+    /// `GOOGLE_*`, `AWS_*`), e.g. `AZURE_STORAGE_USE_EMULATOR=true` (repeatable)
+    #[arg(long = "output-store-option", value_name = "KEY=VALUE", value_parser = parse_key_val, requires = "output_store")]
+    pub output_store_options: Vec<(String, String)>,
 }
 
-fn config(args: &Args) -> anyhow::Result<ServerConfig> {
+pub(crate) fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     let data = match (&args.synthetic_patients, &args.data_dir) {
         (Some(patients), _) => DataSource::Synthetic {
             patients: *patients,
@@ -155,6 +167,16 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
         args.resources_per_file > 0,
         "--resources-per-file must be at least 1"
     );
+    anyhow::ensure!(
+        args.output_store.is_some() || !args.profile.needs_output_store(),
+        "--profile {} writes output files to a bucket: give --output-store URL (az://, gs:// \
+         or s3://) and its credentials (environment or --output-store-option)",
+        args.profile
+    );
+    let output_store = args.output_store.as_ref().map(|url| OutputStore {
+        url: url.clone(),
+        options: args.output_store_options.iter().cloned().collect(),
+    });
     Ok(ServerConfig {
         data,
         bind: SocketAddr::new(args.bind, args.port),
@@ -165,6 +187,7 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
         polls_before_complete: args.polls,
         retry_after_secs: retry_after.as_secs(),
         profile,
+        output_store,
         ..ServerConfig::default()
     })
 }

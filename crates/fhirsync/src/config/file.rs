@@ -105,6 +105,7 @@ pub struct FileOptions {
     pub max_nesting_level: Option<usize>,
     pub extensions: Option<bool>,
     pub storage_options: Option<BTreeMap<String, String>>,
+    pub export_storage_options: Option<BTreeMap<String, String>>,
     pub auth: Option<FileAuth>,
     // Scheduling (daemon only; ignored by `sync`).
     pub name: Option<String>,
@@ -208,7 +209,8 @@ fn one_line(message: &str) -> String {
     out
 }
 
-/// Overlays `over` on `base`; nested tables (`[auth]`, `[storage_options]`) merge key by key.
+/// Overlays `over` on `base`; nested tables (`[auth]`, `[storage_options]`,
+/// `[export_storage_options]`) merge key by key.
 fn deep_merge(base: &mut toml::Table, over: toml::Table) {
     for (k, v) in over {
         match (base.get_mut(&k), v) {

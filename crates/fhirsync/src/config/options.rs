@@ -141,6 +141,9 @@ pub struct SyncOptions {
     pub extensions: bool,
     /// Object store options (e.g. `AWS_REGION`, `AWS_ENDPOINT_URL`); values are redacted in `Debug`.
     pub storage_options: BTreeMap<String, String>,
+    /// Settings of the stores holding export files in buckets (`AZURE_STORAGE_ACCOUNT_KEY`,
+    /// ...); values are redacted in `Debug`.
+    pub export_storage_options: BTreeMap<String, String>,
     pub auth: AuthOptions,
 }
 
@@ -172,6 +175,10 @@ impl fmt::Debug for SyncOptions {
             .field("max_nesting_level", &self.max_nesting_level)
             .field("extensions", &self.extensions)
             .field("storage_option_keys", &storage_keys)
+            .field(
+                "export_storage_option_keys",
+                &self.export_storage_options.keys().collect::<Vec<_>>(),
+            )
             .field("auth", &self.auth)
             .finish()
     }
@@ -207,6 +214,7 @@ impl SyncOptions {
             max_nesting_level: DEFAULT_MAX_NESTING_LEVEL,
             extensions: false,
             storage_options: BTreeMap::new(),
+            export_storage_options: BTreeMap::new(),
             auth: AuthOptions::default(),
         }
     }

@@ -50,7 +50,9 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub encoding: EncodingArgs,
 
-    /// Object store option for `s3://` paths, e.g. `AWS_REGION=eu-central-1` (repeatable)
+    /// Object store setting for tables in a bucket (`s3://`, `az://`, `abfss://`, `gs://`), over
+    /// the same-named environment variable, e.g. `AWS_REGION=eu-central-1`,
+    /// `AZURE_STORAGE_ACCOUNT_KEY=...`, `GOOGLE_SERVICE_ACCOUNT=key.json` (repeatable)
     #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_key_val)]
     pub storage_options: Vec<(String, String)>,
 
@@ -115,6 +117,7 @@ impl SyncArgs {
         o.max_retry_after = export.max_retry_after;
         o.max_concurrent_downloads = export.max_concurrent_downloads;
         o.gzip = export.gzip;
+        o.export_storage_options = export.export_storage_options;
         o.full_refresh = self.full_refresh.or(file.full_refresh).unwrap_or(false);
         o.reconcile = self.reconcile.or(file.reconcile).unwrap_or(false);
         if let Some(n) = self.patients_per_export.or(file.patients_per_export) {

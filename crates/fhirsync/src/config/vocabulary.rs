@@ -9,6 +9,7 @@
 //!   `#[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
 //!   default_missing_value = "true")]`; on a `bool` it adds `default_value_t = false,
 //!   action = ArgAction::Set`. A test walks every subcommand and holds each flag to this.
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
@@ -22,7 +23,7 @@ use super::options::{
     DEFAULT_MAX_CONCURRENT_DOWNLOADS, DEFAULT_MAX_NESTING_LEVEL, MAX_CONCURRENT_DOWNLOADS, SaveMode,
 };
 use super::parsers::{
-    parse_duration, parse_endpoint, parse_instant, resource_type_list, split_list,
+    parse_duration, parse_endpoint, parse_instant, parse_key_val, resource_type_list, split_list,
 };
 
 /// `--resource-types T1 T2` / `--types T1,T2`: every subcommand that takes resource types.
@@ -130,6 +131,13 @@ pub struct ExportArgs {
     /// LAN, where compressing costs both ends more CPU than it saves) [default: true]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub gzip: Option<bool>,
+
+    /// Setting for export files the server leaves in a bucket (`s3://`, `gs://`, Azure blob
+    /// URLs), over the same-named environment variable, e.g.
+    /// `AZURE_STORAGE_ACCOUNT_KEY=...`, `AWS_REGION=eu-west-1`, `GOOGLE_SERVICE_ACCOUNT=key.json`
+    /// (repeatable). They are read with these credentials, never with the FHIR token
+    #[arg(long = "export-storage-option", value_name = "KEY=VALUE", value_parser = parse_key_val)]
+    pub export_storage_options: Vec<(String, String)>,
 }
 
 /// [`ExportArgs`] resolved: flag > environment > config file > default.
@@ -148,6 +156,8 @@ pub struct ExportSettings {
     pub max_retry_after: Duration,
     pub max_concurrent_downloads: usize,
     pub gzip: bool,
+    /// Settings of the stores holding export files in buckets (values are credentials).
+    pub export_storage_options: BTreeMap<String, String>,
 }
 
 impl ExportArgs {
@@ -231,6 +241,13 @@ impl ExportArgs {
             max_retry_after,
             max_concurrent_downloads,
             gzip: self.gzip.or(file.gzip).unwrap_or(true),
+            export_storage_options: file
+                .export_storage_options
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(self.export_storage_options.iter().cloned())
+                .collect(),
         })
     }
 }

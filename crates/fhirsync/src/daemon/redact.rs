@@ -5,7 +5,8 @@ use crate::config::{AuthOptions, JobConfig, SecretSource};
 /// libraries should not carry secrets in the first place).
 pub(super) fn redact(message: &str, job: &JobConfig) -> String {
     let mut secrets = secret_values(&job.sync.auth);
-    for (k, v) in &job.sync.storage_options {
+    let stores = job.sync.storage_options.iter();
+    for (k, v) in stores.chain(&job.sync.export_storage_options) {
         let k = k.to_ascii_uppercase();
         if ["SECRET", "TOKEN", "PASSWORD", "KEY"]
             .iter()

@@ -39,6 +39,7 @@ pub async fn client_config(
     let mut config = ClientConfig::new(opts.fhir_endpoint.clone());
     config.max_concurrent_downloads = opts.max_concurrent_downloads.max(1);
     config.gzip = opts.gzip;
+    config.storage_options = opts.export_storage_options.clone();
     // The encoder parses and checks every line (and rejects what is not a resource of its
     // file's type with an id): the download need not parse them too.
     config.full_line_checks = false;

@@ -94,13 +94,31 @@ pub fn utf8(a: &arrow::array::ArrayRef) -> arrow::array::ArrayRef {
     arrow::compute::cast(a, &arrow::datatypes::DataType::Utf8).unwrap()
 }
 
+/// Where tables are: a directory or bucket URL and the object store options to read it.
+pub struct Location {
+    pub root: String,
+    pub storage: BTreeMap<String, String>,
+}
+
+/// The tables of a local directory.
+pub fn local(delta: &Path) -> Location {
+    Location {
+        root: delta.display().to_string(),
+        storage: BTreeMap::new(),
+    }
+}
+
 /// `id -> meta.versionId` of every row of a table.
 pub async fn versions(delta: &Path, table: &str) -> BTreeMap<String, Option<String>> {
-    let batches = sql(
-        delta,
-        &format!("SELECT id, meta['versionId'] AS v FROM {table}"),
-    )
-    .await;
+    versions_at(&local(delta), table).await
+}
+
+/// [`versions`] of the tables at a [`Location`].
+pub async fn versions_at(at: &Location, table: &str) -> BTreeMap<String, Option<String>> {
+    let query = format!("SELECT id, meta['versionId'] AS v FROM {table}");
+    let batches = fhirsync::tables::query_with(&at.root, &at.storage, &query, None)
+        .await
+        .unwrap();
     let mut out = BTreeMap::new();
     for b in batches {
         let ids = utf8(b.column(0));
@@ -250,31 +268,32 @@ pub fn group_members(store: &bulk_test_server::StoreHandle, group: &str) -> Vec<
         .collect()
 }
 
-/// Whether Python's `deltalake` (an independent reader) is installed; it must be in CI.
+/// Whether python3 with `deltalake` and `pyarrow` is there (required in CI); prints why not.
 pub fn python_reader() -> bool {
     let probe = std::process::Command::new("python3")
         .args(["-c", "import deltalake, pyarrow"])
         .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 with deltalake and pyarrow is required in CI (.ci/requirements.txt)"
-        );
-        eprintln!("skipped: python3 with deltalake and pyarrow is not installed");
-        return false;
+    if probe.is_ok_and(|s| s.success()) {
+        return true;
     }
-    true
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "python3 with deltalake and pyarrow is required in CI (.ci/requirements.txt)"
+    );
+    eprintln!("skipped: python3 with deltalake and pyarrow is not installed");
+    false
 }
 
 /// Reads every table with Python's `deltalake` and compares ids and versions with ours;
 /// `with_vectors` are the tables it must read through DataFusion (deletion vectors on).
-pub async fn read_back_in_python(delta: &Path, with_vectors: &[&str]) {
+pub async fn read_back_in_python(at: &Location, with_vectors: &[&str]) {
     let script = r#"
 import json, sys
 from deltalake import DeltaTable, QueryBuilder
 out = {}
-for t in sys.argv[2:]:
-    dt = DeltaTable(f"{sys.argv[1]}/{t}.parquet")
+options = json.loads(sys.argv[2])
+for t in sys.argv[3:]:
+    dt = DeltaTable(f"{sys.argv[1]}/{t}.parquet", storage_options=options)
     if "deletionVectors" in (dt.protocol().reader_features or []):
         reader = "datafusion"
         rows = QueryBuilder().register("t", dt).execute("SELECT id, meta FROM t").read_all()
@@ -294,7 +313,8 @@ os._exit(0)
     let out = std::process::Command::new("python3")
         .arg("-c")
         .arg(script)
-        .arg(delta)
+        .arg(at.root.trim_end_matches('/'))
+        .arg(serde_json::to_string(&at.storage).unwrap())
         .args(TYPES)
         .output()
         .unwrap();
@@ -305,7 +325,7 @@ os._exit(0)
     );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for t in TYPES {
-        let ours = versions(delta, t).await;
+        let ours = versions_at(at, t).await;
         let expected_reader = if with_vectors.contains(&t) {
             "datafusion"
         } else {

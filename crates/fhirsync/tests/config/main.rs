@@ -463,6 +463,36 @@ fn storage_option_values_are_not_shown() {
     );
 }
 
+#[test]
+fn export_storage_options_come_from_flags_over_the_file_and_are_not_shown() {
+    let f = file(
+        "fhir_endpoint = \"http://x/fhir\"\ndelta_path = \"/d\"\n\n[export_storage_options]\n\
+         AZURE_STORAGE_ACCOUNT_NAME = \"fromfile\"\nAZURE_STORAGE_ACCOUNT_KEY = \"FILESECRET123\"\n",
+    );
+    let o = sync_args(&[
+        "--export-storage-option",
+        "AZURE_STORAGE_ACCOUNT_KEY=FLAGSECRET123",
+    ])
+    .resolve(&NoEnv, Some(&f.options))
+    .unwrap();
+    assert_eq!(
+        o.export_storage_options,
+        BTreeMap::from([
+            ("AZURE_STORAGE_ACCOUNT_KEY".into(), "FLAGSECRET123".into()),
+            ("AZURE_STORAGE_ACCOUNT_NAME".into(), "fromfile".into()),
+        ])
+    );
+    assert!(
+        o.storage_options.is_empty(),
+        "tables and export files apart"
+    );
+    let debug = format!("{o:?}");
+    assert!(
+        debug.contains("AZURE_STORAGE_ACCOUNT_KEY") && !debug.contains("SECRET123"),
+        "{debug}"
+    );
+}
+
 const MULTI_JOB: &str = r#"
 resource_types = ["Patient", "Observation"]
 max_concurrent_downloads = 4

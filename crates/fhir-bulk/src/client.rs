@@ -66,6 +66,12 @@ impl BulkClient {
         })
     }
 
+    /// The cloud storage a file URL is read from with that cloud's credentials (`"S3"`,
+    /// `"Azure storage"`, `"Google Cloud Storage"`); `None` for a plain HTTP download.
+    pub fn storage_of(&self, url: &Url) -> Option<&'static str> {
+        self.inner.stores.locate(url).map(|at| at.cloud.name())
+    }
+
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
     }

@@ -19,7 +19,16 @@ async fn start(profile: Profile) -> TestServer {
 }
 
 async fn run_check(server: &TestServer, group: Option<&str>) -> CheckReport {
+    run_check_with(server, group, Default::default()).await
+}
+
+async fn run_check_with(
+    server: &TestServer,
+    group: Option<&str>,
+    storage_options: std::collections::BTreeMap<String, String>,
+) -> CheckReport {
     let mut config = ClientConfig::new(server.base_url());
+    config.storage_options = storage_options;
     config.poll.min_delay = Duration::from_millis(10);
     config.poll.initial_delay = Duration::from_millis(20);
     config.retry.max_retries = 1;
@@ -171,5 +180,43 @@ async fn the_command_prints_json_and_fails_when_a_sync_cannot_work() {
     assert!(!blocked.status.success());
     let stderr = String::from_utf8_lossy(&blocked.stderr);
     assert!(stderr.contains("a sync cannot work"), "{stderr}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_in_a_bucket_are_named_with_their_cloud_and_read_with_its_settings() {
+    let gcs = gcs_emulator::GcsEmulator::start()
+        .await
+        .expect("the GCS emulator");
+    gcs.create_bucket("lake");
+    let settings = gcs.client_settings();
+    let server = TestServer::start(bulk_test_server::ServerConfig {
+        data: DataSource::Synthetic {
+            patients: 4,
+            seed: 3,
+        },
+        polls_before_complete: 1,
+        retry_after_secs: 0,
+        profile: Profile::Gcp,
+        output_store: Some(bulk_test_server::OutputStore {
+            url: "gs://lake/exports".into(),
+            options: settings.clone(),
+        }),
+        ..bulk_test_server::ServerConfig::default()
+    })
+    .await
+    .expect("test server starts");
+    let r = run_check_with(&server, None, settings).await;
+    let text = r.to_text();
+    assert_eq!(r.known_server.as_deref(), Some("gcp"), "{text}");
+    let files = &finding(&r, "files").detail;
+    assert!(files.contains("Google Cloud Storage"), "{text}");
+    assert_eq!(r.works("file download"), Some(true), "{text}");
+    assert!(
+        r.recommendations
+            .iter()
+            .any(|x| x.contains("--export-storage-option")),
+        "{text}"
+    );
     server.shutdown().await;
 }

@@ -9,6 +9,7 @@ pub(super) const DESCRIPTION: &str = "AWS HealthLake: output written to S3 and l
 
 pub(super) fn behaviour() -> Behaviour {
     Behaviour {
+        software: "AWS HealthLake",
         output_in_store: true,
         post_only: true,
         one_export_at_a_time: true,

@@ -13,6 +13,7 @@ pub(super) const DESCRIPTION: &str = "Azure Health Data Services: _till instead 
 
 pub(super) fn behaviour() -> Behaviour {
     Behaviour {
+        software: "Microsoft FHIR Server",
         until_param: "_till",
         refused_params: &["_until"],
         output_in_store: true,

@@ -9,6 +9,7 @@ pub(super) const DESCRIPTION: &str = "Google Cloud Healthcare: output written to
 
 pub(super) fn behaviour() -> Behaviour {
     Behaviour {
+        software: "Cloud Healthcare API",
         status_path: StatusPath::Segment("operations"),
         output_in_store: true,
         strict_since: true,

@@ -37,7 +37,7 @@ impl Cloud {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Cloud::Aws => "S3",
             Cloud::Azure => "Azure storage",

@@ -335,17 +335,34 @@ async fn trial_export(
             manifest.error.len()
         ),
     );
-    file_locations(&manifest, &opts.fhir_endpoint, r);
+    file_locations(client, &manifest, &opts.fhir_endpoint, r);
     sample_file(client, &manifest, r).await;
     cancel(client, &job).await;
 }
 
-fn file_locations(manifest: &Manifest, base: &Url, r: &mut CheckReport) {
+fn file_locations(client: &BulkClient, manifest: &Manifest, base: &Url, r: &mut CheckReport) {
     let Some(first) = manifest.output.first() else {
         r.found("files", None, "the trial export has no files to look at");
         return;
     };
     let url = &first.url;
+    if let Some(storage) = client.storage_of(url) {
+        r.found(
+            "files",
+            Some(true),
+            format!(
+                "in {storage} ({}), read with that cloud's credentials, never the FHIR token",
+                url.origin()
+                    .unicode_serialization()
+                    .replace("null", url.scheme())
+            ),
+        );
+        r.recommend(format!(
+            "the export's files are in {storage}: give fhirsync its credentials (environment, \
+             or `--export-storage-option KEY=VALUE`; see docs/operations.md)"
+        ));
+        return;
+    }
     let place = if url.origin() == base.origin() {
         "on the FHIR server".to_string()
     } else {

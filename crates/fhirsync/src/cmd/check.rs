@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use fhir_bulk::{BulkClient, ClientConfig};
 use fhirsync::check::{CheckOptions, check};
 use fhirsync::config::{
-    AuthArgs, ENV_FHIR_ENDPOINT, ProcessEnv, fhir_endpoint_var, parse_duration,
+    AuthArgs, ENV_FHIR_ENDPOINT, ProcessEnv, fhir_endpoint_var, parse_duration, parse_key_val,
 };
 use fhirsync::logging::LogMode;
 use url::Url;
@@ -29,6 +29,11 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub timeout: Duration,
 
+    /// Object store option for export files the server leaves in a bucket (`s3://`, `gs://`,
+    /// Azure blob URLs), e.g. `AZURE_STORAGE_ACCOUNT_KEY=...` (repeatable)
+    #[arg(long = "export-storage-option", value_name = "KEY=VALUE", value_parser = parse_key_val)]
+    pub export_storage_options: Vec<(String, String)>,
+
     /// Print the report as one JSON object
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
     pub json: bool,
@@ -49,6 +54,7 @@ pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
     // Trials answered 429 (one export at a time) are not worth minutes of retries here.
     config.retry.max_retries = 2;
     config.poll.timeout = args.timeout;
+    config.storage_options = args.export_storage_options.iter().cloned().collect();
     let auth = args
         .auth
         .resolve(&ProcessEnv, None)

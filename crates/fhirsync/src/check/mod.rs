@@ -351,10 +351,9 @@ fn file_locations(client: &BulkClient, manifest: &Manifest, base: &Url, r: &mut 
             "files",
             Some(true),
             format!(
-                "in {storage} ({}), read with that cloud's credentials, never the FHIR token",
-                url.origin()
-                    .unicode_serialization()
-                    .replace("null", url.scheme())
+                "in {storage} ({}://{}), read with that cloud's credentials, never the FHIR token",
+                url.scheme(),
+                url.host_str().unwrap_or_default()
             ),
         );
         r.recommend(format!(

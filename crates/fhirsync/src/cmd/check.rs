@@ -6,10 +6,10 @@ use anyhow::{Context, bail};
 use fhir_bulk::{BulkClient, ClientConfig};
 use fhirsync::check::{CheckOptions, check};
 use fhirsync::config::{
-    AuthArgs, ENV_FHIR_ENDPOINT, ProcessEnv, fhir_endpoint_var, parse_duration, parse_key_val,
+    AuthArgs, ENV_FHIR_ENDPOINT, ProcessEnv, fhir_endpoint_var, parse_duration, parse_endpoint,
+    parse_key_val,
 };
 use fhirsync::logging::LogMode;
-use url::Url;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -48,8 +48,7 @@ pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
         .clone()
         .or_else(|| fhir_endpoint_var(&ProcessEnv))
         .with_context(|| format!("--fhir-endpoint (or {ENV_FHIR_ENDPOINT}) is required"))?;
-    let endpoint = Url::parse(&endpoint)
-        .with_context(|| format!("--fhir-endpoint {endpoint:?} is not a URL"))?;
+    let endpoint = parse_endpoint(&endpoint, "fhir_endpoint")?;
     let mut config = ClientConfig::new(endpoint.clone());
     // Trials answered 429 (one export at a time) are not worth minutes of retries here.
     config.retry.max_retries = 2;

@@ -44,7 +44,7 @@ pub use options::{
     DEFAULT_TOKEN_EXPIRY_TOLERANCE, MAX_CONCURRENT_DOWNLOADS, SaveMode, SyncOptions,
     default_state_file, is_remote_path,
 };
-pub use parsers::{parse_duration, parse_instant, parse_key_val};
+pub use parsers::{parse_duration, parse_endpoint, parse_instant, parse_key_val};
 pub use secrets::{Secret, SecretSource, SigningAlgorithm, read_secret};
 pub use sync_args::SyncArgs;
 pub use vocabulary::{

@@ -63,7 +63,7 @@ pub fn parse_key_val(s: &str) -> Result<(String, String), String> {
 }
 
 /// An `http(s)` URL; `option` names the setting in the message.
-pub(crate) fn parse_endpoint(s: &str, option: &str) -> Result<Url, ConfigError> {
+pub fn parse_endpoint(s: &str, option: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(s.trim()).map_err(|e| invalid(option, format!("{e}: {s:?}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid(

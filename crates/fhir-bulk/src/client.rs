@@ -19,6 +19,8 @@ pub struct BulkClient {
 pub(crate) struct Inner {
     pub(crate) config: ClientConfig,
     pub(crate) http: reqwest::Client,
+    /// The same, leaving bodies as sent (no inflating): to see a file's `Content-Encoding`.
+    pub(crate) raw_http: reqwest::Client,
     /// Stores of export files kept in buckets.
     pub(crate) stores: CloudStores,
 }
@@ -48,19 +50,24 @@ impl BulkClient {
                 "max_line_bytes must be at least 1024".into(),
             ));
         }
-        let http = reqwest::Client::builder()
-            // Redirects are followed by hand so the token never leaves the FHIR origin.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .user_agent(config.user_agent.clone())
-            .build()
-            .map_err(|e| BulkError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let http = |inflate: bool| {
+            reqwest::Client::builder()
+                // Redirects are followed by hand so the token never leaves the FHIR origin.
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(config.connect_timeout)
+                .read_timeout(config.read_timeout)
+                .user_agent(config.user_agent.clone())
+                .gzip(inflate)
+                .build()
+                .map_err(|e| BulkError::Config(format!("cannot build the HTTP client: {e}")))
+        };
+        let (http, raw_http) = (http(true)?, http(false)?);
         let stores = CloudStores::new(config.storage_options.clone(), config.connect_timeout);
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 http,
+                raw_http,
                 stores,
             }),
         })

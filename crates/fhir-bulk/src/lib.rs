@@ -40,7 +40,8 @@ pub use config::{
     ClientConfig, DEFAULT_MAX_RETRY_AFTER, DEFAULT_POLL_TIMEOUT, PollConfig, RetryConfig,
 };
 pub use download::{
-    DownloadOptions, DownloadedFile, Downloads, PlannedFile, RejectedLine, check_line, plan,
+    DownloadOptions, DownloadedFile, Downloads, FileEncoding, PlannedFile, RejectedLine,
+    check_line, plan,
 };
 pub use error::{BulkError, FileFailure};
 pub use events::{BulkEvent, EventHandler, FileKind, RetryReason};
@@ -49,7 +50,7 @@ pub use job::ExportJob;
 pub use lock::{FileLock, LockError};
 pub use manifest::{Manifest, ManifestFile, ManifestLink};
 pub use outcome::{Deletion, OutcomeIssue, deletions, issues};
-pub use request::{ExportLevel, ExportRequest, KickOffRequest, is_fhir_id};
+pub use request::{ExportLevel, ExportRequest, KickOffRequest, UntilParameter, is_fhir_id};
 pub use resource::GroupMembers;
 pub use retry::{Backoff, Jitter};
 pub use retry_after::parse_retry_after;

@@ -28,6 +28,8 @@ pub struct ExportRequest {
     pub since: Option<DateTime<FixedOffset>>,
     /// `_until`: only resources changed up to this instant.
     pub until: Option<DateTime<FixedOffset>>,
+    /// The name `until` is sent under (`_till` for Azure).
+    pub until_parameter: UntilParameter,
     /// `_type`: resource types to export (all when empty).
     pub types: Vec<String>,
     /// `_elements`: `Type.element` or `element` entries.
@@ -44,6 +46,37 @@ pub struct ExportRequest {
     pub organize_output_by: Option<String>,
     /// Use POST with a `Parameters` body even without `patient`.
     pub force_post: bool,
+}
+
+/// The name of the kick-off parameter for "changed up to": `_until` in the IG; Azure Health
+/// Data Services takes `_till` and refuses `_until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum UntilParameter {
+    #[default]
+    #[serde(rename = "_until")]
+    Until,
+    #[serde(rename = "_till")]
+    Till,
+}
+
+impl UntilParameter {
+    pub const NAMES: &[&str] = &["_until", "_till"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Until => "_until",
+            Self::Till => "_till",
+        }
+    }
+
+    /// `_until` or `_till`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "_until" => Some(Self::Until),
+            "_till" => Some(Self::Till),
+            _ => None,
+        }
+    }
 }
 
 /// How the kick-off goes on the wire.
@@ -112,7 +145,10 @@ impl ExportRequest {
         if let (Some(since), Some(until)) = (self.since, self.until)
             && since > until
         {
-            return bad(format!("_since ({since}) is after _until ({until})"));
+            return bad(format!(
+                "_since ({since}) is after {} ({until})",
+                self.until_parameter.name()
+            ));
         }
         for (name, v) in [
             ("_outputFormat", &self.output_format),
@@ -180,7 +216,7 @@ impl ExportRequest {
             pairs.push(("_since", instant(t)));
         }
         if let Some(t) = self.until {
-            pairs.push(("_until", instant(t)));
+            pairs.push((self.until_parameter.name(), instant(t)));
         }
         if !self.types.is_empty() {
             pairs.push(("_type", self.types.join(",")));
@@ -216,7 +252,7 @@ impl ExportRequest {
             params.push(json!({"name": "_since", "valueInstant": instant(t)}));
         }
         if let Some(t) = self.until {
-            params.push(json!({"name": "_until", "valueInstant": instant(t)}));
+            params.push(json!({"name": self.until_parameter.name(), "valueInstant": instant(t)}));
         }
         for t in &self.types {
             params.push(json!({"name": "_type", "valueString": t}));
@@ -348,6 +384,34 @@ mod tests {
                 .contains("_typeFilter=Observation%3Fcode%3Da%2Cb%26status%3Dfinal"),
             "{url}"
         );
+    }
+
+    #[test]
+    fn until_goes_under_the_name_the_server_takes() {
+        let until = DateTime::parse_from_rfc3339("2024-02-01T00:00:00Z").unwrap();
+        let till = ExportRequest {
+            until: Some(until),
+            until_parameter: UntilParameter::Till,
+            ..ExportRequest::system()
+        };
+        assert_eq!(
+            till.query_pairs(),
+            vec![("_till", "2024-02-01T00:00:00Z".to_string())]
+        );
+        let post = ExportRequest {
+            force_post: true,
+            ..till.clone()
+        };
+        assert_eq!(
+            post.parameters_body()["parameter"][0]["name"],
+            json!("_till")
+        );
+        // A request kept by an older version (no name) reads as `_until`.
+        let old: ExportRequest =
+            serde_json::from_str(r#"{"until": "2024-02-01T00:00:00Z"}"#).unwrap();
+        assert_eq!(old.until_parameter, UntilParameter::Until);
+        assert_eq!(UntilParameter::parse("_till"), Some(UntilParameter::Till));
+        assert_eq!(UntilParameter::parse("till"), None);
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub(crate) struct Outgoing<'a> {
     pub headers: &'a HeaderMap,
     pub json: Option<&'a Value>,
     pub with_token: bool,
+    /// Leave the body as sent (see [`crate::client::Inner::raw_http`]).
+    pub raw_body: bool,
 }
 
 impl<'a> Outgoing<'a> {
@@ -51,6 +53,7 @@ impl<'a> Outgoing<'a> {
             headers,
             json: None,
             with_token: true,
+            raw_body: false,
         }
     }
 }
@@ -67,7 +70,13 @@ impl BulkClient {
             headers,
             json,
             with_token,
+            raw_body,
         } = out;
+        let http = if raw_body {
+            &self.inner.raw_http
+        } else {
+            &self.inner.http
+        };
         let bearer = self.inner.config.bearer.as_ref().filter(|_| with_token);
         let mut method = method.clone();
         let mut url = url.clone();
@@ -83,9 +92,7 @@ impl BulkClient {
                 ),
                 _ => None,
             };
-            let mut rb = self
-                .inner
-                .http
+            let mut rb = http
                 .request(method.clone(), url.clone())
                 .headers(headers.clone());
             if let Some(t) = &token {

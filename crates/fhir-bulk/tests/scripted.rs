@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use common::{Reply, Scripted, export_system, fast_config, recorder};
 use fhir_bulk::{
     AuthFailure, BearerSource, BulkClient, BulkError, BulkEvent, ExportOptions, ExportRequest,
-    FileKind, RejectedLine,
+    FileEncoding, FileKind, RejectedLine,
 };
 use futures::future::BoxFuture;
 use http::HeaderValue;
@@ -534,5 +534,47 @@ async fn unreachable_server_gives_up_with_the_cause() {
             .to_lowercase()
             .contains("connection refused"),
         "{err}"
+    );
+}
+
+/// How a file comes when gzip is asked for: compressed in transit, gzip bytes with no
+/// `Content-Encoding`, or plain; the request says it takes gzip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_files_encoding_is_told_as_sent() {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let s = Scripted::start().await;
+    let line = b"{\"resourceType\":\"Patient\",\"id\":\"p1\"}\n";
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    gz.write_all(line).unwrap();
+    let gz = gz.finish().unwrap();
+    s.on(
+        "/files/transfer",
+        Reply::new(200)
+            .header("content-encoding", "gzip")
+            .body(gz.clone()),
+    );
+    s.on("/files/bytes", Reply::new(200).body(gz));
+    s.on("/files/plain", Reply::new(200).body(line.to_vec()));
+    let client = BulkClient::new(fast_config(s.url("/fhir"))).unwrap();
+    let encoding = |path: &'static str| {
+        let (client, url) = (client.clone(), s.url(path));
+        async move { client.file_encoding(&url, true).await }
+    };
+    assert_eq!(
+        encoding("/files/transfer").await.unwrap(),
+        FileEncoding::Transfer("gzip".into())
+    );
+    assert_eq!(
+        encoding("/files/bytes").await.unwrap(),
+        FileEncoding::GzipBytes
+    );
+    assert_eq!(encoding("/files/plain").await.unwrap(), FileEncoding::Plain);
+    let missing = encoding("/files/none").await.unwrap_err();
+    assert!(missing.to_string().contains("404"), "{missing}");
+    let asked = s.requests_to("/files/plain");
+    assert_eq!(
+        asked[0].headers.get("accept-encoding").map(String::as_str),
+        Some("gzip")
     );
 }

@@ -2,11 +2,12 @@
 //! and its exit code when a sync cannot work.
 mod common;
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
 use bulk_test_server::{DataSource, Profile, TestServer};
-use common::profile_server;
+use common::{profile_server, service};
 use fhir_bulk::{BulkClient, ClientConfig};
 use fhirsync::check::{CheckOptions, CheckReport, check};
 
@@ -18,6 +19,30 @@ async fn start(profile: Profile) -> TestServer {
     profile_server(profile, data, 10_000).await
 }
 
+/// A cloud profile's server writing its files to `store` (with `options`).
+async fn cloud_server(
+    profile: Profile,
+    store: &str,
+    options: BTreeMap<String, String>,
+) -> TestServer {
+    TestServer::start(bulk_test_server::ServerConfig {
+        data: DataSource::Synthetic {
+            patients: 4,
+            seed: 3,
+        },
+        polls_before_complete: 1,
+        retry_after_secs: 0,
+        profile,
+        output_store: Some(bulk_test_server::OutputStore {
+            url: store.into(),
+            options,
+        }),
+        ..bulk_test_server::ServerConfig::default()
+    })
+    .await
+    .expect("test server starts")
+}
+
 async fn run_check(server: &TestServer, group: Option<&str>) -> CheckReport {
     run_check_with(server, group, Default::default()).await
 }
@@ -25,7 +50,7 @@ async fn run_check(server: &TestServer, group: Option<&str>) -> CheckReport {
 async fn run_check_with(
     server: &TestServer,
     group: Option<&str>,
-    storage_options: std::collections::BTreeMap<String, String>,
+    storage_options: BTreeMap<String, String>,
 ) -> CheckReport {
     let mut config = ClientConfig::new(server.base_url());
     config.storage_options = storage_options;
@@ -60,6 +85,7 @@ async fn the_spec_server_supports_everything_a_sync_uses() {
         "_until",
         "_typeFilter",
         "_elements",
+        "gzip",
         "meta.lastUpdated",
     ] {
         assert_eq!(r.works(what), Some(true), "{what}: {text}");
@@ -183,6 +209,38 @@ async fn the_command_prints_json_and_fails_when_a_sync_cannot_work() {
     server.shutdown().await;
 }
 
+/// Azure takes `_till` for `_until`, and its files are blobs read with the storage
+/// credential (Azurite's, from the environment).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_takes_till_and_its_files_are_blobs() {
+    if !service("FHIRSYNC_TEST_AZURITE_URL") {
+        return;
+    }
+    let server = cloud_server(
+        Profile::Azure,
+        &format!("az://fhirsync-test/check-{}", uuid::Uuid::new_v4()),
+        [("azure_storage_use_emulator".to_string(), "true".to_string())].into(),
+    )
+    .await;
+    let r = run_check(&server, None).await;
+    let text = r.to_text();
+    assert_eq!(r.known_server.as_deref(), Some("azure"), "{text}");
+    assert_eq!(r.works("_until"), Some(false), "{text}");
+    assert_eq!(r.works("_till"), Some(true), "{text}");
+    assert!(
+        r.recommendations
+            .iter()
+            .any(|x| x.contains("--until-parameter _till")),
+        "{text}"
+    );
+    assert!(
+        finding(&r, "files").detail.contains("Azure storage"),
+        "{text}"
+    );
+    assert_eq!(r.works("file download"), Some(true), "{text}");
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_in_a_bucket_are_named_with_their_cloud_and_read_with_its_settings() {
     let gcs = gcs_emulator::GcsEmulator::start()
@@ -190,22 +248,7 @@ async fn files_in_a_bucket_are_named_with_their_cloud_and_read_with_its_settings
         .expect("the GCS emulator");
     gcs.create_bucket("lake");
     let settings = gcs.client_settings();
-    let server = TestServer::start(bulk_test_server::ServerConfig {
-        data: DataSource::Synthetic {
-            patients: 4,
-            seed: 3,
-        },
-        polls_before_complete: 1,
-        retry_after_secs: 0,
-        profile: Profile::Gcp,
-        output_store: Some(bulk_test_server::OutputStore {
-            url: "gs://lake/exports".into(),
-            options: settings.clone(),
-        }),
-        ..bulk_test_server::ServerConfig::default()
-    })
-    .await
-    .expect("test server starts");
+    let server = cloud_server(Profile::Gcp, "gs://lake/exports", settings.clone()).await;
     let r = run_check_with(&server, None, settings).await;
     let text = r.to_text();
     assert_eq!(r.known_server.as_deref(), Some("gcp"), "{text}");

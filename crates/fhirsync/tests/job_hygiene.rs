@@ -1,10 +1,31 @@
 //! Export jobs on the server: deleted once their data is in the tables, and replaced by a new
-//! export in the same run when the server forgets a job or its files expire mid-download.
+//! export in the same run when the server forgets a job or its files expire mid-download, and
+//! deleted at once when the server reports it failed.
 mod common;
 
-use bulk_test_server::{DataSource, Fault, FaultRule, FaultTarget};
+use std::path::Path;
+
+use bulk_test_server::{DataSource, Fault, FaultRule, FaultTarget, TestServer};
 use common::{TYPES, assert_same_rows, options, run, server};
 use fhirsync::run::RunKind;
+
+/// GET kick-offs the server saw.
+fn get_kick_offs(server: &TestServer) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path_and_query.contains("$export?"))
+        .count()
+}
+
+/// The tables in `faulted` are those a clean sync of the same data gives: nothing twice,
+/// nothing missing.
+async fn same_as_a_clean_sync(server: &TestServer, faulted: &Path, clean: &Path) {
+    run(&options(server, clean), RunKind::Incremental)
+        .await
+        .expect("a clean sync");
+    assert_same_rows(faulted, clean, &TYPES).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_that_expire_mid_download_bring_a_new_export_in_the_same_run() {
@@ -42,11 +63,7 @@ async fn files_that_expire_mid_download_bring_a_new_export_in_the_same_run() {
         "{deleted:?}"
     );
 
-    // The tables are those of a clean sync of the same data: nothing twice, nothing missing.
-    run(&options(&server, &clean), RunKind::Incremental)
-        .await
-        .expect("a clean sync");
-    assert_same_rows(&faulted, &clean, &TYPES).await;
+    same_as_a_clean_sync(&server, &faulted, &clean).await;
     server.shutdown().await;
 }
 
@@ -80,16 +97,61 @@ async fn a_resumed_job_whose_files_expired_is_replaced_in_the_same_run() {
     run(&opts, RunKind::Incremental)
         .await
         .expect("the resumed job is replaced by a new export");
-    let kick_offs = server
-        .requests()
-        .iter()
-        .filter(|r| r.method == "GET" && r.path_and_query.contains("$export?"))
-        .count();
+    let kick_offs = get_kick_offs(&server);
     assert_eq!(kick_offs, 2, "the first run's export, then a new one");
 
-    run(&options(&server, &clean), RunKind::Incremental)
+    same_as_a_clean_sync(&server, &faulted, &clean).await;
+    server.shutdown().await;
+}
+
+/// A job the server reports as failed fails the run and is deleted at once, with the files of
+/// the run; the next run starts a new export.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_is_deleted_and_the_next_run_exports_anew() {
+    let server = server(DataSource::Synthetic {
+        patients: 5,
+        seed: 10,
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let (faulted, clean) = (dir.path().join("faulted"), dir.path().join("clean"));
+    let opts = options(&server, &faulted);
+    server
+        .faults()
+        .add(FaultRule::once(FaultTarget::KickOff, Fault::FailJob));
+    let failed = run(&opts, RunKind::Incremental)
         .await
-        .expect("a clean sync");
-    assert_same_rows(&faulted, &clean, &TYPES).await;
+        .expect_err("a failed job fails the run");
+    assert!(format!("{failed:#}").contains("fail"), "{failed:#}");
+    let deletes = |server: &TestServer| {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.method == "DELETE")
+            .map(|r| r.path_and_query.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        deletes(&server).len(),
+        1,
+        "the failed job is deleted at once"
+    );
+    let work = faulted.join("_fhirsync");
+    let exports: Vec<_> = std::fs::read_dir(&work)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !exports
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("export")),
+        "nothing of the failed export is kept: {exports:?}"
+    );
+
+    run(&opts, RunKind::Incremental)
+        .await
+        .expect("the next run exports anew");
+    let kick_offs = get_kick_offs(&server);
+    assert_eq!(kick_offs, 2, "the failed export, then a new one");
+    same_as_a_clean_sync(&server, &faulted, &clean).await;
     server.shutdown().await;
 }

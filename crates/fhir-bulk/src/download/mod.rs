@@ -2,6 +2,7 @@
 //! rejects kept aside, and per-file retries that resume with `Range` where the server allows.
 mod cloud;
 mod contents;
+mod encoding;
 mod fetch;
 mod files;
 mod gunzip;
@@ -18,6 +19,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub(crate) use cloud::CloudStores;
+pub use encoding::FileEncoding;
 pub use files::{DownloadedFile, PlannedFile, RejectedLine, plan};
 pub use lines::check_line;
 

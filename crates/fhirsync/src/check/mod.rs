@@ -2,12 +2,13 @@
 //! CapabilityStatement and the SMART configuration, gets a token, tries the export parameters
 //! a sync uses (each accepted trial is cancelled at once), runs one small export, downloads a
 //! file of it, and says which settings fit the server.
+mod files;
 mod report;
 
 use std::time::Duration;
 
 use chrono::Utc;
-use fhir_bulk::{BulkClient, BulkError, ExportJob, ExportLevel, ExportRequest, Manifest};
+use fhir_bulk::{BulkClient, BulkError, ExportJob, ExportLevel, ExportRequest, UntilParameter};
 use serde_json::Value;
 use smart_auth::TokenProvider;
 use url::Url;
@@ -56,10 +57,18 @@ pub async fn check(
         q.since = Some((Utc::now() - chrono::Duration::hours(1)).fixed_offset())
     })
     .await;
-    trial(client, &mut r, "_until", &base, |q| {
+    let until = trial(client, &mut r, "_until", &base, |q| {
         q.until = Some(Utc::now().fixed_offset())
     })
     .await;
+    if until == Some(false) {
+        // Azure Health Data Services' name for it.
+        trial(client, &mut r, "_till", &base, |q| {
+            q.until = Some(Utc::now().fixed_offset());
+            q.until_parameter = UntilParameter::Till;
+        })
+        .await;
+    }
     trial(client, &mut r, "_typeFilter", &base, |q| {
         q.type_filters = vec![format!("{}?_id=check", q.types[0])]
     })
@@ -72,7 +81,7 @@ pub async fn check(
     if since == Some(true) {
         main.since = Some((Utc::now() - chrono::Duration::days(30)).fixed_offset());
     }
-    trial_export(client, opts, &main, &mut r).await;
+    files::trial_export(client, opts, &main, &mut r).await;
     recommend(&mut r);
     r
 }
@@ -253,7 +262,7 @@ async fn kick_off_and_cancel(
     Ok(())
 }
 
-async fn cancel(client: &BulkClient, job: &ExportJob) {
+pub(super) async fn cancel(client: &BulkClient, job: &ExportJob) {
     if let Err(e) = client.cancel(job).await {
         tracing::debug!(error = %e, status_url = %job.status_url, "could not cancel a trial export");
     }
@@ -286,160 +295,6 @@ async fn trial(
     }
 }
 
-/// The small export: its manifest, where its files live, one file downloaded.
-async fn trial_export(
-    client: &BulkClient,
-    opts: &CheckOptions,
-    request: &ExportRequest,
-    r: &mut CheckReport,
-) {
-    let job = match client.kick_off(request).await {
-        Ok(job) => job,
-        Err(e) => {
-            r.found("trial export", Some(false), e.to_string());
-            r.block(format!("the trial export was refused: {e}"));
-            return;
-        }
-    };
-    let waited = tokio::time::timeout(opts.timeout, client.wait_for_manifest(&job)).await;
-    let manifest = match waited {
-        Ok(Ok(m)) => m,
-        Ok(Err(e)) => {
-            r.found("trial export", Some(false), e.to_string());
-            r.block(format!("the trial export failed: {e}"));
-            cancel(client, &job).await;
-            return;
-        }
-        Err(_) => {
-            r.found(
-                "trial export",
-                None,
-                format!(
-                    "not finished within {}; the server may be slow or busy (a sync waits up \
-                     to 7 days, see --timeout)",
-                    humantime::format_duration(opts.timeout)
-                ),
-            );
-            cancel(client, &job).await;
-            return;
-        }
-    };
-    r.found(
-        "trial export",
-        Some(true),
-        format!(
-            "{} {} file(s), {} deleted file(s), {} error file(s)",
-            manifest.output.len(),
-            request.types.join(","),
-            manifest.deleted.len(),
-            manifest.error.len()
-        ),
-    );
-    file_locations(client, &manifest, &opts.fhir_endpoint, r);
-    sample_file(client, &manifest, r).await;
-    cancel(client, &job).await;
-}
-
-fn file_locations(client: &BulkClient, manifest: &Manifest, base: &Url, r: &mut CheckReport) {
-    let Some(first) = manifest.output.first() else {
-        r.found("files", None, "the trial export has no files to look at");
-        return;
-    };
-    let url = &first.url;
-    if let Some(storage) = client.storage_of(url) {
-        r.found(
-            "files",
-            Some(true),
-            format!(
-                "in {storage} ({}://{}), read with that cloud's credentials, never the FHIR token",
-                url.scheme(),
-                url.host_str().unwrap_or_default()
-            ),
-        );
-        r.recommend(format!(
-            "the export's files are in {storage}: give fhirsync its credentials (environment, \
-             or `--export-storage-option KEY=VALUE`; see docs/operations.md)"
-        ));
-        return;
-    }
-    let place = if url.origin() == base.origin() {
-        "on the FHIR server".to_string()
-    } else {
-        format!("on another origin ({})", url.origin().ascii_serialization())
-    };
-    let token = if manifest.requires_access_token {
-        "with the FHIR token (requiresAccessToken: true)"
-    } else {
-        "without a token (requiresAccessToken: false)"
-    };
-    r.found("files", Some(true), format!("{place}, fetched {token}"));
-}
-
-async fn sample_file(client: &BulkClient, manifest: &Manifest, r: &mut CheckReport) {
-    let Some(first) = manifest.output.first() else {
-        r.found("meta.lastUpdated", None, "no resources in the trial export");
-        return;
-    };
-    let Ok(dir) = tempfile::tempdir() else {
-        r.found(
-            "file download",
-            None,
-            "no temporary directory to download into",
-        );
-        return;
-    };
-    let one = Manifest {
-        output: vec![first.clone()],
-        deleted: Vec::new(),
-        error: Vec::new(),
-        link: Vec::new(),
-        ..manifest.clone()
-    };
-    use futures::StreamExt;
-    let mut downloads = client.download(&one, dir.path(), Default::default());
-    match downloads.next().await {
-        Some(Ok(file)) => {
-            r.found(
-                "file download",
-                Some(true),
-                format!("{} lines, {} bytes", file.lines, file.bytes),
-            );
-            last_updated(&file.path, r);
-        }
-        Some(Err(e)) => {
-            let why = format!("{}: {}", e.url, e.message);
-            r.found("file download", Some(false), why.clone());
-            r.block(format!("export files cannot be downloaded: {why}"));
-        }
-        None => r.found("file download", None, "nothing was downloaded"),
-    }
-}
-
-/// Whether the sample's resources carry `meta.lastUpdated`.
-fn last_updated(path: &std::path::Path, r: &mut CheckReport) {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return;
-    };
-    let lines: Vec<Value> = text
-        .lines()
-        .take(100)
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    if lines.is_empty() {
-        r.found("meta.lastUpdated", None, "no resources in the sample");
-        return;
-    }
-    let with = lines
-        .iter()
-        .filter(|v| v.pointer("/meta/lastUpdated").is_some())
-        .count();
-    r.found(
-        "meta.lastUpdated",
-        Some(with == lines.len()),
-        format!("on {with} of {} sampled resources", lines.len()),
-    );
-}
-
 /// Settings that follow from the findings.
 fn recommend(r: &mut CheckReport) {
     if r.works("_since") == Some(false) {
@@ -453,6 +308,12 @@ fn recommend(r: &mut CheckReport) {
         r.recommend(
             "resources lack `meta.lastUpdated`: rows are ordered by export time only; schedule \
              a weekly full refresh with reconciliation (`full_refresh_schedule`)",
+        );
+    }
+    if r.works("_until") == Some(false) && r.works("_till") == Some(true) {
+        r.recommend(
+            "the server takes `_till` in place of `_until`: set `until_parameter = \"_till\"` \
+             (`--until-parameter _till`) if you use `until`",
         );
     }
     if r.works("_typeFilter") == Some(false) {

@@ -73,6 +73,7 @@ fn request(args: &Args, export: &ExportSettings) -> ExportRequest {
         output_format: args.output_format.clone(),
         since: export.since,
         until: export.until,
+        until_parameter: export.until_parameter,
         types: export.resource_types.clone().unwrap_or_default(),
         elements: export.elements.clone(),
         type_filters: export.type_filters.clone(),

@@ -84,7 +84,7 @@ pub struct Args {
     pub token_lifetime: Duration,
 
     /// Behave as a real server does where it departs from the Bulk Data IG: spec (the IG as
-    /// written), hapi, firely, epic, oracle, medplum, azure, gcp or aws (the last three
+    /// written), hapi, firely, epic, oracle, medplum, aidbox, azure, gcp or aws (the last three
     /// write output files to --output-store)
     #[arg(long, value_name = "NAME", default_value = "spec")]
     pub profile: Profile,

@@ -93,6 +93,7 @@ pub struct FileOptions {
     pub patients_per_export: Option<usize>,
     pub since: Option<String>,
     pub until: Option<String>,
+    pub until_parameter: Option<String>,
     pub type_filters: Option<Vec<String>>,
     pub elements: Option<FileList>,
     pub timeout: Option<FileDuration>,

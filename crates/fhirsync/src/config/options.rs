@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
+use fhir_bulk::UntilParameter;
 use url::Url;
 
 use super::secrets::{Secret, SecretSource, SigningAlgorithm};
@@ -122,6 +123,8 @@ pub struct SyncOptions {
     pub patients_per_export: usize,
     pub since: Option<DateTime<FixedOffset>>,
     pub until: Option<DateTime<FixedOffset>>,
+    /// The name `until` is sent under (`_till` for Azure).
+    pub until_parameter: UntilParameter,
     pub type_filters: Vec<String>,
     pub elements: Vec<String>,
     /// Upper bound for one whole export (kick-off to last download).
@@ -163,6 +166,7 @@ impl fmt::Debug for SyncOptions {
             .field("patients_per_export", &self.patients_per_export)
             .field("since", &self.since)
             .field("until", &self.until)
+            .field("until_parameter", &self.until_parameter)
             .field("type_filters", &self.type_filters)
             .field("elements", &self.elements)
             .field("timeout", &self.timeout)
@@ -202,6 +206,7 @@ impl SyncOptions {
             patients_per_export: DEFAULT_PATIENTS_PER_EXPORT,
             since: None,
             until: None,
+            until_parameter: UntilParameter::default(),
             type_filters: Vec::new(),
             elements: Vec::new(),
             timeout: None,

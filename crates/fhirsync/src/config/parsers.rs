@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
+use fhir_bulk::UntilParameter;
 use url::Url;
 
 use super::error::{ConfigError, invalid};
@@ -37,6 +38,16 @@ pub(crate) fn at_most_100_years(d: Duration) -> Result<Duration, String> {
 
 /// An instant: RFC 3339 with an offset (`2024-01-31T12:00:00Z`), as FHIR `_since` requires, or a
 /// date (`2024-01-31`) meaning midnight UTC.
+/// `_until` or `_till`: the name of the kick-off parameter for "changed up to".
+pub fn parse_until_parameter(s: &str) -> Result<UntilParameter, String> {
+    UntilParameter::parse(s.trim()).ok_or_else(|| {
+        format!(
+            "{s:?} is not a name for `until`: one of {}",
+            UntilParameter::NAMES.join(", ")
+        )
+    })
+}
+
 pub fn parse_instant(s: &str) -> Result<DateTime<FixedOffset>, String> {
     let s = s.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {

@@ -111,6 +111,7 @@ impl SyncArgs {
         o.patients = export.patients;
         o.since = export.since;
         o.until = export.until;
+        o.until_parameter = export.until_parameter;
         o.type_filters = export.type_filters;
         o.elements = export.elements;
         o.timeout = export.timeout;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
 use clap::Arg;
+use fhir_bulk::UntilParameter;
 use url::Url;
 
 use super::environment::{ENV_FHIR_ENDPOINT, Environment, fhir_endpoint_var};
@@ -23,7 +24,8 @@ use super::options::{
     DEFAULT_MAX_CONCURRENT_DOWNLOADS, DEFAULT_MAX_NESTING_LEVEL, MAX_CONCURRENT_DOWNLOADS, SaveMode,
 };
 use super::parsers::{
-    parse_duration, parse_endpoint, parse_instant, parse_key_val, resource_type_list, split_list,
+    parse_duration, parse_endpoint, parse_instant, parse_key_val, parse_until_parameter,
+    resource_type_list, split_list,
 };
 
 /// `--resource-types T1 T2` / `--types T1,T2`: every subcommand that takes resource types.
@@ -103,6 +105,11 @@ pub struct ExportArgs {
     #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
     pub until: Option<DateTime<FixedOffset>>,
 
+    /// The name `--until` is sent under: `_until` (the IG) or `_till` (Azure Health Data
+    /// Services) [default: _until]
+    #[arg(long, value_name = "NAME", value_parser = parse_until_parameter)]
+    pub until_parameter: Option<UntilParameter>,
+
     /// `_typeFilter` search query, e.g. `Observation?status=final`; repeat for several (commas
     /// inside a query are kept)
     #[arg(long = "type-filter", value_name = "QUERY")]
@@ -150,6 +157,7 @@ pub struct ExportSettings {
     pub patients: Vec<String>,
     pub since: Option<DateTime<FixedOffset>>,
     pub until: Option<DateTime<FixedOffset>>,
+    pub until_parameter: UntilParameter,
     pub type_filters: Vec<String>,
     pub elements: Vec<String>,
     pub timeout: Option<Duration>,
@@ -195,6 +203,13 @@ impl ExportArgs {
                 "since ({since}) must be before until ({until})"
             )));
         }
+        let until_parameter = match (self.until_parameter, &file.until_parameter) {
+            (Some(p), _) => p,
+            (None, Some(name)) => {
+                parse_until_parameter(name).map_err(|why| invalid("until_parameter", why))?
+            }
+            (None, None) => UntilParameter::default(),
+        };
         let timeout = match (self.timeout, &file.timeout) {
             (Some(t), _) => Some(t),
             (None, Some(t)) => Some(t.get("timeout")?),
@@ -231,6 +246,7 @@ impl ExportArgs {
             patients: list(&self.patients.patients, file.patients.as_ref()),
             since,
             until,
+            until_parameter,
             type_filters: if self.type_filters.is_empty() {
                 file.type_filters.clone().unwrap_or_default()
             } else {

@@ -28,6 +28,7 @@ pub(super) fn export_request(opts: &SyncOptions, since: Option<DateTime<Utc>>) -
     request.types = opts.resource_types.clone();
     request.since = since.map(|s| s.fixed_offset());
     request.until = opts.until;
+    request.until_parameter = opts.until_parameter;
     request.type_filters = opts.type_filters.clone();
     request.elements = opts.elements.clone();
     request.patients = opts.patients.clone();

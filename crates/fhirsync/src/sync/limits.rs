@@ -56,6 +56,17 @@ pub(super) fn needs_new_export_now(error: &anyhow::Error) -> bool {
     })
 }
 
+/// Whether the server reported the export's job as failed: the job is of no further use, and
+/// the next run starts a new export.
+pub(super) fn export_failed(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<BulkError>(),
+            Some(BulkError::ExportFailed { .. })
+        )
+    })
+}
+
 /// The options of a sync with a server that refuses `_since`: every sync exports everything
 /// and removes what the export no longer has (within the Group for a Group export).
 pub(super) fn without_since(opts: &SyncOptions) -> SyncOptions {
@@ -113,6 +124,12 @@ pub fn explain(error: anyhow::Error, types_sent: bool) -> anyhow::Error {
              export at a time (per client, per Group, or for the whole server) and another one \
              is running. An interrupted export of this sync is resumed from its work directory; \
              another client's must finish (or be cancelled) first. Try again later"
+        ));
+    }
+    if bulk.kick_off_refuses("_until") {
+        return error.context(anyhow!(
+            "the server refused `_until`; some servers (Azure Health Data Services) take \
+             `_till` instead: set `--until-parameter _till` (`until_parameter = \"_till\"`)"
         ));
     }
     // A refusal that names no parameter, of a system-level kick-off: the level is refused.
@@ -194,6 +211,14 @@ mod tests {
             attempts: 7,
             last: last.into(),
         };
+        let until = anyhow::Error::from(BulkError::Http {
+            what: "kick-off",
+            url: Url::parse("https://fhir.example/r4/$export").unwrap(),
+            status: 400,
+            outcome: Some("error not-supported: _until is not supported; use _till".into()),
+        });
+        let until = format!("{:#}", explain(until, true));
+        assert!(until.contains("--until-parameter _till"), "{until}");
         let throttled = format!("{:#}", explain(busy("kick-off x: HTTP 429").into(), true));
         assert!(throttled.contains("one export at a time"), "{throttled}");
         let silent = || busy("error sending request: operation timed out");

@@ -101,6 +101,14 @@ pub async fn run_sync(
         export::discard(&config, &work.new_members_dir()).await;
         result = attempt(&opts_now, &state).await;
     }
+    // A failed job goes at once; one interrupted for a passing reason (network, timeout, a
+    // stop) stays, for the next run to resume.
+    if let Err(e) = &result
+        && limits::export_failed(e)
+    {
+        export::discard(&config, &work.export_dir()).await;
+        export::discard(&config, &work.new_members_dir()).await;
+    }
     let types_sent = !opts.resource_types.is_empty();
     let mut result = result.map_err(|e| limits::explain(e, types_sent));
     if let Ok(report) = &result {

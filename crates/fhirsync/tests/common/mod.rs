@@ -268,6 +268,17 @@ pub fn group_members(store: &bulk_test_server::StoreHandle, group: &str) -> Vec<
         .collect()
 }
 
+/// Whether the tests that need the service named by `var` run (`.ci/run` starts it and sets
+/// `var`); prints why not, and fails in CI.
+pub fn service(var: &str) -> bool {
+    if std::env::var_os(var).is_some() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "{var} must be set in CI");
+    eprintln!("skipped: {var} not set");
+    false
+}
+
 /// Whether python3 with `deltalake` and `pyarrow` is there (required in CI); prints why not.
 pub fn python_reader() -> bool {
     let probe = std::process::Command::new("python3")

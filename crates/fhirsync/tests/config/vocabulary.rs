@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
+use fhir_bulk::UntilParameter;
 use fhirsync::config::{
     ConfigFile, DEFAULT_MAX_CONCURRENT_DOWNLOADS, ExportArgs, FileOptions, NoEnv, SyncArgs,
 };
@@ -224,6 +225,44 @@ fn export_and_sync_share_the_download_default_and_range() {
         .resolve(&e, None)
         .unwrap();
     assert_eq!(o.max_concurrent_downloads, 64);
+}
+
+#[test]
+fn until_goes_under_the_name_given_by_flag_or_file() {
+    let e = env(&[("FHIR_ENDPOINT", "http://x/fhir"), ("DELTA_PATH", "/d")]);
+    let resolve =
+        |argv: &[&str], text: &str| sync_args(argv).resolve(&e, Some(&file(text).options));
+    assert_eq!(
+        resolve(&[], "").unwrap().until_parameter,
+        UntilParameter::Until
+    );
+    assert_eq!(
+        resolve(&[], r#"until_parameter = "_till""#)
+            .unwrap()
+            .until_parameter,
+        UntilParameter::Till
+    );
+    assert_eq!(
+        resolve(
+            &["--until-parameter", "_until"],
+            r#"until_parameter = "_till""#
+        )
+        .unwrap()
+        .until_parameter,
+        UntilParameter::Until
+    );
+    let wrong = resolve(&[], r#"until_parameter = "till""#)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        wrong.contains("until_parameter") && wrong.contains("_till"),
+        "{wrong}"
+    );
+    let flag = SyncCli::try_parse_from(["sync", "--until-parameter", "until"])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(flag.contains("_until, _till"), "{flag}");
 }
 
 #[test]

@@ -39,7 +39,9 @@ const SPECIAL_UNITS: [(&str, &str); 16] = [
 const ADDED_UNITS: [(&str, &str, &str, &str); 1] = [("Torr", "atm", "Pa", "133.322")];
 
 fn main() -> Result<(), Error> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    );
     let xml = read_essence(&root.join("definitions/ucum/ucum-essence.xml.gz"))?;
     let out = root.join("src/ucum/table.rs");
     std::fs::write(&out, generate(&xml)?)?;

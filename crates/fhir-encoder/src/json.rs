@@ -1,4 +1,4 @@
-//! A JSON parser for one NDJSON line into a flat tape.
+//! A JSON parser for one NDJSON line into a flat tape (also what view runners evaluate over).
 //!
 //! The whole line is parsed (and so validated) before anything is appended to the Arrow
 //! builders, so an invalid line never leaves a half-written row. Strings without escapes and
@@ -6,7 +6,7 @@
 
 /// One token of the tape. Containers store the tape index just past their last token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Tok {
+pub enum Tok {
     Null,
     Bool(bool),
     /// Number text: byte range in the line.
@@ -22,7 +22,7 @@ pub(crate) enum Tok {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct JsonError {
+pub struct JsonError {
     pub offset: usize,
     pub message: &'static str,
 }
@@ -34,7 +34,7 @@ impl std::fmt::Display for JsonError {
 }
 
 /// Containers nested deeper than this are refused (no FHIR resource comes close).
-pub(crate) const MAX_DEPTH: usize = 256;
+pub const MAX_DEPTH: usize = 256;
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -48,14 +48,14 @@ fn needs_attention(w: u64) -> bool {
 }
 
 #[derive(Default)]
-pub(crate) struct Tape {
+pub struct Tape {
     pub toks: Vec<Tok>,
     pub buf: String,
 }
 
 /// A parsed line: the tape and the line it borrows from.
 #[derive(Clone, Copy)]
-pub(crate) struct Doc<'a> {
+pub struct Doc<'a> {
     pub src: &'a str,
     pub toks: &'a [Tok],
     pub buf: &'a str,
@@ -126,7 +126,7 @@ impl<'a> Doc<'a> {
     }
 }
 
-pub(crate) struct Members<'a> {
+pub struct Members<'a> {
     doc: Doc<'a>,
     pos: u32,
     end: u32,
@@ -146,7 +146,7 @@ impl<'a> Iterator for Members<'a> {
     }
 }
 
-pub(crate) struct Items<'a> {
+pub struct Items<'a> {
     doc: Doc<'a>,
     pos: u32,
     end: u32,

@@ -18,7 +18,7 @@ mod builder;
 mod encode;
 mod encoder;
 mod error;
-mod json;
+pub mod json;
 mod model;
 mod options;
 mod reader;

@@ -7,7 +7,13 @@ use clap::{Arg, ArgAction, Command, CommandFactory};
 
 use crate::Cli;
 
-const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/cli.md");
+/// `docs/cli.md`, found at run time: a build shared between checkouts must read this one's.
+fn doc_path() -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../docs/cli.md")
+}
 const UPDATE_VAR: &str = "FHIRSYNC_UPDATE_CLI_DOC";
 
 const PREAMBLE: &str = "\
@@ -187,10 +193,10 @@ fn difference(doc: &str, rendered: &str) -> String {
 fn docs_cli_md_lists_every_flag_as_help_does() {
     let rendered = render(&Cli::command());
     if std::env::var_os(UPDATE_VAR).is_some() {
-        std::fs::write(DOC, &rendered).expect("cannot write docs/cli.md");
+        std::fs::write(doc_path(), &rendered).expect("cannot write docs/cli.md");
         return;
     }
-    let doc = std::fs::read_to_string(DOC).unwrap_or_default();
+    let doc = std::fs::read_to_string(doc_path()).unwrap_or_default();
     assert!(
         doc == rendered,
         "docs/cli.md disagrees with the flag definitions (- in the file only, + in the flags \

@@ -3,7 +3,7 @@
 //! by today's encoding (a checked-in fixture) merged by this version. Either the tables are
 //! migrated (every row as a fresh sync with the new settings writes it) or the sync refuses
 //! with one clear line and leaves them as they were; never old and new rows silently mixed.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use fhirsync::run::RunKind;
@@ -140,8 +140,11 @@ pub async fn run(seed: u64, extensions: bool) -> anyhow::Result<Outcome> {
 
 /// The fixture: `tests/chaos/fixtures/encoding-1` holds the NDJSON of a few resources and
 /// the tables today's encoding made of them (with extensions, nesting level 3).
-fn fixture() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chaos/fixtures/encoding-1")
+fn fixture() -> PathBuf {
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/chaos/fixtures/encoding-1")
 }
 
 fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {

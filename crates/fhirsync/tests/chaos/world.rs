@@ -67,9 +67,11 @@ pub struct World {
 
 /// A key of the auth tests.
 pub fn key(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../smart-auth/tests/keys")
-        .join(name)
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../smart-auth/tests/keys")
+    .join(name)
 }
 
 /// SMART Backend Services for the client `chaos` and its RSA key; tokens live an hour (only

@@ -15,6 +15,7 @@
 //! See `docs/encoding.md` for the encoding rules and how bad input is handled.
 mod batch;
 mod builder;
+mod decode;
 mod encode;
 mod encoder;
 mod error;
@@ -28,6 +29,7 @@ pub mod ucum;
 mod values;
 
 pub use batch::{BatchBuilder, BatchLimits};
+pub use decode::{DecodeError, Decoder, Rows, decode_batch};
 pub use encoder::Encoder;
 pub use error::{EncodeError, LineRef, Reject, Warning};
 pub use options::{DEFAULT_OPEN_TYPES, EncoderOptions};

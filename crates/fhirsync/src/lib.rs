@@ -24,3 +24,4 @@ pub mod schedule;
 pub mod state;
 pub mod sync;
 pub mod tables;
+pub mod views;

@@ -55,6 +55,8 @@ enum Command {
     ServeTest(cmd::serve_test::Args),
     /// Encode a directory of NDJSON files into one Parquet file per resource type (Pathling encoding).
     Encode(cmd::encode::Args),
+    /// SQL on FHIR views: run a ViewDefinition over the synced tables.
+    View(cmd::view::Args),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
             Command::ServeTest(args) => cmd::serve_test::run(args, mode).await,
             Command::Check(args) => cmd::check::run(args, mode).await,
             Command::Encode(args) => cmd::encode::run(args, mode).await,
+            Command::View(args) => cmd::view::run(args, mode).await,
         }
     });
     match result {

@@ -117,7 +117,7 @@ pub(crate) async fn ids_among(
 }
 
 /// A DataFusion session with `tables` registered under their resource types.
-async fn session(tables: &[(&str, &ResourceTable)]) -> anyhow::Result<SessionContext> {
+pub(crate) async fn session(tables: &[(&str, &ResourceTable)]) -> anyhow::Result<SessionContext> {
     // FHIR names are case-sensitive camelCase (`Patient`, `birthDate`): keep identifiers as written.
     let mut config = SessionConfig::new();
     config.options_mut().sql_parser.enable_ident_normalization = false;

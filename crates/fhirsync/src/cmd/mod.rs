@@ -11,6 +11,7 @@ pub mod query;
 pub mod serve_test;
 pub mod status;
 pub mod sync;
+pub mod view;
 
 /// Takes the lock a sync holds beside its state file (`state_file`, or the default one of a
 /// local `delta_path`), so that commands writing the same tables do not run at once. `None`

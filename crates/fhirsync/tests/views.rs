@@ -1,0 +1,332 @@
+//! `fhirsync view run`: a SQL on FHIR view over synced tables gives the rows the same view
+//! gives over the server's resources, read back from the tables by the encoder's decoder.
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use arrow::array::RecordBatch;
+use bulk_test_server::{DataSource, StoreHandle};
+use common::{options, run, server};
+use fhir_encoder::json::Tape;
+use fhir_views::RowBatchBuilder;
+use fhirsync::run::RunKind;
+use fhirsync::views::{LoadedView, run_over_table};
+use serde_json::{Value, json};
+
+fn demographics() -> Value {
+    json!({
+        "resourceType": "ViewDefinition",
+        "name": "patient_demographics",
+        "resource": "Patient",
+        "status": "active",
+        "select": [
+            {"column": [
+                {"name": "id", "path": "getResourceKey()"},
+                {"name": "gender", "path": "gender"},
+                {"name": "birth_date", "path": "birthDate", "type": "date"},
+                {"name": "deceased", "path": "deceased.exists()", "type": "boolean"},
+                {"name": "marital_status", "path": "maritalStatus.coding.code.first()"}
+            ]},
+            {"forEachOrNull": "name.where(use = 'official').first()", "column": [
+                {"name": "family", "path": "family"},
+                {"name": "given", "path": "given.join(' ')"}
+            ]},
+            {"column": [{"name": "phones", "path": "telecom.where(system = 'phone').value",
+                         "collection": true}]}
+        ]
+    })
+}
+
+fn observations() -> Value {
+    json!({
+        "name": "observation_values",
+        "resource": "Observation",
+        "where": [{"path": "value.ofType(Quantity).exists()"}],
+        "select": [
+            {"column": [
+                {"name": "id", "path": "getResourceKey()"},
+                {"name": "patient", "path": "subject.getReferenceKey(Patient)"},
+                {"name": "effective", "path": "effective.ofType(dateTime)", "type": "dateTime"},
+                {"name": "value", "path": "value.ofType(Quantity).value", "type": "decimal"},
+                {"name": "unit", "path": "value.ofType(Quantity).code"}
+            ]},
+            {"forEach": "code.coding", "column": [
+                {"name": "system", "path": "system"},
+                {"name": "code", "path": "code"},
+                {"name": "row", "path": "%rowIndex", "type": "integer"}
+            ]}
+        ]
+    })
+}
+
+/// Synthea's patient extensions: a string, an Address and a decimal.
+fn extensions_view() -> Value {
+    let sd = "http://hl7.org/fhir/StructureDefinition";
+    json!({
+        "name": "patient_extensions",
+        "resource": "Patient",
+        "select": [{"column": [
+            {"name": "id", "path": "id"},
+            {"name": "mothers_maiden_name",
+             "path": format!("extension('{sd}/patient-mothersMaidenName').value.ofType(string)")},
+            {"name": "birth_city",
+             "path": format!("extension('{sd}/patient-birthPlace').value.ofType(Address).city")},
+            {"name": "daly", "type": "decimal",
+             "path": "extension('http://synthetichealth.github.io/synthea/disability-adjusted-life-years').value.ofType(decimal)"}
+        ]}]
+    })
+}
+
+/// The view's rows over a synced table, as JSON lines (Arrow's writer).
+async fn over_table(delta: &Path, view: &Value) -> anyhow::Result<Vec<Value>> {
+    let view = LoadedView::from_json(view)?;
+    let mut batches = Vec::new();
+    let run = run_over_table(
+        &delta.display().to_string(),
+        &Default::default(),
+        &view,
+        &mut |b| {
+            batches.push(b);
+            Ok(())
+        },
+    )
+    .await?;
+    let rows = lines(&batches);
+    assert_eq!(run.rows, rows.len() as u64);
+    Ok(rows)
+}
+
+/// The view's rows over the server's resources of its type, as JSON lines.
+fn over_resources(store: &StoreHandle, view: &Value) -> Vec<Value> {
+    let view = LoadedView::from_json(view)
+        .expect("a valid view")
+        .definition;
+    let mut builder = RowBatchBuilder::new(&view);
+    let mut tape = Tape::default();
+    for id in store.ids(&view.resource) {
+        let text = store.get(&view.resource, &id).expect("listed").to_string();
+        let doc = tape.parse(&text).expect("JSON");
+        for row in view.rows(doc).expect("rows") {
+            builder.push(&row).expect("row fits");
+        }
+    }
+    lines(&[builder.finish().expect("batch")])
+}
+
+fn lines(batches: &[RecordBatch]) -> Vec<Value> {
+    let mut out = arrow::json::LineDelimitedWriter::new(Vec::new());
+    for b in batches {
+        out.write(b).expect("JSON");
+    }
+    out.finish().expect("JSON");
+    String::from_utf8(out.into_inner())
+        .expect("UTF-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// Rows sorted, with decimals at the six places the tables keep (`docs/encoding.md`).
+fn canonical(rows: Vec<Value>) -> Vec<String> {
+    let mut out: Vec<String> = rows
+        .into_iter()
+        .map(|mut row| {
+            for v in row.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+                let decimal = v.as_str().filter(|s| s.contains('.'));
+                if let Some(d) = decimal.and_then(|s| s.parse::<f64>().ok()) {
+                    *v = json!(format!("{d:.6}"));
+                }
+            }
+            row.to_string()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_view_over_the_tables_equals_the_view_over_the_resources() {
+    let server = server(DataSource::Synthea).await;
+    let dir = tempfile::tempdir().unwrap();
+    run(&options(&server, dir.path()), RunKind::Incremental)
+        .await
+        .expect("sync");
+    for view in [demographics(), observations()] {
+        let table = canonical(over_table(dir.path(), &view).await.expect("view run"));
+        let resources = canonical(over_resources(&server.store(), &view));
+        assert!(
+            table.len() >= 100,
+            "{} rows of {}",
+            table.len(),
+            view["name"]
+        );
+        assert_eq!(table.len(), resources.len(), "{}", view["name"]);
+        for (t, r) in table.iter().zip(&resources) {
+            assert_eq!(t, r, "{}", view["name"]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_view_of_extensions_needs_tables_that_keep_them() {
+    let server = server(DataSource::Synthea).await;
+    let plain = tempfile::tempdir().unwrap();
+    run(&options(&server, plain.path()), RunKind::Incremental)
+        .await
+        .expect("sync");
+    let error = over_table(plain.path(), &extensions_view())
+        .await
+        .expect_err("refused");
+    let message = format!("{error:#}");
+    assert!(message.contains("--extensions"), "{message}");
+
+    let with = tempfile::tempdir().unwrap();
+    let mut opts = options(&server, with.path());
+    opts.extensions = true;
+    run(&opts, RunKind::Incremental).await.expect("sync");
+    let table = canonical(
+        over_table(with.path(), &extensions_view())
+            .await
+            .expect("view run"),
+    );
+    let resources = canonical(over_resources(&server.store(), &extensions_view()));
+    assert_eq!(table, resources);
+    assert!(
+        table
+            .iter()
+            .all(|r| r.contains("mothers_maiden_name") && r.contains("birth_city"))
+    );
+}
+
+fn fhirsync(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fhirsync"))
+        .args(args)
+        .env_remove("DELTA_PATH")
+        .output()
+        .expect("fhirsync runs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn view_run_writes_each_format_and_refuses_what_cannot_work() {
+    let server = server(DataSource::Synthea).await;
+    let dir = tempfile::tempdir().unwrap();
+    let delta = dir.path().join("lake");
+    run(&options(&server, &delta), RunKind::Incremental)
+        .await
+        .expect("sync");
+    let delta = delta.display().to_string();
+    let view_file = dir.path().join("demographics.json");
+    std::fs::write(&view_file, demographics().to_string()).unwrap();
+    let view_file = view_file.display().to_string();
+    let patients = server.store().ids("Patient").len();
+
+    let ndjson = dir.path().join("out.ndjson");
+    let out = fhirsync(&[
+        "view",
+        "run",
+        &view_file,
+        "--delta-path",
+        &delta,
+        "--format",
+        "ndjson",
+        "--output",
+        &ndjson.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read_to_string(&ndjson).unwrap();
+    assert_eq!(written.lines().count(), patients);
+
+    let parquet = dir.path().join("out.parquet");
+    let out = fhirsync(&[
+        "view",
+        "run",
+        &view_file,
+        "--delta-path",
+        &delta,
+        "--format",
+        "parquet",
+        "--output",
+        &parquet.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = std::fs::File::open(&parquet).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, patients);
+
+    let out = fhirsync(&["view", "run", &view_file, "--delta-path", &delta]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("| id ") && table.contains("marital_status"),
+        "{table}"
+    );
+
+    // A collection column cannot be CSV; the message names the column and the way out.
+    let out = fhirsync(&[
+        "view",
+        "run",
+        &view_file,
+        "--delta-path",
+        &delta,
+        "--format",
+        "csv",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("phones") && stderr.contains("--format ndjson"),
+        "{stderr}"
+    );
+
+    // An invalid view is refused before anything runs, naming the element.
+    let mut bad = demographics();
+    bad["select"][1]["column"][0]["path"] = json!("family.nope()");
+    let bad_file = dir.path().join("bad.json");
+    std::fs::write(&bad_file, bad.to_string()).unwrap();
+    let out = fhirsync(&[
+        "view",
+        "run",
+        &bad_file.display().to_string(),
+        "--delta-path",
+        &delta,
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("select[1].column[0].path") && stderr.contains("nope"),
+        "{stderr}"
+    );
+
+    // A type the lake has no table of.
+    let mut other = demographics();
+    other["resource"] = json!("Immunization");
+    let other_file = dir.path().join("other.json");
+    std::fs::write(&other_file, other.to_string()).unwrap();
+    let out = fhirsync(&[
+        "view",
+        "run",
+        &other_file.display().to_string(),
+        "--delta-path",
+        &delta,
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no Immunization table"), "{stderr}");
+}

@@ -1,11 +1,14 @@
-//! Row identity and recency: `id`, `meta.lastUpdated`, `meta.versionId`.
+//! Row identity and recency: the key column (`id` by default), the recency struct's
+//! `lastUpdated` and `versionId` (`meta` by default), and grouped keys' placeholders.
 
 use std::cmp::Ordering;
 use std::hash::{BuildHasher, Hasher};
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StructArray};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, StructArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+
+use crate::table::KeySpec;
 
 /// The recency of one resource version: `meta.lastUpdated` (epoch microseconds) and
 /// `meta.versionId`.
@@ -56,22 +59,32 @@ pub(crate) struct KeyColumns {
     ids: StringArray,
     last_updated: Option<arrow::array::PrimitiveArray<TimestampMicrosecondType>>,
     version_ids: Option<StringArray>,
+    /// Grouped keys' placeholder flags, where read.
+    placeholders: Option<BooleanArray>,
 }
 
 impl KeyColumns {
-    /// Extracts `id`, `meta.lastUpdated` and `meta.versionId` from a batch. `meta` and its
-    /// fields may be absent (treated as null); `id` must be present.
-    pub(crate) fn from_batch(batch: &RecordBatch) -> Result<Self, String> {
+    /// Extracts the key (`spec.id`), `lastUpdated` and `versionId` of the recency struct
+    /// (`spec.meta`) and, with `placeholders`, the placeholder flags of grouped keys from a
+    /// batch. The recency struct and its fields may be absent (treated as null); the key
+    /// column, and the placeholder column when asked for, must be present.
+    pub(crate) fn from_batch(
+        batch: &RecordBatch,
+        spec: &KeySpec,
+        placeholders: bool,
+    ) -> Result<Self, String> {
+        let id_name = &spec.id;
         let id = batch
-            .column_by_name("id")
-            .ok_or_else(|| "batch has no `id` column".to_string())?;
-        let ids = to_utf8(id).map_err(|e| format!("column `id`: {e}"))?;
+            .column_by_name(id_name)
+            .ok_or_else(|| format!("batch has no `{id_name}` column"))?;
+        let ids = to_utf8(id).map_err(|e| format!("column `{id_name}`: {e}"))?;
         let mut last_updated = None;
         let mut version_ids = None;
-        if let Some(meta) = batch.column_by_name("meta") {
-            let meta: &StructArray = meta
-                .as_struct_opt()
-                .ok_or_else(|| format!("column `meta` is {}, not a struct", meta.data_type()))?;
+        let meta_name = &spec.meta;
+        if let Some(meta) = batch.column_by_name(meta_name) {
+            let meta: &StructArray = meta.as_struct_opt().ok_or_else(|| {
+                format!("column `{meta_name}` is {}, not a struct", meta.data_type())
+            })?;
             if let Some(lu) = meta.column_by_name("lastUpdated") {
                 let lu = with_parent_nulls(lu, meta.nulls());
                 let casted = match lu.data_type() {
@@ -83,23 +96,36 @@ impl KeyColumns {
                     }
                     other => {
                         return Err(format!(
-                            "column `meta.lastUpdated` is {other}, not a timestamp"
+                            "column `{meta_name}.lastUpdated` is {other}, not a timestamp"
                         ));
                     }
                 }
-                .map_err(|e| format!("column `meta.lastUpdated`: {e}"))?;
+                .map_err(|e| format!("column `{meta_name}.lastUpdated`: {e}"))?;
                 last_updated = Some(casted.as_primitive::<TimestampMicrosecondType>().clone());
             }
             if let Some(v) = meta.column_by_name("versionId") {
                 let v = with_parent_nulls(v, meta.nulls());
                 version_ids =
-                    Some(to_utf8(&v).map_err(|e| format!("column `meta.versionId`: {e}"))?);
+                    Some(to_utf8(&v).map_err(|e| format!("column `{meta_name}.versionId`: {e}"))?);
             }
         }
+        let placeholders = match spec.placeholder().filter(|_| placeholders) {
+            None => None,
+            Some(name) => {
+                let column = batch
+                    .column_by_name(name)
+                    .ok_or_else(|| format!("batch has no `{name}` column (placeholders)"))?;
+                let flags = column.as_boolean_opt().ok_or_else(|| {
+                    format!("column `{name}` is {}, not a boolean", column.data_type())
+                })?;
+                Some(flags.clone())
+            }
+        };
         Ok(Self {
             ids,
             last_updated,
             version_ids,
+            placeholders,
         })
     }
 
@@ -129,6 +155,13 @@ impl KeyColumns {
         self.last_updated
             .as_ref()
             .and_then(|a| a.is_valid(i).then(|| a.value(i)))
+    }
+
+    /// Whether row `i` is a placeholder of a grouped key (a null flag is not).
+    pub(crate) fn is_placeholder(&self, i: usize) -> bool {
+        self.placeholders
+            .as_ref()
+            .is_some_and(|a| a.is_valid(i) && a.value(i))
     }
 }
 
@@ -424,6 +457,68 @@ mod tests {
         let set = b.seal();
         assert_eq!(set.len(), 3);
         assert!(["a", "b", "c"].iter().all(|id| set.contains(id)));
+    }
+
+    /// A batch of a view table: key, recency struct and placeholder flags, named apart.
+    fn view_batch(with_placeholder: bool) -> RecordBatch {
+        use arrow::array::{BooleanArray, TimestampMicrosecondArray};
+        use arrow::datatypes::Field;
+        use std::sync::Arc;
+        let meta = StructArray::from(vec![
+            (
+                Arc::new(Field::new("versionId", DataType::Utf8, true)),
+                Arc::new(StringArray::from(vec![Some("1"), None, Some("3")])) as ArrayRef,
+            ),
+            (
+                Arc::new(Field::new(
+                    "lastUpdated",
+                    DataType::Timestamp(TimeUnit::Microsecond, None),
+                    true,
+                )),
+                Arc::new(TimestampMicrosecondArray::from(vec![
+                    Some(5),
+                    Some(6),
+                    None,
+                ])),
+            ),
+        ]);
+        let mut columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "_resource_key",
+                Arc::new(StringArray::from(vec![Some("a"), Some("a"), None])),
+            ),
+            ("_resource_meta", Arc::new(meta)),
+        ];
+        if with_placeholder {
+            let flags = BooleanArray::from(vec![Some(true), None, Some(false)]);
+            columns.push(("_placeholder", Arc::new(flags)));
+        }
+        RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    #[test]
+    fn key_columns_come_from_the_named_columns() {
+        let spec = KeySpec::grouped("_resource_key", "_resource_meta", "_placeholder");
+        let keys = KeyColumns::from_batch(&view_batch(true), &spec, true).unwrap();
+        assert_eq!((keys.id(0), keys.id(2)), (Some("a"), None));
+        assert_eq!(keys.recency(0), r(Some(5), Some("1")));
+        assert_eq!(keys.recency(1), r(Some(6), None));
+        assert_eq!(keys.recency(2), r(None, Some("3")));
+        let flags: Vec<bool> = (0..3).map(|i| keys.is_placeholder(i)).collect();
+        assert_eq!(flags, [true, false, false], "a null flag is no placeholder");
+
+        // Stored rows: the flags are not read, and never set.
+        let stored = KeyColumns::from_batch(&view_batch(false), &spec, false).unwrap();
+        assert!(!stored.is_placeholder(0));
+        // Input rows of a grouped key must say whether they are placeholders.
+        let err = KeyColumns::from_batch(&view_batch(false), &spec, true).err();
+        assert!(err.is_some_and(|e| e.contains("`_placeholder`")));
+        // The default names are not there.
+        let err = KeyColumns::from_batch(&view_batch(true), &KeySpec::default(), true).err();
+        assert!(err.is_some_and(|e| e.contains("no `id` column")));
+        let one = KeySpec::one("_resource_key", "_resource_meta");
+        let keys = KeyColumns::from_batch(&view_batch(true), &one, true).unwrap();
+        assert!(!keys.is_placeholder(0), "one-row keys have no placeholders");
     }
 
     proptest! {

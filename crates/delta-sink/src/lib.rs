@@ -31,7 +31,7 @@ pub use error::{Result, SinkError};
 pub use keys::{IdSet, IdSetBuilder, reference_id};
 pub use location::StorageOptions;
 pub use table::{
-    CommitOptions, Cursor, DeltaSink, OptimizeOptions, OptimizeReport, ReconcileScope,
-    ResourceTable, SaveMode, SinkConfig, SyncMetadata, TableStats, TableWriter, UnknownSaveMode,
-    VacuumReport, WriteOutcome, WriteStatus,
+    CommitOptions, Cursor, DeltaSink, KeyRows, KeySpec, OptimizeOptions, OptimizeReport,
+    ReconcileScope, ResourceTable, SaveMode, SinkConfig, SyncMetadata, TableStats, TableWriter,
+    UnknownSaveMode, VacuumReport, WriteOutcome, WriteStatus,
 };

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
+use arrow_array::builder::StringBuilder;
 
 use crate::builder::{StructCols, init_fill};
 use crate::encode::{RowEncoder, RowOutcome};
@@ -40,10 +41,13 @@ pub struct BatchBuilder {
     rows: usize,
     bytes: usize,
     enc: RowEncoder,
+    /// The lines themselves, with `keep_json`.
+    json: Option<StringBuilder>,
 }
 
 impl BatchBuilder {
     pub(crate) fn new(plan: Arc<ResourcePlan>, limits: BatchLimits) -> BatchBuilder {
+        let json = plan.keep_json;
         let mut root = StructCols::new(&plan.root.fields);
         init_fill(&plan.root, &mut root);
         BatchBuilder {
@@ -53,6 +57,7 @@ impl BatchBuilder {
             rows: 0,
             bytes: 0,
             enc: RowEncoder::default(),
+            json: json.then(StringBuilder::new),
         }
     }
 
@@ -71,6 +76,10 @@ impl BatchBuilder {
             RowOutcome::Row { mut warnings } => {
                 self.rows += 1;
                 self.bytes += line.len();
+                if let Some(json) = &mut self.json {
+                    // Parsed, so valid UTF-8.
+                    json.append_value(String::from_utf8_lossy(line.trim_ascii()));
+                }
                 for w in &mut warnings {
                     w.file = source.file.to_string();
                     w.line = source.line;
@@ -104,7 +113,10 @@ impl BatchBuilder {
         let rows = std::mem::take(&mut self.rows);
         self.bytes = 0;
         let s = self.root.finish()?;
-        let (_, columns, _) = s.into_parts();
+        let (_, mut columns, _) = s.into_parts();
+        if let Some(json) = &mut self.json {
+            columns.push(Arc::new(json.finish()));
+        }
         let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
         Ok(RecordBatch::try_new_with_options(
             self.plan.schema.clone(),
@@ -119,6 +131,9 @@ impl BatchBuilder {
         if let RowOutcome::Row { .. } = outcome {
             self.rows += 1;
             self.bytes += src.len();
+            if let Some(json) = &mut self.json {
+                json.append_value(src);
+            }
         }
         outcome
     }

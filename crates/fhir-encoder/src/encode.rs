@@ -86,7 +86,7 @@ impl RowEncoder {
         Ok(text)
     }
 
-    fn doc<'a>(&'a self, src: &'a str) -> Doc<'a> {
+    pub(crate) fn doc<'a>(&'a self, src: &'a str) -> Doc<'a> {
         Doc {
             src,
             toks: &self.tape.toks,

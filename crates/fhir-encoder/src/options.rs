@@ -10,7 +10,14 @@ pub struct EncoderOptions {
     pub enable_extensions: bool,
     /// Types kept for open-type choice elements such as `Extension.value[x]`.
     pub open_types: Vec<String>,
+    /// Also keep each resource's original JSON line, in a last column [`JSON_COLUMN`]: what
+    /// the encoding leaves out (extensions not encoded, elements past the nesting level,
+    /// `contained`, ...) stays readable, e.g. for views built from the table later.
+    pub keep_json: bool,
 }
+
+/// The column of the original JSON with [`EncoderOptions::keep_json`].
+pub const JSON_COLUMN: &str = "_json";
 
 /// Pathling's default open types.
 pub const DEFAULT_OPEN_TYPES: [&str; 12] = [
@@ -34,6 +41,7 @@ impl Default for EncoderOptions {
             max_nesting_level: 3,
             enable_extensions: false,
             open_types: DEFAULT_OPEN_TYPES.iter().map(|s| s.to_string()).collect(),
+            keep_json: false,
         }
     }
 }

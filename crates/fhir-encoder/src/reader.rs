@@ -9,6 +9,7 @@ use crate::batch::{BatchBuilder, BatchLimits};
 use crate::encode::{RawReject, RowEncoder, RowOutcome};
 use crate::encoder::Encoder;
 use crate::error::{EncodeError, LineRef, Reject, Warning};
+use crate::json::Doc;
 
 /// The longest line [`NdjsonBatches`] reads by default (as the bulk client's download limit).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
@@ -41,7 +42,11 @@ pub struct NdjsonBatches<R> {
     expected: Option<String>,
     /// Longer lines are rejected, and skipped without being held in memory.
     max_line: usize,
+    observer: Option<Observer>,
 }
+
+/// Sees every resource that became a row: its type, its parsed JSON and its line number.
+pub type Observer = Box<dyn FnMut(&str, Doc<'_>, u64) + Send>;
 
 impl<R: BufRead> NdjsonBatches<R> {
     /// `file` names the input in rejects and warnings.
@@ -69,6 +74,7 @@ impl<R: BufRead> NdjsonBatches<R> {
             finished: false,
             expected: None,
             max_line: DEFAULT_MAX_LINE_BYTES,
+            observer: None,
         }
     }
 
@@ -82,6 +88,14 @@ impl<R: BufRead> NdjsonBatches<R> {
     /// Rejects every resource that is not of `resource_type` (the file's type).
     pub fn expecting(mut self, resource_type: impl Into<String>) -> Self {
         self.expected = Some(resource_type.into());
+        self
+    }
+
+    /// Shows `observer` every resource that becomes a row, as it is encoded (e.g. to compute
+    /// views from the original JSON, which the encoding may not keep whole). Rejected lines
+    /// are not shown.
+    pub fn observing(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -216,6 +230,9 @@ impl<R: BufRead> NdjsonBatches<R> {
         };
         match builder.push_parsed(&mut self.enc, src) {
             RowOutcome::Row { warnings } => {
+                if let Some(observe) = &mut self.observer {
+                    observe(&self.rt, self.enc.doc(src), self.line_no);
+                }
                 self.rows += 1;
                 self.pending_bytes += len;
                 if !warnings.is_empty() {
@@ -415,5 +432,31 @@ mod tests {
     fn a_byte_order_mark_before_a_line_is_ignored() {
         let input = "\u{feff}{\"resourceType\":\"Patient\",\"id\":\"a\"}\n \u{feff} {\"resourceType\":\"Patient\",\"id\":\"b\"}\r\n\u{feff}\n";
         assert_eq!(read(input.as_bytes(), 1024), (2, vec![]));
+    }
+
+    #[test]
+    fn the_observer_sees_each_resource_that_became_a_row() {
+        let input = b"{\"resourceType\":\"Patient\",\"id\":\"a\",\"gender\":\"female\"}\nnot json\n\n{\"resourceType\":\"Observation\",\"id\":\"o\"}\n{\"resourceType\":\"Nope\",\"id\":\"n\"}\n";
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let encoder = Encoder::new(EncoderOptions::default());
+        let batches = NdjsonBatches::new(encoder, &input[..], "f", BatchLimits::default())
+            .observing(Box::new(move |rt, doc, line| {
+                let id = doc
+                    .get(0, "id")
+                    .and_then(|i| doc.str(i))
+                    .unwrap_or_default();
+                let gender = doc.get(0, "gender").and_then(|i| doc.str(i));
+                if let Ok(mut seen) = sink.lock() {
+                    seen.push(format!("{line} {rt}/{id} {gender:?}"));
+                }
+            }));
+        let rows: usize = batches.map(|b| b.map_or(0, |(_, b)| b.num_rows())).sum();
+        assert_eq!(rows, 2);
+        let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+        assert_eq!(
+            seen,
+            ["1 Patient/a Some(\"female\")", "4 Observation/o None"]
+        );
     }
 }

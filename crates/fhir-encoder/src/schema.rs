@@ -252,6 +252,8 @@ pub(crate) struct ResourcePlan {
     pub resource_type: Arc<str>,
     pub schema: SchemaRef,
     pub root: Arc<StructPlan>,
+    /// The schema ends with the original JSON's column (its rows are the lines as read).
+    pub keep_json: bool,
 }
 
 /// Class-name order of HAPI, which is the order of flattened choice types in Pathling's schema.
@@ -570,11 +572,20 @@ pub(crate) fn resource_plan(
         stack: vec![resource_type.to_string()],
     };
     let root = b.group(resource_type, None, &def.elements, &[], Some(resource_type));
-    let schema = Arc::new(Schema::new(root.fields.clone()));
+    let mut fields: Vec<arrow_schema::FieldRef> = root.fields.iter().cloned().collect();
+    if opts.keep_json {
+        fields.push(Arc::new(Field::new(
+            crate::options::JSON_COLUMN,
+            DataType::Utf8,
+            true,
+        )));
+    }
+    let schema = Arc::new(Schema::new(fields));
     Ok(ResourcePlan {
         resource_type: resource_type.into(),
         schema,
         root: Arc::new(root),
+        keep_json: opts.keep_json,
     })
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use arrow::array::RecordBatch;
-use fhir_encoder::{BatchLimits, EncodeError, Encoder, NdjsonBatches, Reject};
+use fhir_encoder::{BatchLimits, EncodeError, Encoder, NdjsonBatches, Observer, Reject};
 
 /// A resource that could not be written, with where it came from.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -29,13 +29,16 @@ pub enum Unreadable {
 
 /// Encodes every line of `input` (NDJSON, resources of any types) in bounded batches, handing
 /// each batch to `on_batch` and each rejected line to `on_reject`. With `expected_type`, a
-/// resource of another type is rejected (a manifest announced this file as that type).
+/// resource of another type is rejected (a manifest announced this file as that type). An
+/// `observer` sees each resource that became a row (views are computed from it).
+#[allow(clippy::too_many_arguments)]
 pub fn encode_ndjson(
     encoder: &Encoder,
     input: Box<dyn BufRead + Send>,
     label: &str,
     expected_type: Option<&str>,
     unreadable: Unreadable,
+    observer: Option<Observer>,
     on_batch: &mut dyn FnMut(&str, RecordBatch) -> anyhow::Result<()>,
     on_reject: &mut dyn FnMut(EncodeReject) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
@@ -46,6 +49,9 @@ pub fn encode_ndjson(
     let mut batches = NdjsonBatches::new(encoder.clone(), input, label, limits);
     if let Some(t) = expected_type {
         batches = batches.expecting(t);
+    }
+    if let Some(o) = observer {
+        batches = batches.observing(o);
     }
     let mut warnings = 0u64;
     loop {

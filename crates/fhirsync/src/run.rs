@@ -55,6 +55,25 @@ impl TableReport {
     }
 }
 
+/// What a sync did to one view's table.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ViewReport {
+    /// The resource type the view reads.
+    pub resource_type: String,
+    pub status: Option<WriteStatus>,
+    pub version: Option<u64>,
+    /// Resources whose rows came in for the first time, or replaced their earlier rows.
+    pub inserted: u64,
+    pub updated: u64,
+    /// Resources whose rows went (deleted or reconciled resources).
+    pub removed: u64,
+    /// Built from its resource table (new, changed, or behind it) rather than from the
+    /// export's resources.
+    pub rebuilt: bool,
+    /// Resources whose rows could not be computed (logged; they have none).
+    pub failed: u64,
+}
+
 /// The whole result of a sync or import: for the summaries, the state file, the daemon's
 /// health and metrics.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -65,6 +84,8 @@ pub struct SyncReport {
     /// `_since` used for the export (`None`: a full export).
     pub since: Option<String>,
     pub tables: BTreeMap<String, TableReport>,
+    /// The views kept by the sync, by name.
+    pub views: BTreeMap<String, ViewReport>,
     pub bytes_downloaded: u64,
     pub resources: u64,
     pub rejects: u64,

@@ -59,6 +59,42 @@ pub async fn list_tables(
     Ok(tables)
 }
 
+/// The views' tables under `<delta_path>/views/`, sorted by name. A local path is listed; in
+/// an object store, the folders under `views/` are.
+pub async fn list_views(
+    sink: &DeltaSink,
+    delta_path: &str,
+) -> anyhow::Result<Vec<(String, ResourceTable)>> {
+    let names: Vec<String> = match local_dir(delta_path) {
+        Some(dir) => {
+            let dir = dir.join(crate::views::VIEWS_DIR);
+            if !dir.is_dir() {
+                return Ok(Vec::new());
+            }
+            files::dir_entries(&dir)?
+                .into_iter()
+                .filter(|p| p.join("_delta_log").is_dir())
+                .map(|p| files::file_name(&p))
+                .collect()
+        }
+        None => sink
+            .list_folders(crate::views::VIEWS_DIR)
+            .await
+            .context("listing the views")?,
+    };
+    let mut views = Vec::new();
+    for name in names {
+        let table = crate::views::open_table(sink, &name)
+            .await
+            .with_context(|| format!("opening the view {name}"))?;
+        if table.exists() {
+            views.push((name, table));
+        }
+    }
+    views.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(views)
+}
+
 /// Runs `sql` over every table under `delta_path`.
 pub async fn query(
     delta_path: &str,
@@ -80,11 +116,19 @@ pub async fn query_with(
         .fold(StorageOptions::from_env(), |s, (k, v)| s.with(k, v));
     let sink = DeltaSink::new(delta_path, storage)?;
     let tables = list_tables(&sink, delta_path, types).await?;
-    if tables.is_empty() {
+    let views = list_views(&sink, delta_path).await?;
+    if tables.is_empty() && views.is_empty() {
         anyhow::bail!("no Delta tables under {delta_path}");
     }
     let named: Vec<(&str, &ResourceTable)> = tables.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let ctx = session(&named).await?;
+    for (name, view) in &views {
+        if tables.iter().any(|(t, _)| t == name) {
+            tracing::warn!(view = %name, "a view has the name of a resource table: not queryable by it");
+            continue;
+        }
+        register_view(&ctx, name, view).await?;
+    }
     let df = ctx.sql(sql).await.context("planning the query")?;
     df.collect().await.context("running the query")
 }
@@ -117,6 +161,36 @@ pub(crate) async fn ids_among(
 }
 
 /// A DataFusion session with `tables` registered under their resource types.
+/// Registers a view's table under its name, without the columns that only tell the sync
+/// which resource each row came from.
+async fn register_view(
+    ctx: &SessionContext,
+    name: &str,
+    view: &ResourceTable,
+) -> anyhow::Result<()> {
+    let delta = view.delta_table();
+    delta.update_datafusion_session(&ctx.state())?;
+    let provider = delta
+        .table_provider()
+        .await
+        .with_context(|| format!("reading the view {name}"))?;
+    let hidden = crate::views::stage::HIDDEN_COLUMNS;
+    let visible: Vec<String> = provider
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| !hidden.contains(&n.as_str()))
+        .collect();
+    let visible: Vec<&str> = visible.iter().map(String::as_str).collect();
+    let df = ctx.read_table(provider)?.select_columns(&visible)?;
+    ctx.register_table(
+        deltalake::datafusion::common::TableReference::bare(name),
+        df.into_view(),
+    )?;
+    Ok(())
+}
+
 pub(crate) async fn session(tables: &[(&str, &ResourceTable)]) -> anyhow::Result<SessionContext> {
     // FHIR names are case-sensitive camelCase (`Patient`, `birthDate`): keep identifiers as written.
     let mut config = SessionConfig::new();

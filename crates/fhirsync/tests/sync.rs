@@ -330,6 +330,7 @@ fn import(input: &Path, delta: &Path, mode: SaveMode) -> ImportRequest {
         max_rejects: None,
         max_nesting_level: 3,
         extensions: false,
+        keep_json: false,
         deletion_vectors: false,
         events: Default::default(),
     }

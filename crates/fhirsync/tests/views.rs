@@ -330,3 +330,189 @@ async fn view_run_writes_each_format_and_refuses_what_cannot_work() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no Immunization table"), "{stderr}");
 }
+
+/// The rows of the view table `name` (its own columns only), read by Python's `deltalake`,
+/// an independent reader; `None` when it is not installed (outside CI).
+fn view_in_python(delta: &Path, name: &str) -> Option<Vec<Value>> {
+    if !common::python_reader() {
+        return None;
+    }
+    let script = r#"
+import json, sys
+from deltalake import DeltaTable, QueryBuilder
+dt = DeltaTable(sys.argv[1])
+if "deletionVectors" in (dt.protocol().reader_features or []):
+    import pyarrow
+    rows = pyarrow.table(QueryBuilder().register("t", dt).execute("SELECT * FROM t").read_all())
+else:
+    rows = dt.to_pyarrow_table()
+hidden = {"_resource_key", "_resource_meta", "_placeholder"}
+for row in rows.to_pylist():
+    print(json.dumps({k: v for k, v in row.items() if k not in hidden and v is not None}, default=str))
+import os
+os._exit(0)
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(delta.join("views").join(name))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    Some(rows)
+}
+
+/// The view's rows as `fhirsync query` sees them (without the hidden columns).
+async fn view_in_query(delta: &Path, name: &str) -> Vec<Value> {
+    let batches = common::sql(delta, &format!("SELECT * FROM {name}")).await;
+    lines(&batches)
+}
+
+/// Rows compared as sorted JSON texts, null members left out (Python's rows list them).
+fn sorted(rows: Vec<Value>) -> Vec<String> {
+    let mut out: Vec<String> = rows
+        .into_iter()
+        .map(|mut r| {
+            if let Some(o) = r.as_object_mut() {
+                o.retain(|_, v| !v.is_null());
+            }
+            r.to_string()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Each view kept by the sync equals the view run from scratch over the server's resources.
+async fn assert_views_current(delta: &Path, store: &StoreHandle, views: &[Value], when: &str) {
+    for view in views {
+        let name = view["name"].as_str().expect("named");
+        let expected = sorted(over_resources(store, view));
+        let kept = sorted(view_in_query(delta, name).await);
+        assert_eq!(kept.len(), expected.len(), "{name} {when}: row count");
+        assert_eq!(kept, expected, "{name} {when}");
+        if let Some(python) = view_in_python(delta, name) {
+            assert_eq!(sorted(python), expected, "{name} {when}, read by Python");
+        }
+    }
+}
+
+fn write_views(dir: &Path, views: &[Value]) -> Vec<std::path::PathBuf> {
+    views
+        .iter()
+        .map(|v| {
+            let path = dir.join(format!("{}.json", v["name"].as_str().expect("named")));
+            std::fs::write(&path, v.to_string()).expect("view written");
+            path
+        })
+        .collect()
+}
+
+async fn keeps_views_current(deletion_vectors: bool) {
+    let server = server(DataSource::Synthea).await;
+    let store = server.store();
+    let dir = tempfile::tempdir().unwrap();
+    let delta = dir.path().join("lake");
+    let views = [demographics(), observations(), extensions_view()];
+    let mut opts = options(&server, &delta);
+    opts.deletion_vectors = deletion_vectors;
+    // Extensions are not encoded: the views are computed from the resources as they arrive.
+    opts.views = write_views(dir.path(), &views);
+    let report = run(&opts, RunKind::Incremental).await.expect("first sync");
+    assert_eq!(report.views.len(), 3, "{:?}", report.views);
+    assert_views_current(&delta, &store, &views, "after the first sync").await;
+
+    // Updates (more rows, fewer rows, none), inserts and deletes on the server.
+    let patients = store.ids("Patient");
+    let mut p = store.get("Patient", &patients[0]).unwrap();
+    p["gender"] = json!("other");
+    p["name"] = json!([{"use": "official", "family": "Changed", "given": ["A", "B"]}]);
+    p["telecom"] = json!([{"system": "phone", "value": "1"}, {"system": "phone", "value": "2"}]);
+    store.upsert(p).unwrap();
+    let mut p = store.get("Patient", &patients[1]).unwrap();
+    p.as_object_mut().unwrap().remove("name");
+    p.as_object_mut().unwrap().remove("extension");
+    store.upsert(p).unwrap();
+    store.delete("Patient", &patients[2]);
+    store
+        .upsert(
+            json!({"resourceType": "Patient", "id": "new-patient", "gender": "female",
+            "name": [{"use": "official", "family": "New", "given": ["N"]}]}),
+        )
+        .unwrap();
+    let o = store
+        .ids("Observation")
+        .into_iter()
+        .filter_map(|id| store.get("Observation", &id))
+        .find(|o| o.get("valueQuantity").is_some())
+        .expect("an Observation with a Quantity");
+    let o_id = o["id"].as_str().unwrap().to_owned();
+    let mut o2 = o.clone();
+    o2["code"]["coding"] = json!([
+        {"system": "http://loinc.org", "code": "1-1"},
+        {"system": "http://loinc.org", "code": "2-2"},
+        {"system": "http://snomed.info/sct", "code": "3"}
+    ]);
+    store.upsert(o2).unwrap();
+    let o = common::resource_of(&store, "Observation", &patients[4]);
+    store.delete("Observation", o["id"].as_str().unwrap());
+    let report = run(&opts, RunKind::Incremental)
+        .await
+        .expect("incremental sync");
+    let names: Vec<&String> = report.views.keys().collect();
+    assert_eq!(
+        names,
+        [
+            "observation_values",
+            "patient_demographics",
+            "patient_extensions"
+        ]
+    );
+    for (name, v) in &report.views {
+        assert!(
+            !v.rebuilt,
+            "{name} was rebuilt instead of kept current: {v:?}"
+        );
+    }
+    assert_views_current(&delta, &store, &views, "after an incremental sync").await;
+    let kept = view_in_query(&delta, "observation_values").await;
+    assert_eq!(kept.iter().filter(|r| r["id"] == json!(o_id)).count(), 3);
+
+    // A view added later is built from the table; a changed one is rebuilt.
+    let mut changed = demographics();
+    changed["select"][0]["column"][1]["path"] = json!("iif(gender = 'female', 'F', 'not F')");
+    let later = json!({"name": "patient_links", "resource": "Patient", "select": [
+        {"forEach": "link", "column": [{"name": "other", "path": "other.getReferenceKey(Patient)"}]},
+        {"column": [{"name": "id", "path": "id"}]}
+    ]});
+    let views = [changed, observations(), extensions_view(), later];
+    opts.views = write_views(dir.path(), &views);
+    // Reconciliation: a patient gone from the server without a deletion record.
+    store.delete("Patient", &patients[5]);
+    let report = run(&opts, RunKind::FullRefresh)
+        .await
+        .expect("full refresh");
+    assert!(report.views["patient_demographics"].rebuilt);
+    assert!(report.views["patient_links"].rebuilt);
+    assert!(!report.views["observation_values"].rebuilt);
+    assert_views_current(&delta, &store, &views, "after a full refresh").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn views_are_kept_current_by_the_sync() {
+    keeps_views_current(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn views_are_kept_current_by_the_sync_with_deletion_vectors() {
+    keeps_views_current(true).await;
+}

@@ -68,10 +68,11 @@ impl ResourceTable {
     /// Applies a staged write as ONE Delta commit (data, deletes, reconciliation and the
     /// cursor together), so a crash leaves either the old or the new state.
     ///
-    /// Merge semantics: rows are deduplicated by `id` (newest wins: later
-    /// `meta.lastUpdated`, then higher `meta.versionId`); new ids are appended without
-    /// touching existing files; a stored row is replaced only by a newer incoming row, and
-    /// only the files holding replaced or removed rows are rewritten.
+    /// Merge semantics: rows are deduplicated by key (`SinkConfig::keys`, `id` by
+    /// default; newest wins: later `meta.lastUpdated`, then higher `meta.versionId`); new
+    /// keys are appended without touching existing files; a stored row is replaced only by
+    /// a newer incoming row (for grouped keys: every stored row of a key by a newer group),
+    /// and only the files holding replaced or removed rows are rewritten.
     pub async fn commit(
         &mut self,
         writer: TableWriter,
@@ -259,6 +260,7 @@ impl ResourceTable {
     ) -> Result<Matched> {
         KeyMatch {
             table: &self.name,
+            keys: &self.config.keys,
             mode,
             deletes: &input.deletes,
             reconcile: input.reconcile.as_ref(),

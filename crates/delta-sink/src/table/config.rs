@@ -1,4 +1,5 @@
-//! Write tuning: file and row-group sizes, compression, matching memory, deletion vectors.
+//! Write tuning: the key columns, file and row-group sizes, compression, matching memory,
+//! deletion vectors.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,9 +16,102 @@ const NEW_FILE_PAGE_BYTES: usize = 256 * 1024;
 /// The writer configuration of a table's data files for a given Arrow schema.
 pub(crate) type WriterConfigFn = Arc<dyn Fn(SchemaRef) -> WriterConfig + Send + Sync>;
 
+/// Which columns identify a table's rows and order their versions.
+///
+/// The default is a resource table: `id`, `meta`, one row per id. A SQL-on-FHIR view table
+/// names hidden columns instead and keeps a group of rows per resource:
+///
+/// ```
+/// use delta_sink::{KeySpec, SinkConfig};
+/// let config = SinkConfig {
+///     keys: KeySpec::grouped("_resource_key", "_resource_meta", "_placeholder"),
+///     ..SinkConfig::default()
+/// };
+/// assert!(config.keys.is_grouped());
+/// assert_eq!(SinkConfig::default().keys, KeySpec::default());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpec {
+    /// Column holding the key (string).
+    pub id: String,
+    /// Struct column with `lastUpdated` (timestamp) and `versionId` (string): the recency.
+    pub meta: String,
+    /// Whether a key has one row (default) or a group of rows.
+    pub rows: KeyRows,
+}
+
+/// How many rows a key has.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum KeyRows {
+    /// One row per key: the newest input row of a key replaces its stored row.
+    #[default]
+    One,
+    /// All input rows of a key with the same recency form one group; a newer group replaces
+    /// every stored row of the key. Rows whose boolean column `placeholder` is true stand
+    /// for a group with no rows: they take part in matching (so the group can replace
+    /// stored rows) but are never written.
+    Group {
+        /// The boolean column marking placeholder rows (null is false).
+        placeholder: String,
+    },
+}
+
+impl Default for KeySpec {
+    fn default() -> Self {
+        Self {
+            id: "id".to_string(),
+            meta: "meta".to_string(),
+            rows: KeyRows::One,
+        }
+    }
+}
+
+impl KeySpec {
+    /// Keys of one row each in the columns `id` and `meta`.
+    pub fn one(id: impl Into<String>, meta: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            meta: meta.into(),
+            rows: KeyRows::One,
+        }
+    }
+
+    /// Keys of a group of rows each in the columns `id` and `meta`, placeholder rows marked
+    /// in the boolean column `placeholder`.
+    pub fn grouped(
+        id: impl Into<String>,
+        meta: impl Into<String>,
+        placeholder: impl Into<String>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            meta: meta.into(),
+            rows: KeyRows::Group {
+                placeholder: placeholder.into(),
+            },
+        }
+    }
+
+    /// Whether a key has a group of rows.
+    pub fn is_grouped(&self) -> bool {
+        matches!(self.rows, KeyRows::Group { .. })
+    }
+
+    /// The placeholder column of grouped keys.
+    pub(crate) fn placeholder(&self) -> Option<&str> {
+        match &self.rows {
+            KeyRows::One => None,
+            KeyRows::Group { placeholder } => Some(placeholder),
+        }
+    }
+}
+
 /// Tuning for writes. Defaults suit production; tests shrink the sizes.
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
+    /// The key columns and whether a key has one row or a group (default: `id`, `meta`,
+    /// one row per id).
+    pub keys: KeySpec,
     /// Target size of written data files in bytes (compressed).
     pub target_file_size: u64,
     /// zstd level for table files. Level 1: on the 1M-row merge benchmark its files were
@@ -63,6 +157,7 @@ pub struct SinkConfig {
 impl Default for SinkConfig {
     fn default() -> Self {
         Self {
+            keys: KeySpec::default(),
             target_file_size: 128 * 1024 * 1024,
             zstd_level: 1,
             row_group_rows: 64 * 1024,

@@ -1,13 +1,15 @@
-//! The input indexed by id, and the rules that meet it with the stored rows: newest wins,
-//! deletes by transaction time, and which new rows are written.
+//! The input indexed by key, and the rules that meet it with the stored rows: newest wins
+//! (a row, or a group of rows for grouped keys), deletes by transaction time, and which new
+//! rows are written.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use super::outcome::WriteOutcome;
 use super::writer::Deletes;
 use crate::keys::Recency;
 
-/// Per-id state of the deduplicated input.
+/// Per-key state of the deduplicated input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fate {
     /// Not (yet) found in the table.
@@ -20,53 +22,145 @@ pub(crate) enum Fate {
     Deleted,
 }
 
-/// The newest input row of one id, and where it was staged.
+/// Where the winning input rows of one key were staged (file and row positions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Rows {
+    /// None: a group of placeholders only.
+    Empty,
+    One(u32, u32),
+    /// A group of several rows.
+    Many(Vec<(u32, u32)>),
+}
+
+impl Rows {
+    fn append(&mut self, other: Rows) {
+        let mut all = match std::mem::replace(self, Rows::Empty) {
+            Rows::Empty => {
+                *self = other;
+                return;
+            }
+            Rows::One(f, r) => vec![(f, r)],
+            Rows::Many(rows) => rows,
+        };
+        match other {
+            Rows::Empty => {}
+            Rows::One(f, r) => all.push((f, r)),
+            Rows::Many(rows) => all.extend(rows),
+        }
+        *self = Rows::Many(all);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        matches!(self, Rows::Empty)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let (one, many) = match self {
+            Rows::Empty => (None, &[][..]),
+            Rows::One(f, r) => (Some((*f, *r)), &[][..]),
+            Rows::Many(rows) => (None, rows.as_slice()),
+        };
+        one.into_iter().chain(many.iter().copied())
+    }
+}
+
+/// The newest input of one key (a row, or a group of rows of one recency), and where it
+/// was staged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Incoming {
     pub(crate) recency: Recency,
-    pub(crate) file: u32,
-    pub(crate) row: u32,
+    pub(crate) rows: Rows,
     pub(crate) fate: Fate,
 }
 
 impl Incoming {
+    /// An input row staged at `row` of new file `file`.
     pub(crate) fn new(recency: Recency, file: u32, row: u32) -> Self {
         Self {
             recency,
-            file,
-            row,
+            rows: Rows::One(file, row),
+            fate: Fate::Insert,
+        }
+    }
+
+    /// A placeholder row of a grouped key: the group is there, but has no row to write.
+    pub(crate) fn placeholder(recency: Recency) -> Self {
+        Self {
+            recency,
+            rows: Rows::Empty,
             fate: Fate::Insert,
         }
     }
 }
 
-/// The input rows of one id bucket (or the whole input), by id.
-pub(crate) type InputIndex = HashMap<Box<str>, Incoming>;
+/// The input of one id bucket (or the whole input), by key.
+#[derive(Debug, Default)]
+pub(crate) struct InputIndex {
+    keys: HashMap<Box<str>, Incoming>,
+    /// Grouped keys: input rows of one key and recency form one group.
+    grouped: bool,
+    /// Grouped keys: the recencies of the groups a newer one beat, per key, so that a
+    /// beaten group counts as one duplicate however many rows it has (rare: empty).
+    beaten: HashMap<Box<str>, Vec<Recency>>,
+}
 
-/// Adds an input row to the index: of two rows with one id the newer wins (later rows
-/// win ties: "not older" replaces), and the other is counted as a duplicate.
+impl InputIndex {
+    pub(crate) fn new(grouped: bool) -> Self {
+        Self {
+            grouped,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut Incoming> {
+        self.keys.get_mut(id)
+    }
+
+    /// Counts one duplicate for the group of `id` at `recency`, once.
+    fn beat(&mut self, id: &str, recency: Recency, out: &mut WriteOutcome) {
+        let groups = self.beaten.entry(id.into()).or_default();
+        if !groups.contains(&recency) {
+            groups.push(recency);
+            out.duplicates += 1;
+        }
+    }
+}
+
+/// Adds an input row to the index. One row per key: of two rows the newer wins (later
+/// rows win ties: "not older" replaces), and the other is counted as a duplicate. Grouped
+/// keys: a row of the winning group's recency joins it; a newer one starts a new group
+/// that replaces it; an older one loses; each losing group counts as one duplicate.
 pub(crate) fn add_incoming(
     index: &mut InputIndex,
     id: &str,
     incoming: Incoming,
     out: &mut WriteOutcome,
 ) {
-    match index.get_mut(id) {
-        Some(prev) => {
-            out.duplicates += 1;
-            if incoming.recency.compare(&prev.recency) != std::cmp::Ordering::Less {
-                *prev = incoming;
-            }
+    let Some(prev) = index.keys.get_mut(id) else {
+        index.keys.insert(id.into(), incoming);
+        return;
+    };
+    let order = incoming.recency.compare(&prev.recency);
+    if !index.grouped {
+        out.duplicates += 1;
+        if order != Ordering::Less {
+            *prev = incoming;
         }
-        None => {
-            index.insert(id.into(), incoming);
+        return;
+    }
+    match order {
+        Ordering::Equal => prev.rows.append(incoming.rows),
+        Ordering::Greater => {
+            let beaten = std::mem::replace(prev, incoming).recency;
+            index.beat(id, beaten, out);
         }
+        Ordering::Less => index.beat(id, incoming.recency, out),
     }
 }
 
-/// Marks the input rows the delete list removes: those not newer than the delete.
+/// Marks the input keys the delete list removes: those not newer than the delete.
 pub(crate) fn apply_deletes(index: &mut InputIndex, deletes: &Deletes) {
-    for (id, inc) in index.iter_mut() {
+    for (id, inc) in index.keys.iter_mut() {
         if let Some(tt) = deletes.get(id.as_ref())
             && inc.recency.last_updated.is_none_or(|lu| lu <= *tt)
         {
@@ -75,7 +169,9 @@ pub(crate) fn apply_deletes(index: &mut InputIndex, deletes: &Deletes) {
     }
 }
 
-/// Meets an input row with a stored row of its id; returns whether the stored row goes.
+/// Meets the input of a key with a stored row of the key; returns whether the stored row
+/// goes. For grouped keys this runs for every stored row of the key, so a newer group
+/// removes them all.
 pub(crate) fn settle(inc: &mut Incoming, stored: &Recency) -> bool {
     // A deleted id keeps its stored row unless the delete list removed it.
     if inc.fate == Fate::Deleted {
@@ -94,16 +190,21 @@ pub(crate) fn settle(inc: &mut Incoming, stored: &Recency) -> bool {
     }
 }
 
-/// Counts the fates of a matched index and marks the input rows that are written.
+/// Counts the fates of a matched index (one per key) and marks the input rows that are
+/// written. A group of placeholders only for a key the table lacks changes nothing: it
+/// counts as unchanged.
 pub(crate) fn tally(index: &InputIndex, winners: &mut RowMarks, out: &mut WriteOutcome) {
-    for inc in index.values() {
+    for inc in index.keys.values() {
         match inc.fate {
+            Fate::Insert if inc.rows.is_empty() => out.unchanged += 1,
             Fate::Insert => out.inserted += 1,
             Fate::Update => out.updated += 1,
             Fate::Unchanged | Fate::Deleted => out.unchanged += 1,
         }
         if matches!(inc.fate, Fate::Insert | Fate::Update) {
-            winners.set(inc.file, inc.row);
+            for (file, row) in inc.rows.iter() {
+                winners.set(file, row);
+            }
         }
     }
 }
@@ -164,24 +265,20 @@ mod tests {
 
     #[test]
     fn the_newest_input_row_of_an_id_wins_and_ties_go_to_the_later() {
-        let mut index = InputIndex::new();
+        let mut index = InputIndex::new(false);
         let mut out = empty();
         add_incoming(&mut index, "a", Incoming::new(r(2, "1"), 0, 0), &mut out);
         add_incoming(&mut index, "a", Incoming::new(r(1, "9"), 0, 1), &mut out);
-        assert_eq!(index["a"].row, 0, "older row loses");
+        assert_eq!(index.keys["a"].rows, Rows::One(0, 0), "older row loses");
         add_incoming(&mut index, "a", Incoming::new(r(2, "1"), 1, 4), &mut out);
-        assert_eq!(
-            (index["a"].file, index["a"].row),
-            (1, 4),
-            "tie: later row wins"
-        );
+        assert_eq!(index.keys["a"].rows, Rows::One(1, 4), "tie: later row wins");
         add_incoming(&mut index, "b", Incoming::new(r(0, "1"), 1, 5), &mut out);
-        assert_eq!((index.len(), out.duplicates), (2, 2));
+        assert_eq!((index.keys.len(), out.duplicates), (2, 2));
     }
 
     #[test]
     fn deletes_remove_input_rows_not_newer_than_the_delete() {
-        let mut index = InputIndex::new();
+        let mut index = InputIndex::new(false);
         let mut out = empty();
         for (i, (id, lu)) in [
             ("old", Some(5)),
@@ -209,7 +306,7 @@ mod tests {
             .map(|id| (Box::from(id), 10))
             .collect();
         apply_deletes(&mut index, &deletes);
-        let fate = |id: &str| index[id].fate;
+        let fate = |id: &str| index.keys[id].fate;
         assert_eq!(fate("old"), Fate::Deleted);
         assert_eq!(fate("same"), Fate::Deleted);
         assert_eq!(fate("null"), Fate::Deleted);
@@ -242,12 +339,12 @@ mod tests {
 
     #[test]
     fn tally_counts_fates_and_marks_only_rows_that_are_written() {
-        let mut index = InputIndex::new();
+        let mut index = InputIndex::new(false);
         let fates = [Fate::Insert, Fate::Update, Fate::Unchanged, Fate::Deleted];
         for (i, fate) in fates.into_iter().enumerate() {
             let mut inc = Incoming::new(r(1, "1"), 1, 70 + i as u32);
             inc.fate = fate;
-            index.insert(format!("id{i}").into(), inc);
+            index.keys.insert(format!("id{i}").into(), inc);
         }
         let (mut winners, mut out) = (RowMarks::default(), empty());
         tally(&index, &mut winners, &mut out);
@@ -255,6 +352,102 @@ mod tests {
         assert!(winners.get(1, 70) && winners.get(1, 71));
         assert!(!winners.get(1, 72) && !winners.get(1, 73));
         assert_eq!((winners.count_in(0), winners.count_in(1)), (0, 2));
+    }
+
+    /// An input row: id, recency, and where it was staged (`None`: a placeholder).
+    type Row<'a> = (&'a str, Recency, Option<(u32, u32)>);
+
+    /// Adds `rows` to a grouped index.
+    fn grouped(rows: &[Row<'_>]) -> (InputIndex, WriteOutcome) {
+        let (mut index, mut out) = (InputIndex::new(true), empty());
+        for (id, recency, at) in rows {
+            let inc = match at {
+                Some((file, row)) => Incoming::new(recency.clone(), *file, *row),
+                None => Incoming::placeholder(recency.clone()),
+            };
+            add_incoming(&mut index, id, inc, &mut out);
+        }
+        (index, out)
+    }
+
+    fn rows_of(index: &InputIndex, id: &str) -> Vec<(u32, u32)> {
+        index.keys[id].rows.iter().collect()
+    }
+
+    #[test]
+    fn rows_of_one_key_and_recency_form_one_group_that_wins_together() {
+        let (index, out) = grouped(&[
+            ("a", r(1, "1"), Some((0, 0))),
+            ("b", r(1, "1"), Some((0, 1))),
+            ("a", r(1, "1"), Some((0, 2))),
+            ("a", r(1, "1"), Some((1, 0))),
+        ]);
+        assert_eq!(rows_of(&index, "a"), [(0, 0), (0, 2), (1, 0)]);
+        assert_eq!(rows_of(&index, "b"), [(0, 1)]);
+        assert_eq!(out.duplicates, 0, "rows of one group are no duplicates");
+        let (mut winners, mut out) = (RowMarks::default(), empty());
+        tally(&index, &mut winners, &mut out);
+        assert_eq!(out.inserted, 2, "groups are counted, not rows");
+        assert_eq!((winners.count_in(0), winners.count_in(1)), (3, 1));
+    }
+
+    #[test]
+    fn a_newer_group_replaces_an_older_one_whole_and_each_loser_counts_once() {
+        let (index, out) = grouped(&[
+            ("a", r(1, "1"), Some((0, 0))),
+            ("a", r(1, "1"), Some((0, 1))),
+            ("a", r(2, "1"), Some((0, 2))),
+            // More rows of the beaten group, and an older group of two rows.
+            ("a", r(1, "1"), Some((0, 3))),
+            ("a", r(0, "1"), Some((0, 4))),
+            ("a", r(0, "1"), Some((0, 5))),
+            ("a", r(2, "1"), Some((0, 6))),
+        ]);
+        assert_eq!(rows_of(&index, "a"), [(0, 2), (0, 6)]);
+        assert_eq!(out.duplicates, 2, "two beaten groups, whatever their rows");
+        let (mut winners, mut out) = (RowMarks::default(), empty());
+        tally(&index, &mut winners, &mut out);
+        let won: Vec<u32> = (0..7).filter(|r| winners.get(0, *r)).collect();
+        assert_eq!(won, [2, 6]);
+        assert_eq!(out.inserted, 1);
+    }
+
+    #[test]
+    fn placeholders_make_a_group_without_rows() {
+        let (mut index, _) = grouped(&[
+            ("a", r(1, "1"), Some((0, 0))),
+            ("a", r(2, "1"), None),
+            ("new", r(1, "1"), None),
+            ("b", r(1, "1"), None),
+            ("b", r(1, "1"), Some((0, 4))),
+        ]);
+        assert!(
+            index.keys["a"].rows.is_empty(),
+            "the newer empty group wins"
+        );
+        assert!(index.keys["new"].rows.is_empty());
+        assert_eq!(
+            rows_of(&index, "b"),
+            [(0, 4)],
+            "placeholders are never written"
+        );
+        // The empty group replaces a's stored rows: an update.
+        let a = index.get_mut("a").unwrap();
+        assert!(settle(a, &r(1, "1")) && settle(a, &r(1, "1")));
+        let (mut winners, mut out) = (RowMarks::default(), empty());
+        tally(&index, &mut winners, &mut out);
+        assert_eq!((out.inserted, out.updated, out.unchanged), (1, 1, 1));
+        assert_eq!(winners.count_in(0), 1, "only b's row is written");
+    }
+
+    #[test]
+    fn one_row_keys_never_group() {
+        let mut index = InputIndex::new(false);
+        let mut out = empty();
+        add_incoming(&mut index, "a", Incoming::new(r(1, "1"), 0, 0), &mut out);
+        add_incoming(&mut index, "a", Incoming::new(r(1, "1"), 0, 1), &mut out);
+        assert_eq!(rows_of(&index, "a"), [(0, 1)], "a tie replaces");
+        assert_eq!(out.duplicates, 1);
     }
 
     #[test]

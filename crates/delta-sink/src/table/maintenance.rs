@@ -9,7 +9,8 @@ use crate::error::{Result, SinkError};
 /// Options of [`ResourceTable::optimize`].
 #[derive(Debug, Clone, Default)]
 pub struct OptimizeOptions {
-    /// Z-order files by `id` instead of bin-packing.
+    /// Z-order files by the key column (`id` by default, see `SinkConfig::keys`) instead
+    /// of bin-packing.
     pub zorder_by_id: bool,
     /// Target file size (default: the sink's).
     pub target_file_size: Option<u64>,
@@ -36,7 +37,7 @@ pub struct VacuumReport {
 }
 
 impl ResourceTable {
-    /// Compacts small files (bin-packing, or z-order by `id`).
+    /// Compacts small files (bin-packing, or z-order by the key column).
     pub async fn optimize(&mut self, options: OptimizeOptions) -> Result<OptimizeReport> {
         self.reload_existing().await?;
         let target = options
@@ -53,7 +54,7 @@ impl ResourceTable {
         if options.zorder_by_id {
             builder =
                 builder.with_type(deltalake::operations::optimize::OptimizeType::ZOrder(vec![
-                    "id".to_string(),
+                    self.config.keys.id.clone(),
                 ]));
         }
         let (table, metrics) = builder.await.map_err(|e| self.err(e))?;

@@ -1,10 +1,11 @@
-//! Matching the input against the table by id: which new rows are written and which
+//! Matching the input against the table by key: which new rows are written and which
 //! stored rows go (replaced, deleted or reconciled away).
 //!
-//! The input is indexed by id at once when it is small enough; otherwise its keys, and
-//! those of the stored rows that may match, are read once into a spill by id bucket and
+//! The input is indexed by key at once when it is small enough; otherwise its keys, and
+//! those of the stored rows that may match, are read once into a spill by key bucket and
 //! matched one bucket at a time, so memory stays bounded whatever the export's size.
-//! Each pass reads only key columns.
+//! Each pass reads only key columns. Grouped keys go the same way: the index gathers a
+//! key's group, and every stored row of a key meets it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,15 +14,16 @@ use deltalake::ObjectStore;
 use deltalake::kernel::LogicalFileView;
 use roaring::RoaringTreemap;
 
+use super::config::KeySpec;
 use super::index::{Incoming, InputIndex, RowMarks, add_incoming, apply_deletes, settle, tally};
-use super::keyscan::{KeyBatch, scan_keys};
+use super::keyscan::{KeyBatch, KeyRead, scan_keys};
 use super::options::SaveMode;
 use super::outcome::WriteOutcome;
 use super::spill::{FingerprintFilter, Spill};
 use super::stage::Staged;
 use super::writer::{Deletes, Reconcile, ReconcileScope};
 use crate::error::{Result, SinkError};
-use crate::keys::{RefColumn, fingerprint};
+use crate::keys::{Recency, RefColumn, fingerprint};
 
 const SPILL_CONTEXT: &str = "spilling key columns to a temporary file";
 
@@ -36,6 +38,7 @@ pub(crate) struct StoredFiles<'a> {
 /// What the input is matched against, and how.
 pub(crate) struct KeyMatch<'a> {
     pub(crate) table: &'a str,
+    pub(crate) keys: &'a KeySpec,
     pub(crate) mode: SaveMode,
     pub(crate) deletes: &'a Deletes,
     pub(crate) reconcile: Option<&'a Reconcile>,
@@ -74,30 +77,40 @@ impl KeyMatch<'_> {
             winners: RowMarks::default(),
             removed: vec![Vec::new(); files],
         };
+        let mut removals = Removals::new(self.keys.is_grouped());
         if self.buckets == 1 {
-            self.match_at_once(staged, &mut matched, out).await?;
+            self.match_at_once(staged, &mut matched, &mut removals, out)
+                .await?;
         } else {
-            self.match_by_bucket(staged, &mut matched, out).await?;
+            self.match_by_bucket(staged, &mut matched, &mut removals, out)
+                .await?;
         }
+        out.deleted += removals.deleted.total();
+        out.reconciled += removals.reconciled.total();
         Ok(matched)
+    }
+
+    fn index(&self) -> InputIndex {
+        InputIndex::new(self.keys.is_grouped())
     }
 
     async fn match_at_once(
         &self,
         staged: &Staged,
         matched: &mut Matched,
+        removals: &mut Removals,
         out: &mut WriteOutcome,
     ) -> Result<()> {
-        let mut incoming = InputIndex::new();
-        read_input_keys(staged, self.table, out, |id, record, out| {
-            add_incoming(&mut incoming, id, record, out);
+        let mut incoming = self.index();
+        read_input_keys(staged, self.table, self.keys, out, |id, key, out| {
+            add_incoming(&mut incoming, id, key.incoming(), out);
             Ok(())
         })
         .await?;
         apply_deletes(&mut incoming, self.deletes);
         if let Some(stored) = &self.stored {
             let matcher = Matcher::Direct(&mut incoming);
-            self.scan_stored(stored, matcher, &mut matched.removed, out)
+            self.scan_stored(stored, matcher, &mut matched.removed, removals)
                 .await?;
         }
         tally(&incoming, &mut matched.winners, out);
@@ -110,6 +123,7 @@ impl KeyMatch<'_> {
         &self,
         staged: &Staged,
         matched: &mut Matched,
+        removals: &mut Removals,
         out: &mut WriteOutcome,
     ) -> Result<()> {
         let buckets = self.buckets;
@@ -120,19 +134,20 @@ impl KeyMatch<'_> {
             .map_or_else(std::env::temp_dir, Path::to_path_buf);
         let mut input = Spill::new(&dir, count).map_err(spill_err)?;
         let mut filter = FingerprintFilter::new();
-        read_input_keys(staged, self.table, out, |id, record, _| {
+        // An input record's flag: a placeholder.
+        read_input_keys(staged, self.table, self.keys, out, |id, key, _| {
             let fp = fingerprint(id);
             filter.insert(fp);
-            let r = &record.recency;
+            let r = &key.recency;
             input
                 .push(
                     (fp % buckets) as usize,
                     id,
                     r.last_updated,
                     r.version_id.as_deref(),
-                    record.file,
-                    record.row,
-                    false,
+                    key.file,
+                    key.row,
+                    key.placeholder,
                 )
                 .map_err(spill_err)
         })
@@ -145,17 +160,22 @@ impl KeyMatch<'_> {
                 spill: &mut stored,
                 buckets,
             };
-            self.scan_stored(files, matcher, &mut matched.removed, out)
+            self.scan_stored(files, matcher, &mut matched.removed, removals)
                 .await?;
             stored.finish().map_err(spill_err)?;
         }
         drop(filter);
         for bucket in 0..count {
-            let mut incoming = InputIndex::new();
+            let mut incoming = self.index();
             input
                 .for_each(bucket, |rec| {
-                    let record = Incoming::new(rec.recency, rec.file, rec.row);
-                    add_incoming(&mut incoming, &rec.id, record, out);
+                    let key = InputKey {
+                        recency: rec.recency,
+                        file: rec.file,
+                        row: rec.row,
+                        placeholder: rec.flag,
+                    };
+                    add_incoming(&mut incoming, &rec.id, key.incoming(), out);
                 })
                 .map_err(spill_err)?;
             apply_deletes(&mut incoming, self.deletes);
@@ -168,7 +188,7 @@ impl KeyMatch<'_> {
                         }
                     } else if rec.flag {
                         removed[rec.file as usize].push(rec.row);
-                        out.reconciled += 1;
+                        removals.reconciled.add(&rec.id);
                     }
                 })
                 .map_err(spill_err)?;
@@ -186,7 +206,7 @@ impl KeyMatch<'_> {
         stored: &StoredFiles<'_>,
         mut matcher: Matcher<'_>,
         removed: &mut [Vec<u32>],
-        out: &mut WriteOutcome,
+        removals: &mut Removals,
     ) -> Result<()> {
         let reconcile = self.reconcile;
         let scope_columns: Vec<String> = reconcile
@@ -197,7 +217,12 @@ impl KeyMatch<'_> {
             .iter()
             .map(|f| (f.object_store_path(), f.size()))
             .collect();
-        scan_keys(&stored.store, files, &scope_columns, self.table, |batch| {
+        let read = KeyRead {
+            spec: self.keys,
+            placeholders: false,
+            ref_columns: &scope_columns,
+        };
+        scan_keys(&stored.store, files, read, self.table, |batch| {
             let KeyBatch {
                 file: fi,
                 first_row,
@@ -217,7 +242,7 @@ impl KeyMatch<'_> {
                     && keys.last_updated(i).is_none_or(|lu| lu <= *tt)
                 {
                     removed[fi].push(r);
-                    out.deleted += 1;
+                    removals.deleted.add(id);
                     continue;
                 }
                 let unlisted = || reconciled_away(reconcile, id, &refs, i);
@@ -256,7 +281,7 @@ impl KeyMatch<'_> {
                 }
                 if unlisted() {
                     removed[fi].push(r);
-                    out.reconciled += 1;
+                    removals.reconciled.add(id);
                 }
             }
             Ok(())
@@ -287,13 +312,88 @@ fn reconciled_away(
     })
 }
 
-/// Streams the key columns of the new files, calling `f` with every row that has an id
-/// (in file and row order); rows without one are counted as rejected.
+/// The key of one input row besides its id.
+struct InputKey {
+    recency: Recency,
+    file: u32,
+    row: u32,
+    /// A grouped key's placeholder: the group is there, without this row.
+    placeholder: bool,
+}
+
+impl InputKey {
+    fn incoming(self) -> Incoming {
+        if self.placeholder {
+            Incoming::placeholder(self.recency)
+        } else {
+            Incoming::new(self.recency, self.file, self.row)
+        }
+    }
+}
+
+/// Stored rows removed by deletes and by reconciliation, counted by key (see [`KeyCount`]).
+struct Removals {
+    deleted: KeyCount,
+    reconciled: KeyCount,
+}
+
+impl Removals {
+    fn new(grouped: bool) -> Self {
+        Self {
+            deleted: KeyCount::new(grouped),
+            reconciled: KeyCount::new(grouped),
+        }
+    }
+}
+
+/// Counts the keys of removed stored rows: one per row for one-row keys (as many as keys),
+/// distinct keys (by fingerprint, 8 bytes each) for grouped ones.
+struct KeyCount {
+    grouped: bool,
+    rows: u64,
+    fingerprints: Vec<u64>,
+}
+
+impl KeyCount {
+    fn new(grouped: bool) -> Self {
+        Self {
+            grouped,
+            rows: 0,
+            fingerprints: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, id: &str) {
+        if !self.grouped {
+            self.rows += 1;
+            return;
+        }
+        let fp = fingerprint(id);
+        // A group's rows usually follow one another: keep one entry for them.
+        if self.fingerprints.last() != Some(&fp) {
+            self.fingerprints.push(fp);
+        }
+    }
+
+    fn total(mut self) -> u64 {
+        if !self.grouped {
+            return self.rows;
+        }
+        self.fingerprints.sort_unstable();
+        self.fingerprints.dedup();
+        self.fingerprints.len() as u64
+    }
+}
+
+/// Streams the key columns of the new files (placeholder flags included), calling `f`
+/// with every row that has a key (in file and row order); rows without one are counted
+/// as rejected.
 async fn read_input_keys(
     staged: &Staged,
     table: &str,
+    keys: &KeySpec,
     out: &mut WriteOutcome,
-    mut f: impl FnMut(&str, Incoming, &mut WriteOutcome) -> Result<()>,
+    mut f: impl FnMut(&str, InputKey, &mut WriteOutcome) -> Result<()>,
 ) -> Result<()> {
     let Some(store) = &staged.store else {
         return Ok(());
@@ -304,19 +404,25 @@ async fn read_input_keys(
         .map(|f| (f.path(), f.add.size))
         .collect();
     let rejected_before = out.rejected;
-    scan_keys(store, files, &[], table, |batch| {
+    let read = KeyRead {
+        spec: keys,
+        placeholders: true,
+        ref_columns: &[],
+    };
+    scan_keys(store, files, read, table, |batch| {
         let keys = &batch.keys;
         for i in 0..keys.len() {
             let Some(id) = keys.id(i) else {
                 out.rejected += 1;
                 continue;
             };
-            let row = batch.first_row + i as u32;
-            f(
-                id,
-                Incoming::new(keys.recency(i), batch.file as u32, row),
-                out,
-            )?;
+            let key = InputKey {
+                recency: keys.recency(i),
+                file: batch.file as u32,
+                row: batch.first_row + i as u32,
+                placeholder: keys.is_placeholder(i),
+            };
+            f(id, key, out)?;
         }
         Ok(())
     })
@@ -325,7 +431,7 @@ async fn read_input_keys(
         tracing::warn!(
             table,
             rows = out.rejected - rejected_before,
-            "input rows without id were skipped"
+            "input rows without a key were skipped"
         );
     }
     Ok(())
@@ -335,6 +441,20 @@ async fn read_input_keys(
 mod tests {
     use super::*;
     use crate::keys::IdSet;
+
+    #[test]
+    fn removed_stored_rows_count_by_key() {
+        let ids = ["a", "a", "b", "a", "c", "c"];
+        let mut rows = KeyCount::new(false);
+        let mut groups = KeyCount::new(true);
+        for id in ids {
+            rows.add(id);
+            groups.add(id);
+        }
+        assert_eq!(rows.total(), 6, "one-row keys: a row is a key");
+        assert_eq!(groups.total(), 3, "grouped keys: distinct keys");
+        assert_eq!(KeyCount::new(true).total(), 0);
+    }
 
     #[test]
     fn reconciliation_removes_only_unlisted_ids_within_its_scope() {

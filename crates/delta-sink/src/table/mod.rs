@@ -38,7 +38,7 @@ use deltalake::{DeltaTable, DeltaTableBuilder};
 use parquet::file::properties::WriterProperties;
 use url::Url;
 
-pub use config::SinkConfig;
+pub use config::{KeyRows, KeySpec, SinkConfig};
 pub use history::{SyncMetadata, TableStats};
 pub use maintenance::{OptimizeOptions, OptimizeReport, VacuumReport};
 pub use options::{CommitOptions, Cursor, SaveMode, UnknownSaveMode};
@@ -87,6 +87,42 @@ impl DeltaSink {
         &self.root
     }
 
+    /// The write tuning its tables get.
+    pub fn config(&self) -> &SinkConfig {
+        &self.config
+    }
+
+    /// Opens the table in the folder `path` under the root (e.g. `views/patients`), with
+    /// `config` instead of the sink's. The table need not exist yet.
+    pub async fn open_path(&self, path: &str, config: SinkConfig) -> Result<ResourceTable> {
+        let url = folder_url(&self.root, path)?;
+        let mut table = ResourceTable::open(url, self.storage.clone(), config).await?;
+        table.warned = self.warned.clone();
+        Ok(table)
+    }
+
+    /// The names of the folders directly in the folder `path` under the root.
+    pub async fn list_folders(&self, path: &str) -> Result<Vec<String>> {
+        let url = folder_url(&self.root, path)?;
+        let name = url.to_string();
+        let store = DeltaTableBuilder::from_url(url)
+            .and_then(|b| {
+                b.with_storage_options(self.storage.as_map().clone())
+                    .build_storage()
+            })
+            .map_err(|e| SinkError::delta(&name, e))?
+            .object_store(None);
+        let listed = store
+            .list_with_delimiter(None)
+            .await
+            .map_err(|e| SinkError::delta(&name, e.into()))?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .collect())
+    }
+
     /// The URL of a resource type's table.
     pub fn table_url(&self, resource_type: &str) -> Result<Url> {
         table_url(&self.root, resource_type)
@@ -100,6 +136,30 @@ impl DeltaSink {
         table.warned = self.warned.clone();
         Ok(table)
     }
+}
+
+/// The URL of the folder `path` (relative, `/`-separated names) under `root`.
+fn folder_url(root: &Url, path: &str) -> Result<Url> {
+    let valid = !path.is_empty()
+        && path.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        });
+    if !valid {
+        return Err(SinkError::InvalidLocation {
+            location: path.to_owned(),
+            reason: "not a folder name under the delta path".to_owned(),
+        });
+    }
+    root.join(&format!("{path}/"))
+        .map_err(|e| SinkError::InvalidLocation {
+            location: path.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 /// One Delta table. One writer per table at a time: concurrent commits fail with

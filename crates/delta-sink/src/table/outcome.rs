@@ -16,25 +16,30 @@ pub enum WriteStatus {
 }
 
 /// Counts and effects of one commit.
+///
+/// The row counts count keys: with grouped keys (`KeyRows::Group`) `inserted`, `updated`,
+/// `unchanged`, `deleted`, `reconciled` and `duplicates` count groups (one per key, or per
+/// losing group for `duplicates`), not the rows in them.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct WriteOutcome {
     /// What happened.
     pub status: WriteStatus,
     /// Table version after the operation (`None` when no table exists).
     pub version: Option<u64>,
-    /// Rows whose id was not in the table.
+    /// Incoming rows (groups) whose key was not in the table.
     pub inserted: u64,
-    /// Stored rows replaced by newer incoming rows.
+    /// Stored rows (groups) replaced by newer incoming ones.
     pub updated: u64,
-    /// Incoming rows skipped: stale, or the same version as the stored row.
+    /// Incoming rows (groups) skipped: stale, the same version as the stored one, removed
+    /// by the delete list, or a group of placeholders only for a key the table lacks.
     pub unchanged: u64,
-    /// Stored rows removed by the delete list.
+    /// Stored rows (keys) removed by the delete list.
     pub deleted: u64,
-    /// Stored rows removed by reconciliation (id absent from the export).
+    /// Stored rows (keys) removed by reconciliation (key absent from the export).
     pub reconciled: u64,
-    /// Incoming rows superseded by a newer row with the same id in the same input.
+    /// Incoming rows (groups) superseded by a newer one with the same key in the same input.
     pub duplicates: u64,
-    /// Incoming rows without an id (not written).
+    /// Incoming rows without a key (not written); counted by row.
     pub rejected: u64,
     /// Data files added.
     pub files_added: u64,

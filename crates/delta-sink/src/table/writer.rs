@@ -64,9 +64,10 @@ pub(crate) struct CommitInput {
 
 impl ResourceTable {
     /// Starts a write whose batches must have `schema` (the Pathling encoding of the
-    /// resource type: `id`, `meta{versionId, lastUpdated}`, ...). Batches are written into
-    /// new data files in the table's location as they come; the table sees them only once
-    /// [`ResourceTable::commit`] commits.
+    /// resource type: `id`, `meta{versionId, lastUpdated}`, ...; in general the key columns
+    /// `SinkConfig::keys` names, and grouped keys' placeholder flag). Batches are written
+    /// into new data files in the table's location as they come; the table sees them only
+    /// once [`ResourceTable::commit`] commits.
     pub fn writer(&self, schema: SchemaRef) -> TableWriter {
         let config = self.writer_configs(self.config.new_file_properties(), None)(schema.clone());
         TableWriter {

@@ -28,7 +28,7 @@ mod plan;
 mod write;
 
 use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
+use arrow_schema::{DataType, SchemaRef};
 
 use plan::{ExtPlan, GroupPlan};
 use write::{Ctx, Exts, Group};
@@ -53,6 +53,8 @@ pub struct Decoder {
     schema: SchemaRef,
     root: GroupPlan,
     ext: Option<ExtPlan>,
+    /// The column of the original JSON, when the table kept it.
+    json: Option<usize>,
     /// `{"resourceType":"<type>"`.
     open: String,
 }
@@ -63,12 +65,29 @@ impl Decoder {
         let (root, ext) = plan::root_plan(schema.fields())?;
         let mut open = String::from("{\"resourceType\":");
         write::write_str(resource_type, &mut open);
+        let json = schema
+            .fields()
+            .find(crate::options::JSON_COLUMN)
+            .filter(|(_, f)| {
+                matches!(
+                    f.data_type(),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                )
+            })
+            .map(|(i, _)| i);
         Ok(Decoder {
             schema: schema.clone(),
             root,
             ext,
+            json,
             open,
         })
+    }
+
+    /// Whether the table kept each resource's original JSON (`keep_json`): its rows are
+    /// written as they were read, whatever the encoding keeps.
+    pub fn has_original_json(&self) -> bool {
+        self.json.is_some()
     }
 
     /// Whether the table was encoded with extensions (it has the `_extension` map). Without
@@ -84,6 +103,9 @@ impl Decoder {
     /// elements past the maximum nesting level, `contained`, `modifierExtension` and unknown
     /// elements are not kept.
     pub fn keeps(&self, path: &str) -> bool {
+        if self.json.is_some() {
+            return true;
+        }
         let segs: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
         let resource_type = &self.open["{\"resourceType\":\"".len()..self.open.len() - 1];
         let segs = match segs.split_first() {
@@ -110,11 +132,16 @@ impl Decoder {
             Some(e) => Some(write::bind_exts(e, batch.columns())?),
             None => None,
         };
+        let json = match self.json {
+            Some(col) => Some(write::bind_str(batch.column(col))?),
+            None => None,
+        };
         Ok(Rows {
             open: &self.open,
             len: batch.num_rows(),
             root,
             exts,
+            json,
             index: Vec::new(),
         })
     }
@@ -126,6 +153,7 @@ pub struct Rows<'a> {
     len: usize,
     root: Group<'a>,
     exts: Option<Exts<'a>>,
+    json: Option<&'a dyn write::StrValues>,
     /// The current row's extensions by fid (reused between rows).
     index: Vec<(i32, u32)>,
 }
@@ -143,6 +171,10 @@ impl Rows<'_> {
     pub fn write_json(&mut self, row: usize, out: &mut String) -> Result<(), DecodeError> {
         if row >= self.len {
             return Err(DecodeError::RowOutOfRange { row, len: self.len });
+        }
+        if let Some(text) = self.json.and_then(|j| j.get(row)) {
+            out.push_str(text);
+            return Ok(());
         }
         match &self.exts {
             Some(e) => e.index_row(row, &mut self.index),

@@ -298,3 +298,23 @@ proptest! {
         prop_assert!([0, 3, 6].contains(&places), "{}", out);
     }
 }
+
+#[test]
+fn a_table_that_kept_the_original_json_gives_it_back_exactly() {
+    let line = r#"{"resourceType":"Patient","id":"p","extension":[{"url":"http://x","valueString":"y"}],"_birthDate":{"extension":[{"url":"u","valueCode":"c"}]},"birthDate":"1970","contained":[{"resourceType":"Organization","id":"o"}]}"#;
+    let options = EncoderOptions {
+        keep_json: true,
+        ..EncoderOptions::default()
+    };
+    let lines = [serde_json::from_str::<Value>(line).expect("JSON")];
+    let batch = encode(options, "Patient", &lines);
+    let last = batch.schema().fields().last().map(|f| f.name().clone());
+    assert_eq!(last.as_deref(), Some(crate::JSON_COLUMN));
+    let decoder = Decoder::new("Patient", batch.schema_ref()).expect("decoder");
+    assert!(decoder.has_original_json() && decoder.keeps("Patient.contained"));
+    assert_eq!(decode("Patient", &batch), lines.to_vec());
+    // Without it, what the encoding leaves out is gone.
+    let plain = encode(EncoderOptions::default(), "Patient", &lines);
+    let decoded = decode("Patient", &plain);
+    assert!(decoded[0].get("extension").is_none() && decoded[0].get("contained").is_none());
+}

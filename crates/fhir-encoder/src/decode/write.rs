@@ -91,6 +91,16 @@ impl BinValues for arrow_array::BinaryViewArray {
     }
 }
 
+/// A string column of any layout.
+pub(crate) fn bind_str(arr: &ArrayRef) -> Result<&dyn StrValues, DecodeError> {
+    let bad = || mismatch(crate::options::JSON_COLUMN);
+    Ok(match arr.data_type() {
+        arrow_schema::DataType::Utf8 => arr.as_string_opt::<i32>().ok_or_else(bad)?,
+        arrow_schema::DataType::LargeUtf8 => arr.as_string_opt::<i64>().ok_or_else(bad)?,
+        _ => arr.as_string_view_opt().ok_or_else(bad)?,
+    })
+}
+
 fn mismatch(what: &str) -> DecodeError {
     DecodeError::SchemaMismatch(format!("column `{what}` is not of the decoder's type"))
 }

@@ -63,6 +63,16 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
         Some(t) => t,
         None => store.counts().into_keys().collect(),
     };
+    let with_view = opts.resource_types.iter().any(|t| t == "Patient");
+    if with_view {
+        let path = dir.join("patient_demographics.view.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&demographics_view())?)?;
+        println!(
+            "   a SQL on FHIR view kept with the tables: {}",
+            path.display()
+        );
+        opts.views = vec![path];
+    }
 
     println!("\n== first sync: a full export into {}", dir.display());
     let report = sync::run_sync(
@@ -73,15 +83,27 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
     )
     .await?;
     super::sync::print_report(&report, false)?;
-
-    println!(
-        "\n== the server changes: one patient updated, one patient and an observation added, one observation deleted"
-    );
     let patients = store.ids("Patient");
     let changed = patients
         .first()
         .context("the demo data has no patients")?
         .clone();
+    let view_sql = format!(
+        "SELECT id, gender, birth_date, family, given FROM patient_demographics \
+         WHERE id IN ('{changed}', 'demo-new-patient') ORDER BY id"
+    );
+    if with_view {
+        show(
+            dir,
+            "the view patient_demographics (views/patient_demographics)",
+            &view_sql,
+        )
+        .await?;
+    }
+
+    println!(
+        "\n== the server changes: one patient updated, one patient and an observation added, one observation deleted"
+    );
     let mut patient = store.get("Patient", &changed).context("patient vanished")?;
     patient["gender"] = json!("unknown");
     patient["name"] = json!([{ "family": "Changed", "given": ["Demo"] }]);
@@ -120,15 +142,45 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
     .await?;
     super::sync::print_report(&report, false)?;
     server.shutdown().await;
+    if with_view {
+        show(dir, "the view, kept current by the same sync", &view_sql).await?;
+    }
 
     let sql =
         "SELECT gender, count(*) AS patients FROM Patient GROUP BY gender ORDER BY patients DESC";
-    println!("\n== a query over the tables: {sql}");
-    let batches = fhirsync::tables::query(&dir.display().to_string(), sql, None).await?;
-    println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+    show(dir, "a query over the tables", sql).await?;
     println!(
         "\nTry: fhirsync status --delta-path {0}\n     fhirsync query --delta-path {0} \"SELECT id, gender, birthDate FROM Patient WHERE id = 'demo-new-patient'\"",
         dir.display()
     );
     Ok(())
+}
+
+/// Prints the result of `sql` over the demo's tables and views.
+async fn show(dir: &std::path::Path, what: &str, sql: &str) -> anyhow::Result<()> {
+    println!("\n== {what}: {sql}");
+    let batches = fhirsync::tables::query(&dir.display().to_string(), sql, None).await?;
+    println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+    Ok(())
+}
+
+/// One row per patient: the demographics analysts ask for first.
+fn demographics_view() -> serde_json::Value {
+    json!({
+        "resourceType": "ViewDefinition",
+        "name": "patient_demographics",
+        "status": "active",
+        "resource": "Patient",
+        "select": [
+            {"column": [
+                {"name": "id", "path": "getResourceKey()"},
+                {"name": "gender", "path": "gender"},
+                {"name": "birth_date", "path": "birthDate", "type": "date"}
+            ]},
+            {"forEachOrNull": "name.first()", "column": [
+                {"name": "family", "path": "family"},
+                {"name": "given", "path": "given.join(' ')"}
+            ]}
+        ]
+    })
 }

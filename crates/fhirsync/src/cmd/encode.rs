@@ -132,6 +132,7 @@ fn encode(args: Args) -> anyhow::Result<()> {
     let mut options = EncoderOptions {
         max_nesting_level: encoding.max_nesting_level,
         enable_extensions: encoding.extensions,
+        keep_json: encoding.keep_json,
         ..EncoderOptions::default()
     };
     if !args.open_types.is_empty() {

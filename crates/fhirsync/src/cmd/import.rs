@@ -48,6 +48,7 @@ pub async fn run(args: Args, mode: LogMode) -> anyhow::Result<()> {
         max_rejects: write.max_rejects,
         max_nesting_level: encoding.max_nesting_level,
         extensions: encoding.extensions,
+        keep_json: encoding.keep_json,
         deletion_vectors: write.deletion_vectors,
         events: Default::default(),
     };

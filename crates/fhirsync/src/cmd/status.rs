@@ -37,16 +37,30 @@ pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
                 .with_context(|| format!("reading the {name} table"))?,
         ));
     }
+    let views = fhirsync::tables::list_views(&sink, &args.delta_path).await?;
+    let mut view_stats = Vec::new();
+    for (name, table) in &views {
+        view_stats.push((
+            name.clone(),
+            table
+                .stats()
+                .await
+                .with_context(|| format!("reading the view {name}"))?,
+        ));
+    }
     if args.json {
-        let tables: serde_json::Map<String, serde_json::Value> = stats
-            .iter()
-            .map(|(n, s)| Ok((n.clone(), serde_json::to_value(s)?)))
-            .collect::<anyhow::Result<_>>()?;
+        let as_map = |stats: &[(String, delta_sink::TableStats)]| {
+            stats
+                .iter()
+                .map(|(n, s)| Ok((n.clone(), serde_json::to_value(s)?)))
+                .collect::<anyhow::Result<serde_json::Map<String, serde_json::Value>>>()
+        };
         let out = serde_json::json!({
             "delta_path": args.delta_path,
             "state_file": state.as_ref().map(|(p, _)| p.display().to_string()),
             "state": state.as_ref().map(|(_, s)| s),
-            "tables": tables,
+            "tables": as_map(&stats)?,
+            "views": as_map(&view_stats)?,
         });
         println!("{out}");
         return Ok(());
@@ -67,11 +81,24 @@ pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
             println!("last error:        {e}");
         }
     }
+    print_stats("table", &stats);
+    if stats.is_empty() {
+        println!("(no tables under {})", args.delta_path);
+    }
+    if !view_stats.is_empty() {
+        println!();
+        print_stats("view", &view_stats);
+    }
+    Ok(())
+}
+
+/// One line per table: version, rows, files, size and the last cursor committed.
+fn print_stats(kind: &str, stats: &[(String, delta_sink::TableStats)]) {
     println!(
         "{:<24} {:>8} {:>12} {:>7} {:>12}  last cursor",
-        "table", "version", "rows", "files", "size (MB)"
+        kind, "version", "rows", "files", "size (MB)"
     );
-    for (name, s) in &stats {
+    for (name, s) in stats {
         let cursor = s
             .last_sync
             .as_ref()
@@ -87,8 +114,4 @@ pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
             s.size_bytes as f64 / 1e6
         );
     }
-    if stats.is_empty() {
-        println!("(no tables under {})", args.delta_path);
-    }
-    Ok(())
 }

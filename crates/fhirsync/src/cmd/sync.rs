@@ -97,6 +97,27 @@ pub fn print_report(report: &SyncReport, json: bool) -> anyhow::Result<()> {
             r.rejected
         );
     }
+    if !report.views.is_empty() {
+        println!(
+            "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10}  version",
+            "view", "reads", "inserted", "updated", "removed", "failed"
+        );
+        for (name, v) in &report.views {
+            let version = v
+                .version
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into());
+            let note = match v.status {
+                Some(delta_sink::WriteStatus::AlreadyApplied) => " (already applied)",
+                _ if v.rebuilt => " (built from its table)",
+                _ => "",
+            };
+            println!(
+                "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10}  {version}{note}",
+                name, v.resource_type, v.inserted, v.updated, v.removed, v.failed
+            );
+        }
+    }
     println!(
         "cursor (transactionTime): {}   since: {}   downloaded: {:.1} MB   duration: {:.1} s",
         report.transaction_time.as_deref().unwrap_or("-"),

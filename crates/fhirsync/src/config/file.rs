@@ -105,6 +105,8 @@ pub struct FileOptions {
     pub deletion_vectors: Option<bool>,
     pub max_nesting_level: Option<usize>,
     pub extensions: Option<bool>,
+    pub keep_json: Option<bool>,
+    pub views: Option<Vec<PathBuf>>,
     pub storage_options: Option<BTreeMap<String, String>>,
     pub export_storage_options: Option<BTreeMap<String, String>>,
     pub auth: Option<FileAuth>,

@@ -142,6 +142,10 @@ pub struct SyncOptions {
     pub deletion_vectors: bool,
     pub max_nesting_level: usize,
     pub extensions: bool,
+    /// Keep each resource's original JSON in its table (`_json`).
+    pub keep_json: bool,
+    /// SQL on FHIR ViewDefinitions (JSON files) kept as tables at `<delta-path>/views/<name>`.
+    pub views: Vec<PathBuf>,
     /// Object store options (e.g. `AWS_REGION`, `AWS_ENDPOINT_URL`); values are redacted in `Debug`.
     pub storage_options: BTreeMap<String, String>,
     /// Settings of the stores holding export files in buckets (`AZURE_STORAGE_ACCOUNT_KEY`,
@@ -178,6 +182,8 @@ impl fmt::Debug for SyncOptions {
             .field("deletion_vectors", &self.deletion_vectors)
             .field("max_nesting_level", &self.max_nesting_level)
             .field("extensions", &self.extensions)
+            .field("keep_json", &self.keep_json)
+            .field("views", &self.views)
             .field("storage_option_keys", &storage_keys)
             .field(
                 "export_storage_option_keys",
@@ -218,6 +224,8 @@ impl SyncOptions {
             deletion_vectors: false,
             max_nesting_level: DEFAULT_MAX_NESTING_LEVEL,
             extensions: false,
+            keep_json: false,
+            views: Vec::new(),
             storage_options: BTreeMap::new(),
             export_storage_options: BTreeMap::new(),
             auth: AuthOptions::default(),

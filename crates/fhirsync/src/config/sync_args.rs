@@ -50,6 +50,11 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub encoding: EncodingArgs,
 
+    /// A SQL on FHIR ViewDefinition (JSON) kept current with every sync, as a table at
+    /// <delta-path>/views/<name> (repeatable)
+    #[arg(long = "view", value_name = "VIEW.json")]
+    pub views: Vec<PathBuf>,
+
     /// Object store setting for tables in a bucket (`s3://`, `az://`, `abfss://`, `gs://`), over
     /// the same-named environment variable, e.g. `AWS_REGION=eu-central-1`,
     /// `AZURE_STORAGE_ACCOUNT_KEY=...`, `GOOGLE_SERVICE_ACCOUNT=key.json` (repeatable)
@@ -134,6 +139,12 @@ impl SyncArgs {
         let encoding = self.encoding.resolve(file);
         o.max_nesting_level = encoding.max_nesting_level;
         o.extensions = encoding.extensions;
+        o.keep_json = encoding.keep_json;
+        o.views = if self.views.is_empty() {
+            file.views.clone().unwrap_or_default()
+        } else {
+            self.views.clone()
+        };
         o.storage_options = file.storage_options.clone().unwrap_or_default();
         o.storage_options
             .extend(self.storage_options.iter().cloned());

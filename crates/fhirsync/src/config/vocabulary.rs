@@ -298,6 +298,11 @@ pub struct EncodingArgs {
     /// Encode extensions (`_fid` and the `_extension` map) [default: false]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub extensions: Option<bool>,
+
+    /// Also keep each resource's original JSON, in a `_json` column of its table: views built
+    /// from the table later see all of it (tables grow; see docs/views.md) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub keep_json: Option<bool>,
 }
 
 /// [`EncodingArgs`] resolved.
@@ -305,6 +310,7 @@ pub struct EncodingArgs {
 pub struct EncodingSettings {
     pub max_nesting_level: usize,
     pub extensions: bool,
+    pub keep_json: bool,
 }
 
 impl EncodingArgs {
@@ -315,6 +321,7 @@ impl EncodingArgs {
                 .or(file.max_nesting_level)
                 .unwrap_or(DEFAULT_MAX_NESTING_LEVEL),
             extensions: self.extensions.or(file.extensions).unwrap_or(false),
+            keep_json: self.keep_json.or(file.keep_json).unwrap_or(false),
         }
     }
 }

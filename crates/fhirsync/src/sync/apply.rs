@@ -18,7 +18,9 @@ use fhir_encoder::Encoder;
 use super::commit::{self, Changes};
 use super::input::{ApplyInput, InputFile};
 use super::pool::Pool;
+use super::view_slots::{ViewSlot, ViewSlots};
 use crate::run::{SyncEvent, SyncReport};
+use crate::views::{self, MaintainedView};
 
 pub(crate) struct Applier {
     pool: Arc<Pool>,
@@ -47,7 +49,11 @@ impl Applier {
             .map(|n| n.get())
             .unwrap_or(2);
         let types = input.types.clone();
-        let pool = Arc::new(Pool::new(sink, encoder, input, parallel));
+        let (views, created) = open_views(sink, &input.views).await?;
+        let pool = Arc::new(Pool::new(sink, encoder, input, parallel, views));
+        for dir in created {
+            pool.created_dir(dir);
+        }
         // Tables of every requested type take part, so each gets the cursor even with no rows.
         for t in types.into_iter().flatten() {
             if let Err(e) = open_table(&pool, t).await {
@@ -195,7 +201,8 @@ impl Applier {
             group_members: self.group_members.take(),
             transaction_time,
         };
-        let (tables, failed) = commit::commit_all(&pool, changes, self.parallel, &cancel).await;
+        let (committed, failed) = commit::commit_all(&pool, changes, self.parallel, &cancel).await;
+        let commit::Committed { tables, views } = committed;
         if let Some(removal) = removal {
             let _ = removal.await;
         }
@@ -210,6 +217,7 @@ impl Applier {
             sync_id: pool.input.app_id.clone(),
             transaction_time: Some(transaction_time.to_rfc3339_opts(SecondsFormat::Millis, true)),
             tables,
+            views,
             resources,
             rejects,
             rejects_file,
@@ -246,6 +254,29 @@ impl Drop for Applier {
             self.pool.stop();
         }
     }
+}
+
+/// Opens the tables of `views` (under `<delta-path>/views/`); also returns the folders of
+/// local ones that do not exist yet (removed again if the run fails).
+async fn open_views(
+    sink: &DeltaSink,
+    views: &[Arc<MaintainedView>],
+) -> anyhow::Result<(ViewSlots, Vec<PathBuf>)> {
+    let mut slots = Vec::new();
+    let mut created = Vec::new();
+    for view in views {
+        let table = views::open_table(sink, &view.name)
+            .await
+            .with_context(|| format!("opening the table of the view {}", view.name))?;
+        if let Ok(dir) = table.url().to_file_path()
+            && table.url().scheme() == "file"
+            && !dir.exists()
+        {
+            created.push(dir);
+        }
+        slots.push(Arc::new(ViewSlot::new(view.clone(), table)));
+    }
+    Ok((ViewSlots::new(slots), created))
 }
 
 /// Opens the table of `resource_type` (on a blocking thread: opening blocks on the runtime).

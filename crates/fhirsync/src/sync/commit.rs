@@ -12,8 +12,10 @@ use tokio_util::sync::CancellationToken;
 use super::input::ApplyInput;
 use super::pool::{Pool, Slot};
 use super::reconcile::reconcile_scope;
+use super::view_commit::{TableChange, commit_views};
+use super::view_slots::ViewSlot;
 use crate::config::SaveMode;
-use crate::run::{SyncEvent, TableReport};
+use crate::run::{SyncEvent, TableReport, ViewReport};
 
 /// What the tables get besides the rows the writers hold.
 pub(super) struct Changes {
@@ -32,7 +34,7 @@ pub(super) async fn commit_all(
     changes: Changes,
     parallel: usize,
     cancel: &CancellationToken,
-) -> (BTreeMap<String, TableReport>, Option<anyhow::Error>) {
+) -> (Committed, Option<anyhow::Error>) {
     let Changes {
         mut deletions,
         group_members,
@@ -44,7 +46,7 @@ pub(super) async fn commit_all(
     let group_members = group_members.map(Arc::new);
     let slots = match pool.slots() {
         Ok(slots) => slots,
-        Err(e) => return (BTreeMap::new(), Some(e)),
+        Err(e) => return (Committed::default(), Some(e)),
     };
     let total = slots.len();
     let events = &pool.input.events;
@@ -67,6 +69,7 @@ pub(super) async fn commit_all(
                 &pool.input,
                 resource_type.clone(),
                 &slot,
+                pool.views.of_type(&resource_type),
                 deletions,
                 members.as_deref(),
                 transaction_time,
@@ -76,14 +79,15 @@ pub(super) async fn commit_all(
         })
     }))
     .buffer_unordered(parallel);
-    let mut tables = BTreeMap::new();
+    let mut committed = Committed::default();
     let mut failed = None;
     let mut done = 0;
     while let Some(joined) = commits.next().await {
         done += 1;
         match joined.map_err(|e| anyhow!("a commit task failed: {e}")) {
-            Ok(Ok(Some((resource_type, entry)))) => {
-                tables.insert(resource_type, entry);
+            Ok(Ok(Some((resource_type, entry, views)))) => {
+                committed.tables.insert(resource_type, entry);
+                committed.views.extend(views);
             }
             Ok(Ok(None)) => {}
             Ok(Err(e)) | Err(e) => {
@@ -96,19 +100,30 @@ pub(super) async fn commit_all(
             "sync cancelled while writing tables ({done} of {total} written); the next run finishes it"
         ));
     }
-    (tables, failed)
+    (committed, failed)
 }
+
+/// What the commits did, by table and by view.
+#[derive(Default)]
+pub(super) struct Committed {
+    pub tables: BTreeMap<String, TableReport>,
+    pub views: BTreeMap<String, ViewReport>,
+}
+
+type TableCommitted = (String, TableReport, BTreeMap<String, ViewReport>);
 
 /// Commits one type's writers with its deletions, reconciliation and the cursor; `None` for
 /// a slot without a table.
+#[allow(clippy::too_many_arguments)]
 async fn commit_table(
     input: &ApplyInput,
     resource_type: String,
     slot: &Slot,
+    views: &[Arc<ViewSlot>],
     deletions: Option<Vec<String>>,
     group_members: Option<&IdSet>,
     transaction_time: DateTime<Utc>,
-) -> anyhow::Result<Option<(String, TableReport)>> {
+) -> anyhow::Result<Option<TableCommitted>> {
     let version = transaction_time.timestamp_millis();
     let (table, writers, ids, resources, rejected) = {
         let mut s = slot.lock()?;
@@ -138,20 +153,24 @@ async fn commit_table(
     let (Some(mut table), Some(mut writer)) = (table, writer) else {
         return Ok(None);
     };
-    if input.mode == SaveMode::Merge
-        && table
-            .committed_version(&input.app_id)
-            .await?
-            .is_some_and(|v| v >= version)
-    {
+    let existed = table.exists();
+    let before = match existed {
+        true => table.committed_version(&input.app_id).await?,
+        false => None,
+    };
+    let view_deletions = deletions.clone();
+    if input.mode == SaveMode::Merge && before.is_some_and(|v| v >= version) {
         tracing::info!(resource_type = %resource_type, "this export is already in the table: skipped");
         if let Err(e) = writer.discard().await {
             tracing::warn!(resource_type = %resource_type, error = %e, "could not delete the rows written again");
         }
         entry.status = Some(WriteStatus::AlreadyApplied);
         entry.version = table.version();
-        return Ok(Some((resource_type, entry)));
+        let change = TableChange::AlreadyApplied;
+        let views = commit_views(input, views, &table, change, None, transaction_time).await?;
+        return Ok(Some((resource_type, entry, views)));
     }
+    let reconciling = input.mode == SaveMode::Merge && ids.is_some();
     if input.mode == SaveMode::Merge {
         if let Some(ids) = deletions {
             writer.delete(ids, transaction_time);
@@ -180,5 +199,22 @@ async fn commit_table(
     entry.unchanged = outcome.unchanged + outcome.duplicates;
     entry.deleted = outcome.deleted;
     entry.reconciled = outcome.reconciled;
-    Ok(Some((resource_type, entry)))
+    let change = if !existed || input.mode == SaveMode::Overwrite {
+        TableChange::Replaced
+    } else {
+        TableChange::Merged {
+            before,
+            reconciled: reconciling,
+        }
+    };
+    let views = commit_views(
+        input,
+        views,
+        &table,
+        change,
+        view_deletions.as_deref(),
+        transaction_time,
+    )
+    .await?;
+    Ok(Some((resource_type, entry, views)))
 }

@@ -27,6 +27,7 @@ pub struct ImportRequest {
     pub max_rejects: Option<u64>,
     pub max_nesting_level: usize,
     pub extensions: bool,
+    pub keep_json: bool,
     /// See [`crate::config::SyncOptions::deletion_vectors`].
     pub deletion_vectors: bool,
     /// Progress of encoding and commits.
@@ -51,7 +52,11 @@ pub async fn run_import(request: &ImportRequest) -> anyhow::Result<SyncReport> {
         &BTreeMap::new(),
         request.deletion_vectors,
     )?;
-    let encoder = setup::encoder(request.max_nesting_level, request.extensions);
+    let encoder = setup::encoder(
+        request.max_nesting_level,
+        request.extensions,
+        request.keep_json,
+    );
     let input = ApplyInput {
         app_id: IMPORT_APP_ID.to_string(),
         mode: request.save_mode,
@@ -64,6 +69,7 @@ pub async fn run_import(request: &ImportRequest) -> anyhow::Result<SyncReport> {
         rejects_dir: rejects_dir(&request.delta_path, None),
         events: request.events.clone(),
         cancel: Default::default(),
+        views: Vec::new(),
     };
     let mut report = apply_files(&sink, encoder, files, deletions, input, transaction_time).await?;
     report.duration = started.elapsed();

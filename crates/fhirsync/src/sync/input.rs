@@ -2,11 +2,14 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SaveMode;
 use crate::files;
 use crate::run::SyncEvents;
+use crate::views::MaintainedView;
 
 /// A local NDJSON file to apply.
 #[derive(Clone, Debug)]
@@ -60,4 +63,6 @@ pub(crate) struct ApplyInput {
     pub events: SyncEvents,
     /// Stops the run: encoding ends, started commits finish, no other commit starts.
     pub cancel: CancellationToken,
+    /// Views kept current, each committed with its resource type's table.
+    pub views: Vec<Arc<MaintainedView>>,
 }

@@ -29,6 +29,8 @@ mod rejects;
 mod setup;
 #[cfg(test)]
 mod tests;
+mod view_commit;
+mod view_slots;
 
 use std::time::Instant;
 
@@ -154,6 +156,8 @@ async fn sync_locked(
         (None, false) => cursor::resume_cursor(&sink, &app_id, &opts.resource_types, state).await?,
     };
 
+    // The views are checked before anything is exported.
+    let views = crate::views::read_views(&opts.views, Some(&opts.resource_types))?;
     // The tables' writers, ready before the first file arrives.
     let reconcile = reconcile::reconciles(opts, full);
     let input = input::ApplyInput {
@@ -165,8 +169,9 @@ async fn sync_locked(
         rejects_dir: rejects::rejects_dir(&opts.delta_path, Some(&work.dir)),
         events,
         cancel: cancel.clone(),
+        views,
     };
-    let encoder = setup::encoder(opts.max_nesting_level, opts.extensions);
+    let encoder = setup::encoder(opts.max_nesting_level, opts.extensions, opts.keep_json);
     let mut applier = apply::Applier::new(&sink, encoder, input).await?;
     applier.remove_inputs_once_encoded();
 

@@ -14,6 +14,7 @@ use fhir_encoder::Encoder;
 
 use super::input::{ApplyInput, InputFile};
 use super::rejects::{FileRejects, RejectLog};
+use super::view_slots::{FileViews, ViewSlots};
 use crate::encode::{self, EncodeReject};
 use crate::files;
 
@@ -91,6 +92,8 @@ pub(super) struct Pool {
     stopping: AtomicBool,
     /// Folders of local tables that did not exist before this run opened them.
     new_table_dirs: Mutex<Vec<PathBuf>>,
+    /// The views kept current, by the type they read.
+    pub views: ViewSlots,
 }
 
 fn poisoned<T>(_: T) -> anyhow::Error {
@@ -98,7 +101,13 @@ fn poisoned<T>(_: T) -> anyhow::Error {
 }
 
 impl Pool {
-    pub fn new(sink: &DeltaSink, encoder: Encoder, input: ApplyInput, threads: usize) -> Self {
+    pub fn new(
+        sink: &DeltaSink,
+        encoder: Encoder,
+        input: ApplyInput,
+        threads: usize,
+        views: ViewSlots,
+    ) -> Self {
         let rejects = RejectLog::new(input.rejects_dir.clone(), &input.app_id);
         Self {
             sink: sink.clone(),
@@ -113,6 +122,7 @@ impl Pool {
             files_left: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             new_table_dirs: Mutex::new(Vec::new()),
+            views,
         }
     }
 
@@ -353,6 +363,7 @@ impl Pool {
         let mut rejects = FileRejects::new(file.expected_type.clone(), self.name_type(&file.label));
         let mut types = std::collections::BTreeSet::new();
         let mut resources = 0u64;
+        let views = self.views.for_file();
         let opened = files::open_ndjson(&file.path);
         if file.downloaded
             && let Err(e) = &opened
@@ -370,12 +381,17 @@ impl Pool {
                 } else {
                     encode::Unreadable::Reject
                 },
+                views.as_ref().map(FileViews::observer),
                 &mut |resource_type: &str, batch: RecordBatch| {
                     resources += batch.num_rows() as u64;
                     if !types.contains(resource_type) {
                         types.insert(resource_type.to_owned());
                     }
-                    self.push(resource_type, &batch)
+                    self.push(resource_type, &batch)?;
+                    match &views {
+                        Some(v) => v.flush(false, &self.runtime),
+                        None => Ok(()),
+                    }
                 },
                 &mut |r: EncodeReject| self.reject(r, &mut rejects),
             )
@@ -394,6 +410,9 @@ impl Pool {
                 tracing::warn!(file = %file.label, error = %format!("{e:#}"), "the file could not be read");
                 self.reject(reject, &mut rejects)?;
             }
+        }
+        if let Some(v) = &views {
+            v.flush(true, &self.runtime)?;
         }
         for t in &types {
             rejects.saw(t);
@@ -466,6 +485,13 @@ impl Pool {
         }
     }
 
+    /// Records the folder of a local table this run creates (removed if the run fails).
+    pub fn created_dir(&self, dir: PathBuf) {
+        if let Ok(mut dirs) = self.new_table_dirs.lock() {
+            dirs.push(dir);
+        }
+    }
+
     /// Removes the folders of tables this run created and left without a file.
     pub fn remove_new_table_dirs(&self) {
         let dirs = self
@@ -480,6 +506,13 @@ impl Pool {
 
     /// Deletes the data files the writers wrote: nothing of this export will be committed.
     pub async fn discard(&self) {
+        for slot in self.views.all() {
+            for writer in slot.take_writers().unwrap_or_default() {
+                if let Err(e) = writer.discard().await {
+                    tracing::warn!(view = %slot.view.name, error = %e, "could not delete uncommitted rows");
+                }
+            }
+        }
         let Ok(slots) = self.slots() else { return };
         for (resource_type, slot) in slots {
             let writers = slot

@@ -66,11 +66,12 @@ pub(super) fn sink(
         .with_config(config))
 }
 
-/// The encoder: its defaults, nesting and extensions as asked.
-pub(super) fn encoder(max_nesting_level: usize, extensions: bool) -> Encoder {
+/// The encoder: its defaults, nesting, extensions and the original JSON as asked.
+pub(super) fn encoder(max_nesting_level: usize, extensions: bool, keep_json: bool) -> Encoder {
     Encoder::new(EncoderOptions {
         max_nesting_level,
         enable_extensions: extensions,
+        keep_json,
         ..EncoderOptions::default()
     })
 }

@@ -24,6 +24,7 @@ fn input(dir: &Path, reconcile: bool) -> ApplyInput {
         rejects_dir: dir.join("_rejects"),
         events: Default::default(),
         cancel: Default::default(),
+        views: Vec::new(),
     }
 }
 
@@ -69,7 +70,7 @@ async fn try_apply(
     };
     let transaction_time = Utc.with_ymd_and_hms(2024, month, 1, 0, 0, 0).unwrap();
     let input = input(dir, reconcile);
-    let encoder = setup::encoder(3, false);
+    let encoder = setup::encoder(3, false, false);
     apply_files(&sink, encoder, vec![file], vec![], input, transaction_time).await
 }
 

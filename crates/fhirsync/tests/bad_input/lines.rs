@@ -195,6 +195,7 @@ fn import(input: std::path::PathBuf, delta: std::path::PathBuf) -> ImportRequest
         max_rejects: None,
         max_nesting_level: 3,
         extensions: false,
+        keep_json: false,
         deletion_vectors: false,
         events: Default::default(),
     }

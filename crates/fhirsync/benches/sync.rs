@@ -6,7 +6,10 @@
 //! ```text
 //! cargo bench -p fhirsync --bench sync -- [--patients 3200] [--seed 1] [--types all|default|T1,T2]
 //!     [--changed-pct 1] [--new-pct 1] [--resources-per-file 10000] [--dir PATH]
+//!     [--views VIEW.json,...]
 //! ```
+//! With `--views`, both syncs keep those SQL on FHIR views (`--view`), and each view's commit
+//! time and the resources whose rows it replaced are printed.
 //! Environment: `BENCH_PATIENTS`, `BENCH_TYPES` are used when the flags are absent;
 //! `BENCH_DELETION_VECTORS=1` syncs with deletion vectors (`--deletion-vectors`). A synthetic
 //! patient is about 15.8 KB of NDJSON over all types: 3,200 patients ≈ 50 MB, 65,000 ≈ 1 GB,
@@ -108,6 +111,14 @@ fn child(args: &[String]) -> anyhow::Result<()> {
         .split(',')
         .map(str::to_string)
         .collect();
+    let views: Vec<PathBuf> = arg(args, "--views")
+        .map(|v| {
+            v.split(',')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
     let rss_start = proc_status_bytes("VmRSS:");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -116,6 +127,7 @@ fn child(args: &[String]) -> anyhow::Result<()> {
         let mut opts = SyncOptions::new(endpoint, delta);
         opts.resource_types = types;
         opts.deletion_vectors = std::env::var("BENCH_DELETION_VECTORS").is_ok_and(|v| v == "1");
+        opts.views = views;
         let mut client = fhirsync::sync::client_config(&opts, LogMode::Json).await?;
         // The server answers at once; the default 1-2 s poll delays would only add idle time.
         client.poll.initial_delay = Duration::from_millis(50);
@@ -212,6 +224,13 @@ fn child(args: &[String]) -> anyhow::Result<()> {
             "rss_peak": proc_status_bytes("VmHWM:"),
             "rss_max_during_export": r.during_export,
             "rss_max_after_export": r.after_export,
+            "views": report.views.iter().map(|(name, v)| json!({
+                "name": name,
+                "resources_in": v.inserted + v.updated,
+                "removed": v.removed,
+                "rebuilt": v.rebuilt,
+                "commit_s": v.commit_seconds,
+            })).collect::<Vec<_>>(),
         });
         println!("RESULT {out}");
         Ok(())
@@ -223,6 +242,7 @@ fn run_child(
     endpoint: &url::Url,
     delta: &Path,
     types: &[String],
+    views: &str,
 ) -> anyhow::Result<Value> {
     let output = Command::new(exe)
         .args([
@@ -232,6 +252,8 @@ fn run_child(
             endpoint.as_str(),
             "--sync-types",
             &types.join(","),
+            "--views",
+            views,
         ])
         .arg("--delta")
         .arg(delta)
@@ -304,6 +326,25 @@ fn print_result(label: &str, v: &Value) {
         mib(u(v, "rss_max_during_export")),
         mib(u(v, "rss_max_after_export"))
     );
+    for view in v
+        .get("views")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "  view {:<22} {:>6.2} s commit; rows of {} resources written, of {} removed{}",
+            view["name"].as_str().unwrap_or(""),
+            f(view, "commit_s"),
+            u(view, "resources_in"),
+            u(view, "removed"),
+            if view["rebuilt"] == json!(true) {
+                " (built from its table)"
+            } else {
+                ""
+            }
+        );
+    }
 }
 
 /// Changes `changed_pct` % of each type's resources (a new `meta.versionId`/`lastUpdated` and a
@@ -371,6 +412,7 @@ fn parent(args: &[String]) -> anyhow::Result<()> {
         None => tempfile::tempdir()?,
     };
     let delta: PathBuf = tmp.path().join("delta");
+    let views: String = arg_or(args, "--views", "BENCH_VIEWS", String::new())?;
     let exe = std::env::current_exe()?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -411,7 +453,7 @@ fn parent(args: &[String]) -> anyhow::Result<()> {
         delta.display()
     );
 
-    let full = run_child(&exe, &server.base_url(), &delta, &types)?;
+    let full = run_child(&exe, &server.base_url(), &delta, &types, &views)?;
     print_result("full sync (empty tables)", &full);
     println!("  tables on disk     {:>10.1} MB", mb(dir_size(&delta)));
 
@@ -421,7 +463,7 @@ fn parent(args: &[String]) -> anyhow::Result<()> {
         "\n  server: {changed} resources changed, {added} added ({:.1} s)",
         t.elapsed().as_secs_f64()
     );
-    let incremental = run_child(&exe, &server.base_url(), &delta, &types)?;
+    let incremental = run_child(&exe, &server.base_url(), &delta, &types, &views)?;
     print_result(
         &format!("incremental sync ({changed_pct}% changed + {new_pct}% new)"),
         &incremental,

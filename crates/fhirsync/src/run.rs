@@ -72,6 +72,8 @@ pub struct ViewReport {
     pub rebuilt: bool,
     /// Resources whose rows could not be computed (logged; they have none).
     pub failed: u64,
+    /// Time the view's commit took (with its build from the table, if it was built).
+    pub commit_seconds: f64,
 }
 
 /// The whole result of a sync or import: for the summaries, the state file, the daemon's

@@ -216,48 +216,39 @@ async fn view_run_writes_each_format_and_refuses_what_cannot_work() {
         .await
         .expect("sync");
     let delta = delta.display().to_string();
-    let view_file = dir.path().join("demographics.json");
-    std::fs::write(&view_file, demographics().to_string()).unwrap();
-    let view_file = view_file.display().to_string();
     let patients = server.store().ids("Patient").len();
+    // `fhirsync view run <view> --delta-path <lake> <args>`; the view is written to a file.
+    let view_run = |view: &Value, args: &[&str]| {
+        let file = dir.path().join("view.json");
+        std::fs::write(&file, view.to_string()).unwrap();
+        let file = file.display().to_string();
+        fhirsync(&[&["view", "run", &file, "--delta-path", &delta], args].concat())
+    };
+    let succeeded = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let refused = |out: &std::process::Output| {
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
 
-    let ndjson = dir.path().join("out.ndjson");
-    let out = fhirsync(&[
-        "view",
-        "run",
-        &view_file,
-        "--delta-path",
-        &delta,
-        "--format",
-        "ndjson",
-        "--output",
-        &ndjson.display().to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ndjson = dir.path().join("out.ndjson").display().to_string();
+    succeeded(&view_run(
+        &demographics(),
+        &["--format", "ndjson", "--output", &ndjson],
+    ));
     let written = std::fs::read_to_string(&ndjson).unwrap();
     assert_eq!(written.lines().count(), patients);
 
-    let parquet = dir.path().join("out.parquet");
-    let out = fhirsync(&[
-        "view",
-        "run",
-        &view_file,
-        "--delta-path",
-        &delta,
-        "--format",
-        "parquet",
-        "--output",
-        &parquet.display().to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let parquet = dir.path().join("out.parquet").display().to_string();
+    succeeded(&view_run(
+        &demographics(),
+        &["--format", "parquet", "--output", &parquet],
+    ));
     let file = std::fs::File::open(&parquet).unwrap();
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .unwrap()
@@ -266,12 +257,8 @@ async fn view_run_writes_each_format_and_refuses_what_cannot_work() {
     let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, patients);
 
-    let out = fhirsync(&["view", "run", &view_file, "--delta-path", &delta]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = view_run(&demographics(), &[]);
+    succeeded(&out);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         table.contains("| id ") && table.contains("marital_status"),
@@ -279,17 +266,7 @@ async fn view_run_writes_each_format_and_refuses_what_cannot_work() {
     );
 
     // A collection column cannot be CSV; the message names the column and the way out.
-    let out = fhirsync(&[
-        "view",
-        "run",
-        &view_file,
-        "--delta-path",
-        &delta,
-        "--format",
-        "csv",
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&view_run(&demographics(), &["--format", "csv"]));
     assert!(
         stderr.contains("phones") && stderr.contains("--format ndjson"),
         "{stderr}"
@@ -298,17 +275,7 @@ async fn view_run_writes_each_format_and_refuses_what_cannot_work() {
     // An invalid view is refused before anything runs, naming the element.
     let mut bad = demographics();
     bad["select"][1]["column"][0]["path"] = json!("family.nope()");
-    let bad_file = dir.path().join("bad.json");
-    std::fs::write(&bad_file, bad.to_string()).unwrap();
-    let out = fhirsync(&[
-        "view",
-        "run",
-        &bad_file.display().to_string(),
-        "--delta-path",
-        &delta,
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&view_run(&bad, &[]));
     assert!(
         stderr.contains("select[1].column[0].path") && stderr.contains("nope"),
         "{stderr}"
@@ -317,17 +284,7 @@ async fn view_run_writes_each_format_and_refuses_what_cannot_work() {
     // A type the lake has no table of.
     let mut other = demographics();
     other["resource"] = json!("Immunization");
-    let other_file = dir.path().join("other.json");
-    std::fs::write(&other_file, other.to_string()).unwrap();
-    let out = fhirsync(&[
-        "view",
-        "run",
-        &other_file.display().to_string(),
-        "--delta-path",
-        &delta,
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&view_run(&other, &[]));
     assert!(stderr.contains("no Immunization table"), "{stderr}");
 }
 

@@ -95,39 +95,19 @@ fn shown(item: &Item<'_>) -> String {
     }
 }
 
-/// Decodes standard base64 (padding optional, whitespace ignored).
+/// Decodes standard base64 (padding optional, whitespace ignored, as FHIR allows).
 fn decode_base64(s: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const ENGINE: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
     out.clear();
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    let mut pad = 0usize;
-    for &c in s.as_bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => {
-                pad += 1;
-                continue;
-            }
-            b' ' | b'\n' | b'\r' | b'\t' => continue,
-            _ => return Err("invalid base64 character"),
-        };
-        if pad > 0 {
-            return Err("base64 data after padding");
-        }
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    if bits >= 6 || pad > 2 {
-        return Err("truncated base64");
-    }
-    Ok(())
+    let compact: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    ENGINE
+        .decode_vec(compact, out)
+        .map_err(|_| "invalid base64")
 }

@@ -53,7 +53,14 @@ pub async fn run(args: Args, _mode: LogMode) -> anyhow::Result<()> {
     let _lock = super::lock_tables(&args.delta_path, args.state_file.as_deref())?;
     let sink = DeltaSink::new(&args.delta_path, StorageOptions::from_env())?;
     let types = args.types.resolve()?;
-    let tables = fhirsync::tables::list_tables(&sink, &args.delta_path, types.as_deref()).await?;
+    let mut tables =
+        fhirsync::tables::list_tables(&sink, &args.delta_path, types.as_deref()).await?;
+    // The views' tables too, unless only some types were asked for.
+    if types.is_none() {
+        for (name, table) in fhirsync::tables::list_views(&sink, &args.delta_path).await? {
+            tables.push((format!("view {name}"), table));
+        }
+    }
     for (name, mut table) in tables {
         if !args.no_optimize {
             let r = table

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::input::ApplyInput;
 use super::pool::{Pool, Slot};
 use super::reconcile::reconcile_scope;
-use super::view_commit::{TableChange, commit_views};
+use super::view_commit::{TableChange, commit_views, discard_views};
 use super::view_slots::ViewSlot;
 use crate::config::SaveMode;
 use crate::run::{SyncEvent, TableReport, ViewReport};
@@ -151,6 +151,7 @@ async fn commit_table(
         ..Default::default()
     };
     let (Some(mut table), Some(mut writer)) = (table, writer) else {
+        discard_views(views).await;
         return Ok(None);
     };
     let existed = table.exists();
@@ -199,7 +200,9 @@ async fn commit_table(
     entry.unchanged = outcome.unchanged + outcome.duplicates;
     entry.deleted = outcome.deleted;
     entry.reconciled = outcome.reconciled;
-    let change = if !existed || input.mode == SaveMode::Overwrite {
+    let change = if outcome.status == WriteStatus::IgnoredExisting {
+        TableChange::Unchanged
+    } else if !existed || input.mode == SaveMode::Overwrite {
         TableChange::Replaced
     } else {
         TableChange::Merged {

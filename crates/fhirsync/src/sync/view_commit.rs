@@ -37,6 +37,9 @@ pub(super) enum TableChange {
     },
     /// The table already had this export (a resumed run).
     AlreadyApplied,
+    /// The table was left as it was (`--save-mode ignore` on an existing table): so are
+    /// the views.
+    Unchanged,
 }
 
 /// Commits every view of `slots` (the views of one type) after `table`'s commit.
@@ -52,6 +55,7 @@ pub(super) async fn commit_views(
     // The table's ids, read once for all its views, when they are reconciled.
     let mut table_ids: Option<IdSet> = None;
     for slot in slots {
+        let started = std::time::Instant::now();
         let view = &slot.view;
         let mut view_table = slot
             .table
@@ -72,6 +76,13 @@ pub(super) async fn commit_views(
             failed: slot.failed.load(Ordering::SeqCst),
             ..ViewReport::default()
         };
+        if let TableChange::Unchanged = change {
+            discard(writer, view).await;
+            report.status = Some(WriteStatus::IgnoredExisting);
+            report.version = view_table.version();
+            reports.insert(view.name.clone(), report);
+            continue;
+        }
         if have.is_some_and(|v| v >= version) {
             discard(writer, view).await;
             report.status = Some(WriteStatus::AlreadyApplied);
@@ -120,9 +131,22 @@ pub(super) async fn commit_views(
         report.inserted = out.inserted;
         report.updated = out.updated;
         report.removed = out.deleted + out.reconciled;
+        report.commit_seconds = started.elapsed().as_secs_f64();
+        tracing::info!(view = %view.name, resources_in = report.inserted + report.updated,
+            removed = report.removed, rebuilt = report.rebuilt, seconds = report.commit_seconds,
+            "view committed");
         reports.insert(view.name.clone(), report);
     }
     Ok(reports)
+}
+
+/// Deletes the rows staged for `slots`' views: their table commits nothing in this run.
+pub(super) async fn discard_views(slots: &[Arc<ViewSlot>]) {
+    for slot in slots {
+        for writer in slot.take_writers().unwrap_or_default() {
+            discard(writer, &slot.view).await;
+        }
+    }
 }
 
 /// The view's writers as one (a new, empty one when no file brought it rows).

@@ -36,3 +36,4 @@ pub use options::{DEFAULT_OPEN_TYPES, EncoderOptions, JSON_COLUMN};
 pub use reader::{DEFAULT_MAX_LINE_BYTES, NdjsonBatches, Observer};
 pub use scan::{LineHeader, scan_header};
 pub use schema::UNSUPPORTED_TYPES;
+pub use values::decode_base64;

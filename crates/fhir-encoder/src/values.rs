@@ -229,8 +229,9 @@ pub(crate) fn parse_instant(s: &str) -> Result<i64, &'static str> {
     Ok(dt.timestamp_micros())
 }
 
-/// Decodes standard base64 (padding optional, whitespace ignored as XML-origin data has it).
-pub(crate) fn decode_base64(s: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
+/// Decodes FHIR `base64Binary` text: standard base64, padding optional, whitespace ignored
+/// (as XML-origin data has it).
+pub fn decode_base64(s: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
     use base64::Engine as _;
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     const ENGINE: GeneralPurpose = GeneralPurpose::new(

@@ -50,7 +50,7 @@ pub(crate) fn convert(item: &Item<'_>, data_type: &DataType) -> Result<Value, St
         DataType::Binary => {
             let t = text()?;
             let mut bytes = Vec::new();
-            decode_base64(&t, &mut bytes).map_err(|e| format!("'{t}': {e}"))?;
+            fhir_encoder::decode_base64(&t, &mut bytes).map_err(|e| format!("'{t}': {e}"))?;
             Value::Bytes(bytes)
         }
         DataType::Date32 => {
@@ -93,21 +93,4 @@ fn shown(item: &Item<'_>) -> String {
         Some(t) => format!("'{t}'"),
         None => kind(item),
     }
-}
-
-/// Decodes standard base64 (padding optional, whitespace ignored, as FHIR allows).
-fn decode_base64(s: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
-    use base64::Engine as _;
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    const ENGINE: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new()
-            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-            .with_decode_allow_trailing_bits(true),
-    );
-    out.clear();
-    let compact: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    ENGINE
-        .decode_vec(compact, out)
-        .map_err(|_| "invalid base64")
 }

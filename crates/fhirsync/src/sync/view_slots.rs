@@ -3,6 +3,7 @@
 //! (whatever the encoding keeps), and staged beside the resource rows; the commit of the
 //! resource's table then commits them (see `view_commit`).
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -139,7 +140,7 @@ impl FileViews {
             let Ok(mut rows) = rows.lock() else { return };
             copy.clear();
             copy.push_str(&prefix);
-            copy.push_str(&format!("{line:010}"));
+            let _ = write!(copy, "{line:010}");
             for (slot, r) in rows.iter_mut() {
                 if slot.view.definition.resource == resource_type {
                     r.push(doc, &copy);
